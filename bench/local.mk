@@ -1,0 +1,1 @@
+# bench: rules added as the code arrives.

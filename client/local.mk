@@ -1,0 +1,1 @@
+# client: rules added as the code arrives.

@@ -1,0 +1,7 @@
+# The daemon's allocator core (heap, central, verifier) as a convenience
+# library that spand and the tests link.
+noinst_LTLIBRARIES += daemon/libspd.la
+daemon_libspd_la_SOURCES = \
+	daemon/list.h \
+	daemon/heap.h daemon/central.h daemon/verify.h
+daemon_libspd_la_LIBADD = shm/libshm.la

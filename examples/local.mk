@@ -1,0 +1,1 @@
+# examples: rules added as the code arrives.

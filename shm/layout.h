@@ -1,0 +1,308 @@
+/* spand: the shared arena and everything in it.
+ *
+ * Overview
+ * ========
+ * spand is a memory-pool server for one host.  The daemon owns one POSIX
+ * shared-memory object, the arena, and every attached process maps all of it
+ * at the same virtual address (hdr->base), so a pointer into the arena means
+ * the same object in every process.  The allocator inside is the Go runtime's
+ * (itself from TCMalloc), split across processes:
+ *
+ *   page heap (daemon)  free spans of 8 KiB pages; exact lists for 1..127
+ *                       pages, a treap ordered by (npages, start) above;
+ *                       take = exact, then best fit, then grow; free merges
+ *                       with both free neighbours.        daemon/heap.c
+ *   central (daemon)    per size class, spans with free objects that no
+ *                       client holds (partial) and spans that were full when
+ *                       last seen (full).                   daemon/central.c
+ *   thread cache        per thread of a client, a current span per class;
+ *   (client)            allocation pops its free list and sets a bit: no
+ *                       lock, no atomic, no system call.   client/cache.h
+ *   span map            one entry per page: the span descriptor of that page;
+ *                       any process finds the span of a pointer with a shift
+ *                       and a load.
+ *   alloc bitmap        one bit per object of every small span, in the
+ *                       arena: the truth about which objects are live.  Free
+ *                       lists are only a private index into it, so the daemon
+ *                       can take back a span from a dead client by reading
+ *                       the bitmap alone.
+ *   remote-free stack   per span: any process pushes an object it frees into
+ *                       a span that it does not hold (one CAS); the holder
+ *                       takes the whole stack with one exchange.
+ *   fixed allocator     span descriptors come from a fixed-size pool in the
+ *                       metadata region, never from object pages.
+ *   scavenger (daemon)  free spans idle for a while give their pages back
+ *                       with fallocate(PUNCH_HOLE).
+ *
+ * Everything the daemon needs to go on after a restart (heap, central,
+ * sessions, every span's state) lives here in the arena, never only in the
+ * daemon's private memory.
+ *
+ * Who writes what (DESIGN.md section 2)
+ * -------------------------------------
+ * The daemon alone changes the heap, central, the span map and the sessions;
+ * the holder of a span (one thread of one client, or the daemon while the span
+ * is in central or free) alone changes its bitmap and its holder fields;
+ * anyone may push onto any span's remote-free stack and decrement a tiny
+ * block's live count.  A span changes hands only through the socket (a Refill
+ * answer, a Release request), which orders everything written before it.
+ * Each field below says who writes it and with which memory order.
+ *
+ * Layout of the arena (offsets from the base; each region page aligned)
+ * ---------------------------------------------------------------------
+ *   [0, spanmap_off)          shm_header_t: identity, class table, heap,
+ *                             central, span allocator, sessions, stats
+ *   [spanmap_off, bitmap_off) span map: one uint32 span id per page of the
+ *                             whole arena (metadata pages map to 0)
+ *   [bitmap_off, spans_off)   alloc bitmaps: 128 bytes (1024 bits) per page;
+ *                             a span's bitmap starts at its first page's slot,
+ *                             so it never needs allocating
+ *   [spans_off, data_off)     span descriptors, 64 bytes each, id 0 unused
+ *   [data_off, arena_size)    object pages, handed out by the page heap
+ *
+ * The whole range is reserved by ftruncate (tmpfs keeps it sparse) and mapped
+ * once; the daemon backs pages with fallocate before it hands them out (the
+ * data pages in steps of at least SHM_GROW_MIN_PAGES, with the span map and
+ * bitmap slots that describe them), so a full /dev/shm shows up as ENOMEM at
+ * the caller, never as SIGBUS.
+ *
+ * Invariants (checked by spd_heap_verify, daemon/verify.c)
+ * -------------------------------------------------------
+ *   - every page of [first_page, end_page) belongs to exactly one span;
+ *   - spanmap[p] == id for every page p of an in-use span (CENTRAL, HELD,
+ *     LARGE); for a FREE span only its first and last page map to it and its
+ *     interior maps to 0; pages outside the heap map to 0;
+ *   - no two FREE spans are adjacent;
+ *   - heap.free_pages == sum of npages over FREE spans, and
+ *     free + in-use pages == end_page - first_page;
+ *   - a FREE span of n < 128 pages is on free_head[n], of n >= 128 in the
+ *     treap; nothing else is on those;
+ *   - for a small span: nreserved <= popcount(bitmap) <= nelems, and no bit
+ *     at or above nelems is set;
+ *   - a span is on exactly one daemon list: its heap list (FREE), its class's
+ *     central list (CENTRAL) or its session's list (HELD); LARGE spans are on
+ *     none.
+ */
+#ifndef SHM_LAYOUT_H
+#define SHM_LAYOUT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "shm/sizeclasses.h"
+
+#define SHM_MAGIC           0x314e4144444e5053ULL  /* "SPNDDAN1" little-endian */
+#define SHM_LAYOUT_VERSION  1u
+
+#define SHM_PAGE_SHIFT      13
+#define SHM_PAGE_SIZE       (1u << SHM_PAGE_SHIFT)          /* 8 KiB */
+#define SHM_BITMAP_PAGE_BYTES 128u                          /* 1024 bits a page */
+#define SHM_HEAP_NLISTS     128u     /* exact free lists for 1..127 pages */
+#define SHM_GROW_MIN_PAGES  128u     /* grow the heap by >= 1 MiB at a time */
+#define SHM_MAX_SESSIONS    4096u    /* clients attached at once */
+
+#define SHM_DEFAULT_BASE        0x200000000000ULL
+#define SHM_DEFAULT_ARENA_SIZE  (4ULL << 30)
+#define SHM_MIN_ARENA_SIZE      (16ULL << 20)
+#define SHM_MAX_ARENA_SIZE      (1ULL << 40)   /* 2^27 pages: ids fit in 32 bits */
+
+typedef uint64_t shm_off_t;     /* byte offset from the arena base; 0 = none */
+typedef uint32_t shm_spanid_t;  /* index of a span descriptor; 0 = none */
+
+/* Span states.  Written by the daemon with store_release after every other
+ * descriptor field is valid; read with load_acquire before trusting them. */
+enum {
+    SHM_SPAN_DEAD    = 0,  /* descriptor unused (on the fixed allocator's list) */
+    SHM_SPAN_FREE    = 1,  /* pages in the heap */
+    SHM_SPAN_CENTRAL = 2,  /* small span in central; the daemon holds it */
+    SHM_SPAN_HELD    = 3,  /* small span held by a client session */
+    SHM_SPAN_LARGE   = 4,  /* one large object, allocated */
+};
+
+/* Flags of a FREE span, for the scavenger. */
+enum {
+    SHM_SPAN_UNBACKED_ALL  = 1u << 0,  /* every page was punched out */
+    SHM_SPAN_UNBACKED_SOME = 1u << 1,  /* some pages may be punched out */
+};
+
+/* A run of pages.  64 bytes, one cache line.
+ *
+ * Publication: the daemon fills every field, THEN stores xstate with
+ * release; a reader loads xstate with acquire before trusting the rest.
+ * Identity fields are immutable while the span is HELD or LARGE.
+ *
+ * Holder fields are written only by whoever holds the span now: a client
+ * thread while HELD, the daemon while CENTRAL.  They mean nothing to anyone
+ * else, and the daemon never trusts them: when it takes a span back it
+ * rebuilds what it needs from the alloc bitmap.
+ *
+ * For a small span, object i lives at page_addr(start) + i * size(class);
+ * objects [0, nreserved) are never handed out (in the tiny class they hold
+ * one live-count byte per block).
+ *
+ * Holder's index into the bitmap (client/cache.c keeps it):
+ *     for i < hscan:  bit i clear  <=>  object i is on the local free list
+ *     for i >= hscan: object i is on no list; a clear bit means free
+ */
+typedef struct shm_span_s {
+    /* identity: daemon, while no client holds the span */
+    uint32_t start;          /* first page, counted from the arena base */
+    uint32_t npages;         /* pages in the span, >= 1 */
+    uint8_t  sizeclass;      /* 1..SHM_NCLASSES-1 for small spans, else 0 */
+    _Atomic uint8_t xstate;  /* SHM_SPAN_*; daemon store_release, anyone load_acquire */
+    uint8_t  flags;          /* daemon: SHM_SPAN_UNBACKED_* while FREE */
+    uint8_t  hstate;         /* holder: which private list the span is on */
+    uint32_t nelems;         /* daemon: objects in a small span */
+
+    /* daemon lists: one at a time, by state (see the invariants above) */
+    shm_spanid_t next;       /* daemon: heap exact list, central list, session list */
+    shm_spanid_t prev;       /* daemon: same list, backwards */
+    union {
+        uint32_t session;    /* daemon, HELD: holding session slot + 1 */
+        uint32_t free_since; /* daemon, FREE: monotonic second it went free */
+    };
+    union {
+        struct {             /* daemon, FREE with npages >= 128: treap children */
+            shm_spanid_t left, right;
+        };
+        struct {             /* holder, HELD: the client's own span lists */
+            shm_spanid_t hnext, hprev;
+        };
+    };
+    uint32_t hscan;          /* holder: next object index never put on a list */
+
+    _Atomic uint32_t xowner; /* holder: tid of the holding thread, 0 if none;
+                                stored relaxed by the holder, loaded relaxed by
+                                a freer (only the holder can see its own tid) */
+    uint32_t hcount;         /* holder: objects on the local free list */
+    uint64_t hfree;          /* holder: local free list head (address), 0 empty */
+    _Atomic uint64_t xremote; /* remote-free stack: offset of the first object,
+                                 0 empty; the next offset is in the object's
+                                 first 8 bytes.  Anyone pushes: CAS release.
+                                 The holder takes all: exchange acquire. */
+} shm_span_t;
+_Static_assert(sizeof(shm_span_t) == 64, "shm ABI: bump SHM_LAYOUT_VERSION");
+
+/* The page heap.  Daemon only; clients never read it. */
+typedef struct shm_heap_s {
+    shm_spanid_t free_head[SHM_HEAP_NLISTS]; /* [n]: FREE spans of n pages; [0] unused */
+    shm_spanid_t treap_root;   /* FREE spans of >= 128 pages, by (npages, start) */
+    uint32_t first_page;       /* first page the heap may use (data_off / page) */
+    uint32_t end_page;         /* the heap has grown up to here (exclusive) */
+    uint32_t limit_page;       /* end of the reservation (arena_size / page) */
+    uint64_t free_pages;       /* pages in FREE spans */
+    uint64_t unbacked_pages;   /* pages in FREE spans with SHM_SPAN_UNBACKED_ALL */
+} shm_heap_t;
+
+/* Fixed-size allocator of span descriptors (the Go runtime's FixAlloc).
+ * Daemon only. */
+typedef struct shm_fixalloc_s {
+    shm_spanid_t free_head;  /* recycled DEAD descriptors, linked through next */
+    uint32_t hwm;            /* ids [1, hwm) have been handed out at least once */
+    uint32_t max;            /* capacity: ids [1, max) */
+    uint32_t backed;         /* descriptors [0, backed) are backed */
+    uint32_t inuse;          /* descriptors not DEAD */
+    uint32_t pad;
+} shm_fixalloc_t;
+
+/* Central list of one size class.  Daemon only. */
+typedef struct shm_central_s {
+    shm_spanid_t partial;    /* CENTRAL spans with free objects (next/prev) */
+    shm_spanid_t full;       /* CENTRAL spans full when last looked at */
+    uint32_t npartial;
+    uint32_t nfull;
+} shm_central_t;
+
+/* One attached client.  Daemon only; slot i is session id i + 1. */
+typedef struct shm_session_s {
+    uint32_t pid;            /* 0: slot free */
+    uint32_t uid;
+    uint64_t started;        /* wall-clock seconds */
+    shm_spanid_t spans;      /* HELD spans of this session (next/prev) */
+    uint32_t nspans;
+    uint32_t gen;            /* bumped each time the slot is reused */
+    uint32_t pad;
+} shm_session_t;
+
+/* Counters the daemon keeps in the arena (daemon writes, plain stores;
+ * Stats reads them in the daemon).  One X-macro list drives the struct, the
+ * Stats message and spanctl's output. */
+#define SHM_STAT_FIELDS(X)                                                      \
+    X(grows,            "times the heap grew")                                   \
+    X(grown_bytes,      "bytes the heap grew by")                                \
+    X(spans_allocated,  "spans taken from the heap")                             \
+    X(spans_freed,      "spans given back to the heap")                          \
+    X(large_allocs,     "large objects allocated")                               \
+    X(large_frees,      "large objects freed")                                   \
+    X(refills,          "Refill requests served")                                \
+    X(refill_spans,     "spans handed out by Refill")                            \
+    X(releases,         "spans released by clients")                             \
+    X(adopted_spans,    "spans taken back from clients that went away")          \
+    X(scavenged_bytes,  "bytes given back to the kernel")                        \
+    X(scavenges,        "scavenger passes that released memory")                 \
+    X(clients_total,    "client sessions opened")                                \
+    X(bad_requests,     "requests refused as malformed or invalid")
+
+typedef struct shm_stats_s {
+#define SHM_STAT_MEMBER(name, help) uint64_t name;
+    SHM_STAT_FIELDS(SHM_STAT_MEMBER)
+#undef SHM_STAT_MEMBER
+} shm_stats_t;
+
+/* The arena header, at offset 0.  Identity fields: written by the daemon
+ * once at creation, read-only after attach. */
+typedef struct shm_header_s {
+    uint64_t magic;          /* SHM_MAGIC; daemon stores it last, with release */
+    uint32_t version;        /* SHM_LAYOUT_VERSION */
+    uint32_t page_shift;     /* SHM_PAGE_SHIFT */
+    uint64_t arena_size;     /* bytes reserved, a multiple of the page size */
+    uint64_t base;           /* address every process maps the arena at */
+    uint64_t spanmap_off;    /* regions, see the layout above */
+    uint64_t bitmap_off;
+    uint64_t spans_off;
+    uint64_t data_off;
+    uint32_t npages;         /* arena_size >> SHM_PAGE_SHIFT */
+    uint32_t nclasses;       /* SHM_NCLASSES */
+    uint64_t created;        /* wall-clock seconds */
+    shm_class_t classes[SHM_NCLASSES]; /* the table this arena was made with */
+
+    /* daemon state: daemon only, plain stores, except where marked */
+    _Atomic uint32_t xdaemon_pid; /* daemon: store_release at start; 0 when stopped */
+    uint32_t nsessions;      /* live sessions */
+    shm_heap_t heap;
+    shm_fixalloc_t spanalloc;
+    shm_central_t central[SHM_NCLASSES];
+    shm_stats_t stats;
+    shm_session_t sessions[SHM_MAX_SESSIONS];
+} shm_header_t;
+
+/* ---- address arithmetic: any process, no locks ---- */
+
+static inline uint8_t *shm_page_addr(uint8_t *base, uint32_t page)
+{
+    return base + ((uint64_t)page << SHM_PAGE_SHIFT);
+}
+
+static inline _Atomic uint32_t *shm_spanmap(uint8_t *base)
+{
+    return (_Atomic uint32_t *)(base + ((shm_header_t *)base)->spanmap_off);
+}
+
+static inline shm_span_t *shm_span(uint8_t *base, shm_spanid_t id)
+{
+    return (shm_span_t *)(base + ((shm_header_t *)base)->spans_off) + id;
+}
+
+static inline shm_spanid_t shm_span_id(uint8_t *base, const shm_span_t *s)
+{
+    return (shm_spanid_t)(s - (shm_span_t *)(base + ((shm_header_t *)base)->spans_off));
+}
+
+/* The alloc bitmap of the span starting at `page`: bit i is object i. */
+static inline uint64_t *shm_bitmap(uint8_t *base, uint32_t page)
+{
+    return (uint64_t *)(base + ((shm_header_t *)base)->bitmap_off +
+                        (uint64_t)page * SHM_BITMAP_PAGE_BYTES);
+}
+
+#endif /* SHM_LAYOUT_H */

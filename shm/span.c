@@ -1,0 +1,181 @@
+/* See shm/layout.h for the overview.  Span operations shared by the daemon
+ * and the clients; the rules of who may call what are in shm/span.h. */
+#include "config.h"
+
+#include <string.h>
+
+#include "shm/span.h"
+
+const char *shm_bad_str(shm_bad_t why)
+{
+    switch (why) {
+    case SHM_PTR_OK:            return "ok";
+    case SHM_PTR_OUTSIDE:       return "not a pointer into the arena";
+    case SHM_PTR_NO_SPAN:       return "not in an allocated span";
+    case SHM_PTR_NOT_START:     return "not the start of an object";
+    case SHM_PTR_NOT_ALLOCATED: return "double free or object never allocated";
+    }
+    return "unknown";
+}
+
+shm_span_t *shm_span_of(uint8_t *base, const void *p)
+{
+    const shm_header_t *h = (const shm_header_t *)base;
+    uint64_t off = (uint64_t)((const uint8_t *)p - base);
+    if ((uintptr_t)p < (uintptr_t)base || off < h->data_off || off >= h->arena_size)
+        return NULL;
+    shm_spanid_t id = shm_load_acquire(&shm_spanmap(base)[off >> SHM_PAGE_SHIFT]);
+    if (id == 0)
+        return NULL;
+    return shm_span(base, id);
+}
+
+shm_bad_t shm_ptr_check(uint8_t *base, const void *p, shm_span_t **span, uint32_t *index)
+{
+    const shm_header_t *h = (const shm_header_t *)base;
+    uint64_t off = (uint64_t)((const uint8_t *)p - base);
+    if ((uintptr_t)p < (uintptr_t)base || off < h->data_off || off >= h->arena_size)
+        return SHM_PTR_OUTSIDE;
+    shm_span_t *s = shm_span_of(base, p);
+    if (s == NULL)
+        return SHM_PTR_NO_SPAN;
+    uint8_t state = shm_load_acquire(&s->xstate);
+    uint32_t page = (uint32_t)(off >> SHM_PAGE_SHIFT);
+    if (page < s->start || page - s->start >= s->npages)
+        return SHM_PTR_NO_SPAN;
+    uint64_t rel = off - ((uint64_t)s->start << SHM_PAGE_SHIFT);
+    *span = s;
+    if (state == SHM_SPAN_LARGE) {
+        *index = 0;
+        return rel == 0 ? SHM_PTR_OK : SHM_PTR_NOT_START;
+    }
+    if (state != SHM_SPAN_CENTRAL && state != SHM_SPAN_HELD)
+        return SHM_PTR_NO_SPAN;
+    unsigned cls = s->sizeclass;
+    uint32_t i = shm_obj_index(cls, rel);
+    if (i >= s->nelems)
+        return SHM_PTR_NOT_START;
+    if (cls == SHM_CLASS_TINY) {
+        /* a tiny allocation may start anywhere inside its block */
+        if (i < shm_classes[cls].nreserved)
+            return SHM_PTR_NOT_START;
+    } else if ((uint64_t)i * shm_classes[cls].size != rel) {
+        return SHM_PTR_NOT_START;
+    }
+    if (!shm_bit_test(shm_span_bitmap(base, s), i))
+        return SHM_PTR_NOT_ALLOCATED;
+    *index = i;
+    return SHM_PTR_OK;
+}
+
+void shm_span_cut(uint8_t *base, shm_span_t *s, unsigned cls)
+{
+    const shm_class_t *c = &shm_classes[cls];
+    uint64_t *bm = shm_span_bitmap(base, s);
+    s->sizeclass = (uint8_t)cls;
+    s->nelems = c->nelems;
+    memset(bm, 0, ((c->nelems + 63) / 64) * sizeof(uint64_t));
+    for (uint32_t i = 0; i < c->nreserved; i++)
+        shm_bit_set(bm, i);
+    if (c->nreserved)   /* the tiny live counts */
+        memset(shm_span_addr(base, s), 0, (size_t)c->nreserved * c->size);
+    shm_store_relaxed(&s->xremote, 0);
+    shm_store_relaxed(&s->xowner, 0);
+    shm_span_reset_holder(s);
+}
+
+uint32_t shm_span_count(uint8_t *base, const shm_span_t *s)
+{
+    const uint64_t *bm = shm_span_bitmap(base, s);
+    uint32_t n = 0, words = (s->nelems + 63) / 64;
+    for (uint32_t w = 0; w < words; w++)
+        n += (uint32_t)__builtin_popcountll(shm_word_load(&bm[w]));
+    return n;
+}
+
+void shm_span_reset_holder(shm_span_t *s)
+{
+    s->hscan = 0;
+    s->hfree = 0;
+    s->hcount = 0;
+    s->hstate = 0;
+    s->hnext = s->hprev = 0;
+}
+
+uint32_t shm_span_extend(uint8_t *base, shm_span_t *s, uint32_t max)
+{
+    const uint64_t *bm = shm_span_bitmap(base, s);
+    uint32_t size = shm_classes[s->sizeclass].size;
+    uint8_t *start = shm_span_addr(base, s);
+    uint32_t i = s->hscan, n = 0;
+    void **tail = (void **)&s->hfree;
+    while (*tail != NULL)                   /* append after what is there */
+        tail = (void **)*tail;
+    while (i < s->nelems && n < max) {
+        uint64_t word = ~shm_word_load(&bm[i >> 6]) >> (i & 63);
+        if (word == 0) {                    /* rest of this word allocated */
+            i = (i | 63) + 1;
+            continue;
+        }
+        i += (uint32_t)__builtin_ctzll(word);
+        if (i >= s->nelems)
+            break;
+        void *obj = start + (uint64_t)i * size;
+        *tail = obj;
+        tail = (void **)obj;
+        n++;
+        i++;
+    }
+    *tail = NULL;
+    s->hscan = i < s->nelems ? i : s->nelems;
+    s->hcount += n;
+    return n;
+}
+
+void *shm_span_pop(uint8_t *base, shm_span_t *s)
+{
+    void *p = (void *)(uintptr_t)s->hfree;
+    if (p == NULL)
+        return NULL;
+    s->hfree = (uint64_t)(uintptr_t)*(void **)p;
+    s->hcount--;
+    uint32_t i = shm_obj_index(s->sizeclass, (uint64_t)((uint8_t *)p - shm_span_addr(base, s)));
+    shm_bit_set(shm_span_bitmap(base, s), i);
+    return p;
+}
+
+void shm_span_free_local(uint8_t *base, shm_span_t *s, uint32_t i)
+{
+    shm_bit_clear(shm_span_bitmap(base, s), i);
+    if (i < s->hscan) {
+        void *p = shm_span_addr(base, s) + (uint64_t)i * shm_classes[s->sizeclass].size;
+        *(void **)p = (void *)(uintptr_t)s->hfree;
+        s->hfree = (uint64_t)(uintptr_t)p;
+        s->hcount++;
+    }
+}
+
+int shm_span_drain_remote(uint8_t *base, shm_span_t *s, uint64_t *bad_off)
+{
+    uint64_t off = shm_exchange_acquire(&s->xremote, 0);
+    uint64_t first = (uint64_t)s->start << SHM_PAGE_SHIFT;
+    uint64_t end = first + ((uint64_t)s->npages << SHM_PAGE_SHIFT);
+    unsigned cls = s->sizeclass;
+    uint32_t size = shm_classes[cls].size;
+    uint64_t *bm = shm_span_bitmap(base, s);
+    int n = 0;
+    for (uint32_t walked = 0; off != 0; walked++) {
+        uint32_t i = shm_obj_index(cls, off - first);
+        if (walked >= s->nelems || off < first || off >= end ||
+            (uint64_t)i * size != off - first || i >= s->nelems ||
+            i < shm_classes[cls].nreserved || !shm_bit_test(bm, i)) {
+            *bad_off = off;
+            return -1;
+        }
+        uint64_t next = *(uint64_t *)(base + off);
+        shm_span_free_local(base, s, i);
+        n++;
+        off = next;
+    }
+    return n;
+}

@@ -1,0 +1,131 @@
+/* See shm/layout.h for the overview.
+ *
+ * Operations on one span that the daemon and the clients share: cutting a
+ * span into objects, the alloc bitmap, the holder's local free list, the
+ * remote-free stack and the tiny blocks' live counts.  Who may call what is
+ * the rule of layout.h: bitmap, hscan, hfree and hcount belong to the
+ * holder; remote pushes and tiny-count decrements to anyone.
+ */
+#ifndef SHM_SPAN_H
+#define SHM_SPAN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "shm/atomic.h"
+#include "shm/layout.h"
+
+/* Why a pointer is not a live object, for the messages of a bogus free. */
+typedef enum shm_bad_e {
+    SHM_PTR_OK = 0,
+    SHM_PTR_OUTSIDE,       /* not inside the arena's object pages */
+    SHM_PTR_NO_SPAN,       /* inside, but on a page no allocated span covers */
+    SHM_PTR_NOT_START,     /* not at the start of an object */
+    SHM_PTR_NOT_ALLOCATED, /* the object is free already (double free) */
+} shm_bad_t;
+
+const char *shm_bad_str(shm_bad_t why);
+
+/* First byte of a span's pages. */
+static inline uint8_t *shm_span_addr(uint8_t *base, const shm_span_t *s)
+{
+    return shm_page_addr(base, s->start);
+}
+
+static inline uint64_t *shm_span_bitmap(uint8_t *base, const shm_span_t *s)
+{
+    return shm_bitmap(base, s->start);
+}
+
+/* Object index of byte offset `off` inside a small span of class `cls`. */
+static inline uint32_t shm_obj_index(unsigned cls, uint64_t off)
+{
+    return (uint32_t)((off * shm_classes[cls].divmul) >> 32);
+}
+
+/* ---- the alloc bitmap: the holder writes, anyone may peek ---- */
+
+static inline bool shm_bit_test(const uint64_t *bm, uint32_t i)
+{
+    return (shm_word_load(&bm[i >> 6]) >> (i & 63)) & 1;
+}
+
+static inline void shm_bit_set(uint64_t *bm, uint32_t i)   /* holder only */
+{
+    shm_word_store(&bm[i >> 6], bm[i >> 6] | (1ULL << (i & 63)));
+}
+
+static inline void shm_bit_clear(uint64_t *bm, uint32_t i) /* holder only */
+{
+    shm_word_store(&bm[i >> 6], bm[i >> 6] & ~(1ULL << (i & 63)));
+}
+
+/* ---- lookups: any process ---- */
+
+/* The span whose pages hold `p`, or NULL.  Lock-free: the span map entry is
+ * loaded with acquire and the state checked before anything else is read. */
+shm_span_t *shm_span_of(uint8_t *base, const void *p);
+
+/* Check that `p` is a live small object or the start of a large one.  On
+ * success returns SHM_PTR_OK with *span set and, for a small span, *index
+ * the object's index.  The checks of a free, done before any write. */
+shm_bad_t shm_ptr_check(uint8_t *base, const void *p, shm_span_t **span, uint32_t *index);
+
+/* ---- whole-span operations: the holder ---- */
+
+/* Turn a span fresh from the heap into a small span of class `cls`: clear its
+ * bitmap, mark the reserved objects allocated, zero the tiny counts, empty
+ * every list.  The daemon calls it before the span is published. */
+void shm_span_cut(uint8_t *base, shm_span_t *s, unsigned cls);
+
+/* Objects allocated according to the bitmap (reserved ones included). */
+uint32_t shm_span_count(uint8_t *base, const shm_span_t *s);
+
+/* Forget the holder's index: hscan = hfree = hcount = 0, so the next holder
+ * starts again from the bitmap alone.  Called when a span changes hands. */
+void shm_span_reset_holder(shm_span_t *s);
+
+/* Thread up to `max` free objects at or above s->hscan onto the local free
+ * list s->hfree (lowest address first) and advance hscan past them.
+ * Returns how many were added. */
+uint32_t shm_span_extend(uint8_t *base, shm_span_t *s, uint32_t max);
+
+/* Pop one object from the local free list and mark it allocated; NULL when
+ * the list is empty.  (The client's fast path inlines its own copy of this
+ * with the list head kept in the thread cache.) */
+void *shm_span_pop(uint8_t *base, shm_span_t *s);
+
+/* Free object `i` (already checked allocated) into a span the caller holds:
+ * clear its bit and, when i < hscan, push it on the local free list. */
+void shm_span_free_local(uint8_t *base, shm_span_t *s, uint32_t i);
+
+/* ---- the remote-free stack ---- */
+
+/* Anyone: push object `p` of span `s`.  One CAS (release), retried only when
+ * another push won the race.  Push-only with take-all is ABA-free: a push
+ * needs nothing of the old head but its value at the moment of the CAS. */
+static inline void shm_remote_push(uint8_t *base, shm_span_t *s, void *p)
+{
+    uint64_t off = (uint64_t)((uint8_t *)p - base);
+    uint64_t head = shm_load_relaxed(&s->xremote);
+    do {
+        *(uint64_t *)p = head;
+    } while (!shm_cas_weak_release(&s->xremote, &head, off));
+}
+
+/* The holder: take every object on the remote stack (one exchange,
+ * acquire), clear their bits and push those below hscan on the local free
+ * list.  At most nelems nodes are walked.  Returns the number freed, or -1
+ * when a node is not an allocated object of this span (a double or bogus
+ * free); then *bad_off is its offset and the rest of the stack is dropped. */
+int shm_span_drain_remote(uint8_t *base, shm_span_t *s, uint64_t *bad_off);
+
+/* ---- tiny blocks ---- */
+
+/* Live-count byte of tiny block `i` of a tiny-class span. */
+static inline _Atomic uint8_t *shm_tiny_count(uint8_t *base, const shm_span_t *s, uint32_t i)
+{
+    return (_Atomic uint8_t *)shm_span_addr(base, s) + i;
+}
+
+#endif /* SHM_SPAN_H */

@@ -1,0 +1,1 @@
+# rules added as the code arrives

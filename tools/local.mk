@@ -1,0 +1,1 @@
+# tools: rules added as the code arrives.
