@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Set everything up, then run the whole test suite and the distribution check.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+cd build
+status=0
+make -j"$(nproc)" check || status=$?
+if [ $status -ne 0 ]; then
+    for f in $(find . -name '*.log' -path '*tests*'); do echo "=== $f"; tail -n 60 "$f"; done
+    exit $status
+fi
+make -j"$(nproc)" distcheck >/dev/null 2>distcheck.err || { cat distcheck.err; exit 1; }
+echo "distcheck: ok"
