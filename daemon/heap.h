@@ -36,10 +36,16 @@ void spd_heap_free(shm_arena_t *a, shm_spanid_t id);
 
 /* Punch out the pages of free spans that went free at least `idle` seconds
  * before `now` (monotonic seconds) and are not punched yet.  At most
- * `budget_pages` pages a call.  Returns the bytes given back. */
+ * `budget_pages` pages a call, except that the first span punched may be
+ * larger than the budget (so a huge idle span is not skipped for ever).
+ * Returns the bytes given back (the drop in shm_arena_resident). */
 uint64_t spd_heap_scavenge(shm_arena_t *a, uint32_t now, uint32_t idle, uint64_t budget_pages);
 
 /* Monotonic seconds, the clock of free_since. */
 uint32_t spd_now(void);
+
+/* The treap priority of span `id` (a hash of the id): a parent's priority
+ * is >= its children's, the lower id above on a tie.  For the verifier. */
+uint32_t spd_treap_priority(shm_spanid_t id);
 
 #endif /* SPD_HEAP_H */

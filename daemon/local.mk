@@ -3,5 +3,7 @@
 noinst_LTLIBRARIES += daemon/libspd.la
 daemon_libspd_la_SOURCES = \
 	daemon/list.h \
-	daemon/heap.h daemon/central.h daemon/verify.h
+	daemon/heap.c daemon/heap.h \
+	daemon/central.c daemon/central.h \
+	daemon/verify.c daemon/verify.h
 daemon_libspd_la_LIBADD = shm/libshm.la

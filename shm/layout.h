@@ -119,10 +119,13 @@ enum {
     SHM_SPAN_LARGE   = 4,  /* one large object, allocated */
 };
 
-/* Flags of a FREE span, for the scavenger. */
+/* Span flags: the first two of a FREE span, for the scavenger; the last of a
+ * CENTRAL span that central quarantined. */
 enum {
-    SHM_SPAN_UNBACKED_ALL  = 1u << 0,  /* every page was punched out */
-    SHM_SPAN_UNBACKED_SOME = 1u << 1,  /* some pages may be punched out */
+    SHM_SPAN_UNBACKED_ALL  = 1u << 0,  /* FREE: every page was punched out */
+    SHM_SPAN_UNBACKED_SOME = 1u << 1,  /* FREE: some pages may be punched out */
+    SHM_SPAN_CORRUPT       = 1u << 2,  /* CENTRAL: its remote stack held a bogus
+                                          node; kept on the full list for good */
 };
 
 /* A run of pages.  64 bytes, one cache line.
@@ -150,7 +153,8 @@ typedef struct shm_span_s {
     uint32_t npages;         /* pages in the span, >= 1 */
     uint8_t  sizeclass;      /* 1..SHM_NCLASSES-1 for small spans, else 0 */
     _Atomic uint8_t xstate;  /* SHM_SPAN_*; daemon store_release, anyone load_acquire */
-    uint8_t  flags;          /* daemon: SHM_SPAN_UNBACKED_* while FREE */
+    uint8_t  flags;          /* daemon: SHM_SPAN_UNBACKED_* while FREE,
+                                SHM_SPAN_CORRUPT while CENTRAL */
     uint8_t  hstate;         /* holder: which private list the span is on */
     uint32_t nelems;         /* daemon: objects in a small span */
 
