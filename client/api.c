@@ -1,0 +1,206 @@
+/* See shm/layout.h for the overview; doc/design.md section 3 for the client.
+ *
+ * The public entry points of spanclient.h: argument checks, then the fast
+ * paths of client/cache.h.  Large objects (> SHM_MAX_SMALL) are one RPC
+ * each (AllocLarge, FreeLarge).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "client/cache.h"
+
+void spci_log(const char *fmt, ...)
+{
+    spc_log_fn fn = spci_proc.log;
+    if (fn == NULL)
+        return;
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fn(msg, spci_proc.log_arg);
+}
+
+SPC_PUBLIC void spc_set_log_fn(spc_log_fn fn, void *arg)
+{
+    pthread_mutex_lock(&spci_proc.lock);
+    spci_proc.log = fn;
+    spci_proc.log_arg = arg;
+    pthread_mutex_unlock(&spci_proc.lock);
+}
+
+/* errno for a failed RPC or attach. */
+static int rpc_errno(int rc)
+{
+    switch (rc) {
+    case -ENOMEM: case -EINVAL: case -E2BIG:
+        return rc == -E2BIG ? ENOMEM : -rc;
+    default:
+        return ENOTCONN;
+    }
+}
+
+void *spci_alloc_large(uint64_t size, uint64_t align)
+{
+    /* nothing bigger than the arena can ever fit: say so without a round trip */
+    if (size > SHM_MAX_ARENA_SIZE || (spci_map.data_len && size > spci_map.data_len)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    uint64_t off = 0;
+    pthread_mutex_lock(&spci_proc.lock);
+    int rc = spci_ensure_attached();
+    if (rc == 0)
+        rc = spci_rpc_alloc_large_locked(size, align, &off);
+    pthread_mutex_unlock(&spci_proc.lock);
+    if (rc != 0) {
+        errno = rpc_errno(rc);
+        return NULL;
+    }
+    if (off < spci_map.data_off || off - spci_map.data_off >= spci_map.data_len) {
+        spci_log("AllocLarge answered offset %#llx, outside the arena", (unsigned long long)off);
+        errno = EPROTO;
+        return NULL;
+    }
+    return spci_map.base + off;
+}
+
+SPC_PUBLIC void *spc_malloc(size_t size)
+{
+    spci_cache_t *c = spci_tc;
+    if (SPCI_LIKELY(size - (SHM_TINY_MAX / 2 + 1) < SHM_MAX_SMALL - SHM_TINY_MAX / 2))
+        return spci_alloc_cls(c, shm_size_to_class(size));      /* 9 .. 32 KiB */
+    if (size <= SHM_TINY_MAX / 2)
+        return spci_alloc_tiny(c, size);                        /* 0 .. 8 */
+    return spci_alloc_large(size, 0);
+}
+
+SPC_PUBLIC void spc_free(void *p)
+{
+    if (SPCI_LIKELY(p != NULL))
+        spci_free_fast(p);
+}
+
+SPC_PUBLIC void *spc_calloc(size_t n, size_t size)
+{
+    size_t total;
+    if (__builtin_mul_overflow(n, size, &total)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    void *p = spc_malloc(total);
+    if (p != NULL)
+        memset(p, 0, total);          /* reused objects are not zero */
+    return p;
+}
+
+/* Bytes usable at the live object p, or 0 with *why set. */
+static size_t usable(const void *p, shm_bad_t *why)
+{
+    shm_span_t *s;
+    uint32_t i;
+    *why = spci_check(p, &s, &i);
+    if (*why != SHM_PTR_OK)
+        return 0;
+    if (shm_load_acquire(&s->xstate) == SHM_SPAN_LARGE)
+        return (size_t)s->npages << SHM_PAGE_SHIFT;
+    if (s->sizeclass == SHM_CLASS_TINY) {
+        uint8_t v = shm_load_relaxed(shm_tiny_count(spci_map.base, s, i));
+        return (size_t)1 << (v >> 6);
+    }
+    return shm_classes[s->sizeclass].size;
+}
+
+SPC_PUBLIC size_t spc_usable_size(const void *p)
+{
+    if (p == NULL)
+        return 0;
+    shm_bad_t why;
+    size_t n = usable(p, &why);
+    if (n == 0)
+        errno = EINVAL;
+    return n;
+}
+
+/* Would an object of `size` bytes land where p (usable `have`) is? */
+static bool fits_in_place(size_t have, size_t size)
+{
+    if (have <= SHM_TINY_MAX / 2)                   /* a tiny piece of granule have */
+        return size <= SHM_TINY_MAX / 2 && (1u << spci_tiny_code(size)) == have;
+    if (have <= SHM_MAX_SMALL)
+        return size > SHM_TINY_MAX / 2 && size <= SHM_MAX_SMALL &&
+               shm_classes[shm_size_to_class(size)].size == have;
+    return size > SHM_MAX_SMALL && size <= have && size >= have / 2;   /* large */
+}
+
+SPC_PUBLIC void *spc_realloc(void *p, size_t size)
+{
+    if (p == NULL)
+        return spc_malloc(size);
+    if (size == 0) {
+        spc_free(p);
+        return NULL;
+    }
+    shm_bad_t why;
+    size_t have = usable(p, &why);
+    if (have == 0)
+        spci_bogus_free("spc_realloc", p, shm_bad_str(why));
+    if (fits_in_place(have, size))
+        return p;
+    void *q = spc_malloc(size);
+    if (q == NULL)
+        return NULL;                  /* p is left as it was */
+    memcpy(q, p, have < size ? have : size);
+    spc_free(p);
+    return q;
+}
+
+SPC_PUBLIC void *spc_aligned_alloc(size_t align, size_t size)
+{
+    if (align == 0 || (align & (align - 1)) != 0) {
+        errno = EINVAL;
+        return NULL;
+    }
+    if (size == 0)
+        size = 1;
+    if (align <= SHM_PAGE_SIZE && size <= SHM_MAX_SMALL) {
+        /* objects of a page-aligned span are aligned to any power of two
+         * that divides their size: the first such class that fits */
+        for (unsigned cls = shm_size_to_class(size); cls < SHM_CLASS_TINY; cls++)
+            if (shm_classes[cls].size % align == 0)
+                return spci_alloc_cls(spci_tc, cls);
+    }
+    return spci_alloc_large(size, align);
+}
+
+SPC_PUBLIC uint64_t spc_offset(const void *p)
+{
+    if (p == NULL)
+        return 0;
+    uint64_t off = (uint64_t)((const uint8_t *)p - spci_map.base);
+    if (spci_map.base == NULL || off >= spci_map.size) {
+        errno = EINVAL;
+        return 0;
+    }
+    return off;
+}
+
+SPC_PUBLIC void *spc_pointer(uint64_t offset)
+{
+    if (offset == 0)
+        return NULL;
+    if (spci_map.base == NULL && spci_ensure_attached() != 0) {
+        errno = ENOTCONN;
+        return NULL;
+    }
+    if (offset < spci_map.data_off || offset >= spci_map.size) {
+        errno = EINVAL;
+        return NULL;
+    }
+    return spci_map.base + offset;
+}

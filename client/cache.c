@@ -1,0 +1,408 @@
+/* See shm/layout.h for the overview; doc/design.md section 3 for the client.
+ *
+ * The thread cache's slow paths: what happens when a bin or a tiny block
+ * runs dry (client/cache.h has the fast paths).  In order, a dry bin
+ *   1. extends its current span's list from the alloc bitmap (hscan),
+ *   2. takes the current span's remote-free stack (one exchange),
+ *   3. switches to another span this thread holds with free objects (the
+ *      avail list: spares of the last Refill, full spans that got a local
+ *      free), then to a full span whose remote stack is not empty,
+ *   4. and only then asks the daemon for a batch (Refill), the batch
+ *      doubling per refill of the class up to SPCI_BATCH_MAX_BYTES, with
+ *      the spans it gives back piggybacked.
+ * A thread holds at most SPCI_AVAIL_CAP_BYTES of spans with free room per
+ * class and tracks at most SPCI_FULL_MAX full ones; the excess goes back in
+ * one Release (or with the next Refill).
+ *
+ * Every span here is held by the cache's thread: only that thread (or
+ * spc_detach / the thread-exit flush, while the thread is quiescent) runs
+ * this code on it, so holder fields need no synchronisation.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client/cache.h"
+
+#define SPCI_BATCH_MIN_BYTES (64u << 10)   /* first Refill of a class */
+#define SPCI_BATCH_MAX_BYTES (1u << 20)    /* batches double up to this */
+#define SPCI_AVAIL_CAP_BYTES (2u << 20)    /* free room held per class */
+#define SPCI_FULL_MAX 256u                 /* full spans tracked per class */
+#define SPCI_FULL_SCAN 8u                  /* full spans looked at per miss */
+#define SPCI_REFILL_MAX 256u               /* spans accepted from one Refill */
+#define SPCI_RELEASE_CHUNK 1024u           /* spans per Release message */
+
+spci_cache_t spci_empty_cache = { .tid = UINT32_MAX };
+__thread spci_cache_t *spci_tc __attribute__((tls_model("initial-exec"))) = &spci_empty_cache;
+
+/* ---- private span lists (hnext/hprev) ---- */
+
+static void slist_push_tail(spci_slist_t *l, shm_span_t *s)
+{
+    shm_spanid_t id = shm_span_id(spci_map.base, s);
+    s->hnext = 0;
+    s->hprev = l->tail;
+    if (l->tail)
+        spci_map.spans[l->tail].hnext = id;
+    else
+        l->head = id;
+    l->tail = id;
+    l->n++;
+    l->pages += s->npages;
+}
+
+static void slist_remove(spci_slist_t *l, shm_span_t *s)
+{
+    if (s->hprev)
+        spci_map.spans[s->hprev].hnext = s->hnext;
+    else
+        l->head = s->hnext;
+    if (s->hnext)
+        spci_map.spans[s->hnext].hprev = s->hprev;
+    else
+        l->tail = s->hprev;
+    s->hnext = s->hprev = 0;
+    l->n--;
+    l->pages -= s->npages;
+}
+
+static shm_span_t *slist_head(const spci_slist_t *l)
+{
+    return l->head ? &spci_map.spans[l->head] : NULL;
+}
+
+/* ---- giving spans back ---- */
+
+/* Send the pending releases now (the pending array is full, or flushing). */
+static void pending_send(spci_cache_t *c)
+{
+    if (c->npending == 0)
+        return;
+    pthread_mutex_lock(&spci_proc.lock);
+    int rc = spci_rpc_release_locked(c->pending, c->npending);
+    pthread_mutex_unlock(&spci_proc.lock);
+    if (rc != 0)
+        spci_log("release of %u spans failed: %s (the daemon takes them back when "
+                 "this process detaches or exits)", c->npending, strerror(-rc));
+    c->npending = 0;
+}
+
+/* Stop holding s (on no private list): from now on every free into it,
+ * ours included, is a remote push; the daemon rebuilds the rest from the
+ * bitmap.  It goes back with the next Refill or Release. */
+static void give_back(spci_cache_t *c, shm_span_t *s)
+{
+    s->hstate = SPCI_H_NONE;
+    shm_store_relaxed(&s->xowner, 0);
+    if (c->npending == SPCI_PENDING_MAX)
+        pending_send(c);
+    c->pending[c->npending++] = shm_span_id(spci_map.base, s);
+}
+
+/* ---- the current span ---- */
+
+static void make_current(spci_cache_t *c, unsigned cls, shm_span_t *s)
+{
+    spci_bin_t *b = &c->bins[cls];
+    b->span = s;
+    b->start = shm_page_addr(spci_map.base, s->start);
+    b->bitmap = (uint64_t *)(spci_map.bitmaps + (uint64_t)s->start * SHM_BITMAP_PAGE_BYTES);
+    b->divmul = shm_classes[cls].divmul;
+    b->head = (void *)(uintptr_t)s->hfree;   /* the list moves into the bin */
+    s->hfree = 0;
+    s->hcount = 0;
+    s->hstate = SPCI_H_CURRENT;
+}
+
+/* The current span's list is empty: refill it from the bitmap, then from
+ * the remote-free stack.  True when the bin has objects again. */
+static bool refresh_current(spci_cache_t *c, unsigned cls)
+{
+    spci_bin_t *b = &c->bins[cls];
+    shm_span_t *s = b->span;
+    uint32_t step = SHM_PAGE_SIZE / shm_classes[cls].size;   /* a page's worth */
+    if (step < 4)
+        step = 4;
+    s->hfree = 0;
+    if (shm_span_extend(spci_map.base, s, step) == 0) {
+        if (shm_load_relaxed(&s->xremote) == 0)
+            return false;
+        uint64_t bad = 0;
+        if (shm_span_drain_remote(spci_map.base, s, &bad) < 0)
+            spci_bogus_free("spc_free", spci_map.base + bad,
+                            "double free detected (found on the remote-free stack "
+                            "of a span being reused)");
+        if (s->hfree == 0)
+            shm_span_extend(spci_map.base, s, step);   /* drained ones above hscan */
+    }
+    b->head = (void *)(uintptr_t)s->hfree;
+    s->hfree = 0;
+    s->hcount = 0;
+    return b->head != NULL;
+}
+
+/* The current span has nothing left: keep it on the full list, where a
+ * local free (free.c) or a remote push makes it usable again. */
+static void retire_current(spci_cache_t *c, unsigned cls)
+{
+    spci_bin_t *b = &c->bins[cls];
+    shm_span_t *s = b->span;
+    s->hfree = (uint64_t)(uintptr_t)b->head;
+    b->head = NULL;
+    b->span = NULL;
+    s->hstate = SPCI_H_FULL;
+    spci_slist_t *full = &c->cls[cls].full;
+    slist_push_tail(full, s);
+    if (full->n > SPCI_FULL_MAX) {          /* the oldest goes back */
+        shm_span_t *old = slist_head(full);
+        slist_remove(full, old);
+        give_back(c, old);
+    }
+}
+
+/* A span from the avail list, or a full one whose remote stack has objects
+ * (a relaxed peek; at most SPCI_FULL_SCAN looked at, rotating). */
+static bool take_held(spci_cache_t *c, unsigned cls)
+{
+    spci_class_t *k = &c->cls[cls];
+    shm_span_t *s = slist_head(&k->avail);
+    if (s != NULL) {
+        slist_remove(&k->avail, s);
+        make_current(c, cls, s);
+        return true;
+    }
+    for (uint32_t n = 0; n < SPCI_FULL_SCAN && (s = slist_head(&k->full)) != NULL; n++) {
+        slist_remove(&k->full, s);
+        if (shm_load_relaxed(&s->xremote) != 0 || s->hfree != 0) {
+            make_current(c, cls, s);
+            return true;
+        }
+        slist_push_tail(&k->full, s);
+    }
+    return false;
+}
+
+/* Ask the daemon for a batch of spans of class cls.  0, or -1 and errno. */
+static int refill(spci_cache_t *c, unsigned cls)
+{
+    spci_class_t *k = &c->cls[cls];
+    const shm_class_t *sc = &shm_classes[cls];
+    uint32_t span_bytes = sc->npages << SHM_PAGE_SHIFT;
+    uint32_t max = SPCI_BATCH_MAX_BYTES / span_bytes;
+    if (max < 1)
+        max = 1;
+    if (max > SPCI_REFILL_MAX)
+        max = SPCI_REFILL_MAX;
+    if (k->batch == 0)
+        k->batch = SPCI_BATCH_MIN_BYTES / span_bytes ? SPCI_BATCH_MIN_BYTES / span_bytes : 1;
+    if (k->batch > max)
+        k->batch = max;
+
+    shm_spanid_t got[SPCI_REFILL_MAX];
+    uint32_t n = 0;
+    pthread_mutex_lock(&spci_proc.lock);
+    int rc = spci_rpc_refill_locked(cls, k->batch, c->pending, c->npending, got,
+                                    SPCI_REFILL_MAX, &n);
+    pthread_mutex_unlock(&spci_proc.lock);
+    if (rc != 0) {
+        errno = rc == -ENOMEM ? ENOMEM : (rc == -ENOTCONN || rc == -EPIPE ||
+                                          rc == -ECONNRESET) ? ENOTCONN : -rc;
+        return -1;
+    }
+    c->npending = 0;
+    const shm_header_t *h = (const shm_header_t *)spci_map.base;
+    uint32_t added = 0;
+    for (uint32_t j = 0; j < n; j++) {
+        shm_span_t *s = &spci_map.spans[got[j]];
+        if (got[j] == 0 || got[j] > h->npages ||
+            shm_load_acquire(&s->xstate) != SHM_SPAN_HELD || s->sizeclass != cls ||
+            s->nelems != sc->nelems) {
+            spci_log("Refill of class %u returned span %u, which is not a held span of "
+                     "that class; ignored", cls, got[j]);
+            continue;
+        }
+        shm_span_reset_holder(s);
+        s->hstate = SPCI_H_AVAIL;
+        shm_store_relaxed(&s->xowner, c->tid);
+        slist_push_tail(&k->avail, s);
+        added++;
+    }
+    k->refills++;
+    if (k->batch < max)
+        k->batch = k->batch * 2 < max ? k->batch * 2 : max;
+    if (added == 0) {
+        errno = EPROTO;
+        return -1;
+    }
+    return 0;
+}
+
+void *spci_alloc_slow(spci_cache_t *c, unsigned cls)
+{
+    if (SPCI_UNLIKELY(c == &spci_empty_cache)) {
+        c = spci_cache_create();
+        return c ? spci_alloc_cls(c, cls) : NULL;
+    }
+    if (SPCI_UNLIKELY(!shm_load_acquire(&spci_attached)) && spci_ensure_attached() != 0) {
+        errno = ENOTCONN;
+        return NULL;
+    }
+    spci_bin_t *b = &c->bins[cls];
+    for (int refills = 0;;) {
+        if (b->span != NULL) {
+            if (refresh_current(c, cls))
+                return spci_alloc_cls(c, cls);
+            retire_current(c, cls);
+        }
+        if (take_held(c, cls))
+            continue;
+        if (refills++ == 4) {       /* spans that the daemon said had room did not */
+            spci_log("Refill of class %u brought no free object", cls);
+            errno = ENOMEM;
+            return NULL;
+        }
+        if (refill(c, cls) != 0)
+            return NULL;
+    }
+}
+
+/* ---- tiny blocks ----
+ *
+ * Count byte of a block (shm_tiny_count): top 2 bits the granule code, low
+ * 6 bits the live count.  Bias scheme: the thread that starts a block stores
+ * SPCI_TINY_BIAS | code << 6 before any allocation of it is visible; its own
+ * allocations from the block are counted privately (pos); every free of a
+ * piece, by anyone, is one fetch_sub(1) (acq_rel).  When the thread leaves
+ * the block it does one fetch_sub(BIAS - k) for its k pieces.  While held the
+ * count is >= BIAS - 16 > 0 (at most 16 pieces), so only the last party to
+ * act, the one that sees the low bits reach 0, frees the 16-byte block. */
+
+static void tiny_abandon(spci_cache_t *c, spci_tiny_t *t, unsigned code)
+{
+    uint8_t *blk = t->end - 16;
+    uint32_t k = (uint32_t)(t->pos - blk) >> code;
+    t->pos = t->end = NULL;
+    shm_span_t *s = &spci_map.spans[shm_load_acquire(
+        &spci_map.spanmap[(uint64_t)(blk - spci_map.base) >> SHM_PAGE_SHIFT])];
+    uint32_t i = (uint32_t)((uint64_t)(blk - shm_page_addr(spci_map.base, s->start)) >> 4);
+    uint8_t sub = (uint8_t)(SPCI_TINY_BIAS - k);
+    uint8_t old = shm_fetch_sub_acq_rel(shm_tiny_count(spci_map.base, s, i), sub);
+    if (((uint8_t)(old - sub) & SPCI_TINY_COUNT_MASK) == 0)
+        spci_tiny_block_free(c, s, i);
+}
+
+void *spci_tiny_slow(spci_cache_t *c, unsigned code)
+{
+    if (SPCI_UNLIKELY(c == &spci_empty_cache)) {
+        c = spci_cache_create();
+        return c ? spci_alloc_tiny(c, 1u << code) : NULL;
+    }
+    if (SPCI_UNLIKELY(!shm_load_acquire(&spci_attached)) && spci_ensure_attached() != 0) {
+        errno = ENOTCONN;
+        return NULL;
+    }
+    spci_tiny_t *t = &c->tiny[code];
+    if (t->end != NULL)
+        tiny_abandon(c, t, code);
+    uint8_t *blk = spci_alloc_cls(c, SHM_CLASS_TINY);
+    if (blk == NULL)
+        return NULL;
+    shm_span_t *s = c->bins[SHM_CLASS_TINY].span;   /* the block came from it */
+    uint32_t i = (uint32_t)((uint64_t)(blk - c->bins[SHM_CLASS_TINY].start) >> 4);
+    shm_store_relaxed(shm_tiny_count(spci_map.base, s, i),
+                      (uint8_t)(SPCI_TINY_BIAS | code << 6));
+    t->pos = blk + (1u << code);
+    t->end = blk + 16;
+    return blk;
+}
+
+/* ---- local frees into held spans that are not the fast case ---- */
+
+void spci_free_owned_slow(spci_cache_t *c, shm_span_t *s, uint32_t i, void *p)
+{
+    unsigned cls = s->sizeclass;
+    spci_bin_t *b = &c->bins[cls];
+    (void)p;
+    if (b->span == s) {                 /* current, at or above hscan */
+        shm_bit_clear(b->bitmap, i);
+        if (i < s->hscan) {
+            void *obj = b->start + (uint64_t)i * shm_classes[cls].size;
+            *(void **)obj = b->head;
+            b->head = obj;
+        }
+        return;
+    }
+    shm_span_free_local(spci_map.base, s, i);
+    if (s->hstate != SPCI_H_FULL)
+        return;
+    spci_class_t *k = &c->cls[cls];     /* a full span became usable */
+    slist_remove(&k->full, s);
+    if ((k->avail.pages + s->npages) * (uint64_t)SHM_PAGE_SIZE > SPCI_AVAIL_CAP_BYTES) {
+        give_back(c, s);
+        return;
+    }
+    s->hstate = SPCI_H_AVAIL;
+    slist_push_tail(&k->avail, s);
+}
+
+/* ---- flushing a whole cache ---- */
+
+static void release_add(shm_spanid_t *ids, uint32_t *n, shm_span_t *s)
+{
+    s->hstate = SPCI_H_NONE;
+    s->hnext = s->hprev = 0;
+    shm_store_relaxed(&s->xowner, 0);
+    ids[(*n)++] = shm_span_id(spci_map.base, s);
+    if (*n == SPCI_RELEASE_CHUNK) {
+        int rc = spci_rpc_release_locked(ids, *n);
+        if (rc != 0)
+            spci_log("release of %u spans failed: %s", *n, strerror(-rc));
+        *n = 0;
+    }
+}
+
+void spci_cache_flush_locked(spci_cache_t *c, bool session)
+{
+    if (session && spci_map.base != NULL) {
+        for (unsigned code = 0; code < 4; code++)
+            if (c->tiny[code].end != NULL)
+                tiny_abandon(c, &c->tiny[code], code);
+        static shm_spanid_t ids[SPCI_RELEASE_CHUNK];   /* under spci_proc.lock */
+        uint32_t n = 0;
+        for (unsigned cls = 1; cls < SHM_NCLASSES; cls++) {
+            spci_bin_t *b = &c->bins[cls];
+            if (b->span != NULL) {
+                b->span->hfree = (uint64_t)(uintptr_t)b->head;
+                release_add(ids, &n, b->span);
+            }
+            spci_class_t *k = &c->cls[cls];
+            shm_span_t *s;
+            while ((s = slist_head(&k->avail)) != NULL) {
+                slist_remove(&k->avail, s);
+                release_add(ids, &n, s);
+            }
+            while ((s = slist_head(&k->full)) != NULL) {
+                slist_remove(&k->full, s);
+                release_add(ids, &n, s);
+            }
+        }
+        for (uint32_t j = 0; j < c->npending; j++) {
+            ids[n++] = c->pending[j];
+            if (n == SPCI_RELEASE_CHUNK) {
+                spci_rpc_release_locked(ids, n);
+                n = 0;
+            }
+        }
+        if (n > 0) {
+            int rc = spci_rpc_release_locked(ids, n);
+            if (rc != 0)
+                spci_log("release of %u spans failed: %s", n, strerror(-rc));
+        }
+    }
+    memset(c->tiny, 0, sizeof c->tiny);
+    memset(c->bins, 0, sizeof c->bins);
+    memset(c->cls, 0, sizeof c->cls);
+    c->npending = 0;
+}

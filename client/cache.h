@@ -1,0 +1,165 @@
+/* See shm/layout.h for the overview; doc/design.md section 3 for the client.
+ *
+ * The thread cache and its fast paths: no lock, no atomic read-modify-write,
+ * no system call.  Everything here is static inline; the slow paths
+ * (client/cache.c, client/free.c) are noinline and cold.
+ *
+ * Each thread starts at spci_empty_cache (mimalloc's trick): every bin is
+ * empty and every tiny block full, so the first allocation of any size falls
+ * into the slow path, which attaches, creates the thread's real cache and
+ * switches spci_tc to it.  The fast path never asks "initialized?".
+ *
+ * A bin (one per size class) caches what the fast path needs of the class's
+ * current span: the local free list head (raw pointers threaded through free
+ * objects), the span's first byte, its alloc bitmap and the class's divmul.
+ *     alloc: pop head; i = ((p - start) * divmul) >> 32; set bit i.
+ * While a span is a bin's current span its local list lives in the bin
+ * (span->hfree stays 0); the index invariant of shm/layout.h holds with the
+ * bin's list in place of hfree:
+ *     for i < hscan:  bit i clear  <=>  object i is on the list
+ * Class 0 and classes with no current span have head == NULL.
+ *
+ * Tiny allocations (1..8 bytes; 0 counts as 1) are carved from 16-byte
+ * blocks of class SHM_CLASS_TINY, one granule g = 1 << code per block
+ * (code 0..3: 1, 2, 4, 8 bytes).  tiny[code] is the current block's next
+ * free granule and end; the shared live count of the block is not touched
+ * while the thread carves it (bias scheme, see cache.c).
+ */
+#ifndef SPCI_CACHE_H
+#define SPCI_CACHE_H
+
+#include "client/internal.h"
+
+/* hstate of a span a thread holds (the holder field of shm_span_t) */
+enum {
+    SPCI_H_NONE = 0,    /* not on a private list (fresh, or being released) */
+    SPCI_H_CURRENT,     /* a bin's current span */
+    SPCI_H_AVAIL,       /* has free objects (local list, unscanned bits) */
+    SPCI_H_FULL,        /* had none when last looked at */
+};
+
+#define SPCI_TINY_BIAS 32u        /* added to a held tiny block's count */
+#define SPCI_TINY_COUNT_MASK 63u  /* low 6 bits: count; top 2: granule code */
+#define SPCI_PENDING_MAX 64u      /* spans waiting to be released */
+
+/* Hot per-class state: 40 bytes, written by the owning thread only. */
+typedef struct spci_bin_s {
+    void *head;                 /* local free list of the current span */
+    uint8_t *start;             /* current span's first byte */
+    uint64_t *bitmap;           /* current span's alloc bitmap */
+    shm_span_t *span;           /* current span, NULL none */
+    uint32_t divmul;            /* shm_classes[cls].divmul */
+    uint32_t pad;
+} spci_bin_t;
+
+/* The current tiny block of one granule: [pos, end) not handed out yet. */
+typedef struct spci_tiny_s {
+    uint8_t *pos;
+    uint8_t *end;
+} spci_tiny_t;
+
+/* A private list of held spans through hnext/hprev (span ids). */
+typedef struct spci_slist_s {
+    shm_spanid_t head, tail;
+    uint32_t n;                 /* spans on it */
+    uint32_t pages;             /* their pages */
+} spci_slist_t;
+
+/* Cold per-class state, slow path only. */
+typedef struct spci_class_s {
+    spci_slist_t avail;         /* hstate AVAIL */
+    spci_slist_t full;          /* hstate FULL */
+    uint32_t batch;             /* spans to ask for in the next Refill */
+    uint32_t refills;
+} spci_class_t;
+
+struct spci_cache_s {
+    /* hot: the fast paths */
+    uint32_t tid;               /* kernel tid of the thread; ~0 in the empty cache */
+    uint32_t pad;
+    spci_tiny_t tiny[4];
+    spci_bin_t bins[SHM_NCLASSES];
+    /* cold: the slow paths */
+    spci_class_t cls[SHM_NCLASSES] __attribute__((aligned(64)));
+    shm_spanid_t pending[SPCI_PENDING_MAX]; /* xowner cleared, off every list */
+    uint32_t npending;
+    spci_cache_t *next, *prev;  /* spci_proc.caches, under spci_proc.lock */
+} __attribute__((aligned(64)));
+
+extern spci_cache_t spci_empty_cache;
+extern __thread spci_cache_t *spci_tc __attribute__((tls_model("initial-exec")));
+
+/* Granule code of a tiny request of 0..8 bytes. */
+static inline unsigned spci_tiny_code(size_t size)
+{
+    static const uint8_t code[9] = { 0, 0, 1, 2, 2, 3, 3, 3, 3 };
+    return code[size];
+}
+
+/* Pop an object of class cls (1..SHM_NCLASSES-1) from the bin. */
+static inline void *spci_alloc_cls(spci_cache_t *c, unsigned cls)
+{
+    spci_bin_t *b = &c->bins[cls];
+    void *p = b->head;
+    if (SPCI_UNLIKELY(p == NULL))
+        return spci_alloc_slow(c, cls);
+    b->head = *(void **)p;
+    uint32_t i = (uint32_t)(((uint64_t)((uint8_t *)p - b->start) * b->divmul) >> 32);
+    shm_bit_set(b->bitmap, i);
+    return p;
+}
+
+/* A tiny allocation of 0..8 bytes. */
+static inline void *spci_alloc_tiny(spci_cache_t *c, size_t size)
+{
+    unsigned code = spci_tiny_code(size);
+    spci_tiny_t *t = &c->tiny[code];
+    uint8_t *p = t->pos;
+    if (SPCI_UNLIKELY(p >= t->end))
+        return spci_tiny_slow(c, code);
+    t->pos = p + (1u << code);
+    return p;
+}
+
+/* Free p.  Fast case: a non-tiny object of a span this thread holds, below
+ * its hscan, in the span that is its bin's current one.  Everything else
+ * (validation failures included) goes to the slow paths in free.c. */
+static inline void spci_free_fast(void *p)
+{
+    const spci_map_t *m = &spci_map;
+    uint64_t off = (uint64_t)((uint8_t *)p - m->base);
+    if (SPCI_UNLIKELY(off - m->data_off >= m->data_len)) {
+        spci_free_slow(p);              /* outside, or nothing mapped */
+        return;
+    }
+    shm_spanid_t id = shm_load_acquire(&m->spanmap[off >> SHM_PAGE_SHIFT]);
+    shm_span_t *s = m->spans + id;      /* id 0: descriptor 0, never owned */
+    spci_cache_t *c = spci_tc;
+    if (SPCI_UNLIKELY(shm_load_relaxed(&s->xowner) != c->tid)) {
+        spci_free_slow(p);              /* another holder, large, bogus */
+        return;
+    }
+    /* we hold s, so its identity is stable and its state is HELD */
+    unsigned cls = s->sizeclass;
+    if (SPCI_UNLIKELY(cls == SHM_CLASS_TINY)) {
+        spci_free_slow(p);
+        return;
+    }
+    uint64_t rel = off - ((uint64_t)s->start << SHM_PAGE_SHIFT);
+    uint32_t i = (uint32_t)((rel * shm_classes[cls].divmul) >> 32);
+    uint64_t *bm = (uint64_t *)(m->bitmaps + (uint64_t)s->start * SHM_BITMAP_PAGE_BYTES);
+    if (SPCI_UNLIKELY((uint64_t)i * shm_classes[cls].size != rel || i >= s->nelems))
+        spci_bogus_free("spc_free", p, shm_bad_str(SHM_PTR_NOT_START));
+    if (SPCI_UNLIKELY(!shm_bit_test(bm, i)))
+        spci_bogus_free("spc_free", p, shm_bad_str(SHM_PTR_NOT_ALLOCATED));
+    spci_bin_t *b = &c->bins[cls];
+    if (SPCI_LIKELY(b->span == s && i < s->hscan)) {
+        shm_bit_clear(bm, i);
+        *(void **)p = b->head;
+        b->head = p;
+        return;
+    }
+    spci_free_owned_slow(c, s, i, p);
+}
+
+#endif /* SPCI_CACHE_H */

@@ -1,0 +1,114 @@
+/* See shm/layout.h for the overview; doc/design.md section 3 for the client.
+ *
+ * Frees that are not the fast case of client/cache.h: objects of spans this
+ * thread does not hold (remote push, one CAS), tiny pieces (atomic count),
+ * large objects (FreeLarge), and everything that is not a live object
+ * (a message naming the pointer, then abort, as glibc does).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "client/cache.h"
+
+void spci_bogus_free(const char *fn, const void *p, const char *why)
+{
+    char msg[256];
+    int n = snprintf(msg, sizeof msg, "spanclient: %s(%p): %s (pid %ld)\n", fn, p, why,
+                     (long)getpid());
+    if (n > 0) {
+        ssize_t w = write(STDERR_FILENO, msg, (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1);
+        (void)w;
+    }
+    if (spci_proc.log)
+        spci_proc.log(msg, spci_proc.log_arg);
+    abort();
+}
+
+shm_bad_t spci_check(const void *p, shm_span_t **span, uint32_t *index)
+{
+    if (spci_map.base == NULL)
+        return SHM_PTR_OUTSIDE;
+    return shm_ptr_check(spci_map.base, p, span, index);
+}
+
+/* The reason of a failed check, in the words of a free. */
+static const char *free_reason(shm_bad_t why)
+{
+    if (why == SHM_PTR_NO_SPAN)
+        return "not an allocated object (double free of a large object, or never "
+               "allocated)";
+    if (why == SHM_PTR_NOT_ALLOCATED)
+        return "double free detected (the object is not allocated)";
+    return shm_bad_str(why);
+}
+
+void spci_tiny_block_free(spci_cache_t *c, shm_span_t *s, uint32_t i)
+{
+    if (shm_load_relaxed(&s->xowner) == c->tid)
+        spci_free_owned_slow(c, s, i, NULL);
+    else
+        shm_remote_push(spci_map.base, s,
+                        shm_page_addr(spci_map.base, s->start) + (uint64_t)i * 16);
+}
+
+/* One piece of tiny block i: check its granule, then one atomic decrement;
+ * whoever takes the count to zero frees the block. */
+static void tiny_free(void *p, shm_span_t *s, uint32_t i)
+{
+    _Atomic uint8_t *cnt = shm_tiny_count(spci_map.base, s, i);
+    uint8_t v = shm_load_relaxed(cnt);
+    unsigned g = 1u << (v >> 6);
+    if ((v & SPCI_TINY_COUNT_MASK) == 0)
+        spci_bogus_free("spc_free", p, free_reason(SHM_PTR_NOT_ALLOCATED));
+    if (((uintptr_t)p & 15u & (g - 1)) != 0)
+        spci_bogus_free("spc_free", p, shm_bad_str(SHM_PTR_NOT_START));
+    uint8_t old = shm_fetch_sub_acq_rel(cnt, 1);
+    if ((old & SPCI_TINY_COUNT_MASK) == 0)
+        spci_bogus_free("spc_free", p, free_reason(SHM_PTR_NOT_ALLOCATED));
+    if ((old & SPCI_TINY_COUNT_MASK) == 1)
+        spci_tiny_block_free(spci_tc, s, i);
+}
+
+static void large_free(void *p)
+{
+    uint64_t off = (uint64_t)((uint8_t *)p - spci_map.base);
+    pthread_mutex_lock(&spci_proc.lock);
+    int rc = spci_ensure_attached();
+    if (rc == 0)
+        rc = spci_rpc_free_large_locked(off);
+    pthread_mutex_unlock(&spci_proc.lock);
+    if (rc == -EINVAL)      /* another process freed it first */
+        spci_bogus_free("spc_free", p, "double free of a large object");
+    if (rc != 0)
+        spci_log("FreeLarge of %p failed: %s; the object stays allocated", p,
+                 strerror(-rc));
+}
+
+void spci_free_slow(void *p)
+{
+    if (spci_map.base == NULL && spci_ensure_attached() != 0)
+        spci_bogus_free("spc_free", p, "not attached to a spand arena, and attaching failed");
+    shm_span_t *s;
+    uint32_t i;
+    shm_bad_t why = spci_check(p, &s, &i);
+    if (why != SHM_PTR_OK)
+        spci_bogus_free("spc_free", p, free_reason(why));
+    if (shm_load_acquire(&s->xstate) == SHM_SPAN_LARGE) {
+        large_free(p);
+        return;
+    }
+    if (s->sizeclass == SHM_CLASS_TINY) {
+        tiny_free(p, s, i);
+        return;
+    }
+    spci_cache_t *c = spci_tc;
+    if (shm_load_relaxed(&s->xowner) == c->tid)
+        spci_free_owned_slow(c, s, i, p);
+    else
+        shm_remote_push(spci_map.base, s, p);
+}

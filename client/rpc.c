@@ -1,0 +1,311 @@
+/* See shm/layout.h for the overview; doc/design.md section 3 for the client.
+ *
+ * The blocking RPC client: one Unix stream socket per process, one request
+ * at a time under spci_proc.lock (RPCs are slow paths only).  Framing is
+ * proto/spand.proto's: a 4-byte big-endian length, then one packed Request;
+ * the answer is one Response with the request's id.  The Hello answer
+ * carries the arena's fd by SCM_RIGHTS.  Every function here expects the
+ * caller to hold spci_proc.lock and returns 0 or a negative errno; an error
+ * answer from the daemon is returned as -error, with its message logged.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "client/internal.h"
+#include "proto/spand.pb-c.h"
+#include "proto/wire.h"
+
+/* ---- the socket path ---- */
+
+int spci_socket_path(const char *path, char *out, size_t len)
+{
+    if (path == NULL || *path == '\0')
+        return spand_default_socket(out, len) == 0 ? 0 : -ENAMETOOLONG;
+    size_t n = strlen(path);
+    if (n >= len || n >= SPAND_PATH_MAX)
+        return -ENAMETOOLONG;
+    memcpy(out, path, n + 1);
+    return 0;
+}
+
+/* ---- raw I/O ---- */
+
+static int write_all(int fd, const uint8_t *buf, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        buf += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* Read exactly len bytes.  File descriptors that come along go to *fd_out
+ * when it is not NULL and still -1; any other one is closed. */
+static int read_all(int fd, uint8_t *buf, size_t len, int *fd_out)
+{
+    while (len > 0) {
+        union {
+            char buf[CMSG_SPACE(4 * sizeof(int))];
+            struct cmsghdr align;
+        } cm;
+        struct iovec iov = { .iov_base = buf, .iov_len = len };
+        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
+                             .msg_control = cm.buf, .msg_controllen = sizeof cm.buf };
+        ssize_t n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        for (struct cmsghdr *h = CMSG_FIRSTHDR(&mh); h != NULL; h = CMSG_NXTHDR(&mh, h)) {
+            if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS)
+                continue;
+            size_t nfd = (h->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            for (size_t k = 0; k < nfd; k++) {
+                int got;
+                memcpy(&got, CMSG_DATA(h) + k * sizeof(int), sizeof got);
+                if (fd_out != NULL && *fd_out < 0)
+                    *fd_out = got;
+                else
+                    close(got);
+            }
+        }
+        if (n == 0)
+            return -ECONNRESET;
+        buf += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+void spci_rpc_close_locked(void)
+{
+    if (spci_proc.sock >= 0)
+        close(spci_proc.sock);
+    spci_proc.sock = -1;
+}
+
+/* Send req, wait for its Response.  *out must be freed with
+ * spand__response__free_unpacked. */
+static int call_locked(Spand__Request *req, Spand__Response **out, int *fd_out)
+{
+    if (spci_proc.sock < 0 || spci_proc.pid != getpid())
+        return -ENOTCONN;
+    req->id = ++spci_proc.next_id;
+    size_t len = protobuf_c_message_get_packed_size(&req->base);
+    if (len > SPAND_MAX_FRAME)
+        return -E2BIG;
+    uint8_t small[512];
+    uint8_t *buf = len + 4 <= sizeof small ? small : malloc(len + 4);
+    if (buf == NULL)
+        return -ENOMEM;
+    spand_frame_put_len(buf, (uint32_t)len);
+    protobuf_c_message_pack(&req->base, buf + 4);
+    int rc = write_all(spci_proc.sock, buf, len + 4);
+    if (buf != small)
+        free(buf);
+    if (rc != 0)
+        goto broken;
+
+    uint8_t hdr[4];
+    if ((rc = read_all(spci_proc.sock, hdr, 4, fd_out)) != 0)
+        goto broken;
+    uint32_t n = spand_frame_get_len(hdr);
+    if (n > SPAND_MAX_FRAME) {
+        spci_log("the daemon sent a frame of %u bytes (limit %u)", n, (unsigned)SPAND_MAX_FRAME);
+        rc = -EPROTO;
+        goto broken;
+    }
+    uint8_t *body = malloc(n ? n : 1);
+    if (body == NULL)
+        return -ENOMEM;
+    if ((rc = read_all(spci_proc.sock, body, n, fd_out)) != 0) {
+        free(body);
+        goto broken;
+    }
+    Spand__Response *resp = spand__response__unpack(NULL, n, body);
+    free(body);
+    if (resp == NULL || resp->id != req->id) {
+        spci_log("the daemon sent an answer that does not decode or has the wrong id");
+        if (resp)
+            spand__response__free_unpacked(resp, NULL);
+        rc = -EPROTO;
+        goto broken;
+    }
+    if (resp->error != 0) {
+        rc = -(int)resp->error;
+        spci_log("the daemon refused the request: %s (%s)",
+                 resp->message && *resp->message ? resp->message : "no reason given",
+                 strerror((int)resp->error));
+        spand__response__free_unpacked(resp, NULL);
+        return rc;
+    }
+    *out = resp;
+    return 0;
+
+broken:
+    spci_log("the connection to spand broke: %s", strerror(-rc));
+    spci_rpc_close_locked();
+    spci_session_broken_locked();
+    return rc;
+}
+
+/* ---- the requests ---- */
+
+int spci_rpc_hello_locked(const char *path, int *fd_out, uint64_t *base, uint64_t *size)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    int rc = spci_socket_path(path, sa.sun_path, sizeof sa.sun_path);
+    if (rc != 0) {
+        spci_log("socket path too long");
+        return rc;
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        rc = -errno;
+        spci_log("cannot connect to spand at %s: %s", sa.sun_path, strerror(errno));
+        close(fd);
+        return rc;
+    }
+    spci_rpc_close_locked();
+    spci_proc.sock = fd;
+    spci_proc.pid = getpid();
+
+    char name[64];
+    snprintf(name, sizeof name, "%s[%ld]", program_invocation_short_name, (long)getpid());
+    Spand__Hello hello = SPAND__HELLO__INIT;
+    hello.protocol_version = SPAND_PROTOCOL_VERSION;
+    hello.client_name = name;
+    Spand__Request req = SPAND__REQUEST__INIT;
+    req.body_case = SPAND__REQUEST__BODY_HELLO;
+    req.hello = &hello;
+    Spand__Response *resp = NULL;
+    *fd_out = -1;
+    if ((rc = call_locked(&req, &resp, fd_out)) != 0)
+        goto fail;
+    const Spand__HelloReply *r = resp->body_case == SPAND__RESPONSE__BODY_HELLO ? resp->hello : NULL;
+    if (r == NULL || r->protocol_version != SPAND_PROTOCOL_VERSION ||
+        r->layout_version != SHM_LAYOUT_VERSION || r->page_size != SHM_PAGE_SIZE) {
+        spci_log("spand speaks protocol %u, layout %u, page %u; this library %u, %u, %u",
+                 r ? r->protocol_version : 0, r ? r->layout_version : 0,
+                 r ? r->page_size : 0, SPAND_PROTOCOL_VERSION, SHM_LAYOUT_VERSION,
+                 SHM_PAGE_SIZE);
+        rc = -EPROTO;
+        goto fail;
+    }
+    if (*fd_out < 0) {
+        spci_log("spand's Hello answer came without the arena's file descriptor");
+        rc = -EPROTO;
+        goto fail;
+    }
+    *base = r->base_address;
+    *size = r->arena_size;
+    spci_proc.session = r->session_id;
+    spand__response__free_unpacked(resp, NULL);
+    return 0;
+fail:
+    if (resp)
+        spand__response__free_unpacked(resp, NULL);
+    if (*fd_out >= 0)
+        close(*fd_out);
+    *fd_out = -1;
+    spci_rpc_close_locked();
+    return rc;
+}
+
+int spci_rpc_refill_locked(unsigned cls, uint32_t nspans, const shm_spanid_t *release,
+                           uint32_t nrelease, shm_spanid_t *spans, uint32_t max,
+                           uint32_t *nspans_out)
+{
+    Spand__Refill body = SPAND__REFILL__INIT;
+    body.sizeclass = cls;
+    body.nspans = nspans;
+    body.n_release = nrelease;
+    body.release = (uint32_t *)release;
+    Spand__Request req = SPAND__REQUEST__INIT;
+    req.body_case = SPAND__REQUEST__BODY_REFILL;
+    req.refill = &body;
+    Spand__Response *resp = NULL;
+    int rc = call_locked(&req, &resp, NULL);
+    if (rc != 0)
+        return rc;
+    if (resp->body_case != SPAND__RESPONSE__BODY_REFILL || resp->refill->n_spans == 0) {
+        spand__response__free_unpacked(resp, NULL);
+        return -EPROTO;
+    }
+    uint32_t n = 0;
+    for (size_t j = 0; j < resp->refill->n_spans && n < max; j++)
+        spans[n++] = resp->refill->spans[j];
+    if (resp->refill->n_spans > max)
+        spci_log("Refill brought %zu spans, more than the %u asked for",
+                 resp->refill->n_spans, nspans);
+    *nspans_out = n;
+    spand__response__free_unpacked(resp, NULL);
+    return 0;
+}
+
+int spci_rpc_release_locked(const shm_spanid_t *spans, uint32_t n)
+{
+    if (n == 0)
+        return 0;
+    Spand__Release body = SPAND__RELEASE__INIT;
+    body.n_spans = n;
+    body.spans = (uint32_t *)spans;
+    Spand__Request req = SPAND__REQUEST__INIT;
+    req.body_case = SPAND__REQUEST__BODY_RELEASE;
+    req.release = &body;
+    Spand__Response *resp = NULL;
+    int rc = call_locked(&req, &resp, NULL);
+    if (rc == 0)
+        spand__response__free_unpacked(resp, NULL);
+    return rc;
+}
+
+int spci_rpc_alloc_large_locked(uint64_t size, uint64_t align, uint64_t *off)
+{
+    Spand__AllocLarge body = SPAND__ALLOC_LARGE__INIT;
+    body.size = size;
+    body.align = align;
+    Spand__Request req = SPAND__REQUEST__INIT;
+    req.body_case = SPAND__REQUEST__BODY_ALLOC_LARGE;
+    req.alloc_large = &body;
+    Spand__Response *resp = NULL;
+    int rc = call_locked(&req, &resp, NULL);
+    if (rc != 0)
+        return rc;
+    if (resp->body_case != SPAND__RESPONSE__BODY_ALLOC_LARGE)
+        rc = -EPROTO;
+    else
+        *off = resp->alloc_large->offset;
+    spand__response__free_unpacked(resp, NULL);
+    return rc;
+}
+
+int spci_rpc_free_large_locked(uint64_t off)
+{
+    Spand__FreeLarge body = SPAND__FREE_LARGE__INIT;
+    body.offset = off;
+    Spand__Request req = SPAND__REQUEST__INIT;
+    req.body_case = SPAND__REQUEST__BODY_FREE_LARGE;
+    req.free_large = &body;
+    Spand__Response *resp = NULL;
+    int rc = call_locked(&req, &resp, NULL);
+    if (rc == 0)
+        spand__response__free_unpacked(resp, NULL);
+    return rc;
+}
