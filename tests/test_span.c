@@ -1,0 +1,436 @@
+/* See shm/layout.h for the overview.
+ *
+ * Span operations (shm/span.c) on spans from the heap: the alloc bitmap and
+ * the holder's free list keep the hscan invariant of shm/layout.h; the
+ * remote-free stack under concurrent pushes from several threads; drains
+ * that meet bogus nodes; and a second process that opens the same arena and
+ * sees the same spans.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "daemon/list.h"
+#include "tests/test_core.h"
+
+static uint8_t *obj_addr(shm_arena_t *a, const shm_span_t *s, uint32_t i)
+{
+    return shm_span_addr(a->base, s) + (uint64_t)i * shm_classes[s->sizeclass].size;
+}
+
+/* The hscan invariant, the bitmap against the model, and the list's count. */
+static bool check_holder(shm_arena_t *a, shm_span_t *s, const bool *alloc, uint8_t *onlist)
+{
+    uint32_t size = shm_classes[s->sizeclass].size;
+    uint8_t *start = shm_span_addr(a->base, s);
+    const uint64_t *bm = shm_span_bitmap(a->base, s);
+    memset(onlist, 0, s->nelems);
+    uint32_t n = 0;
+    for (uint8_t *p = (uint8_t *)(uintptr_t)s->hfree; p != NULL; p = *(uint8_t **)p) {
+        uint64_t off = (uint64_t)(p - start);
+        if (off % size != 0 || off / size >= s->hscan || onlist[off / size] || n > s->nelems)
+            return false;        /* not an object, not below hscan, or twice */
+        onlist[off / size] = 1;
+        n++;
+    }
+    if (n != s->hcount)
+        return false;
+    uint32_t live = 0;
+    for (uint32_t i = 0; i < s->nelems; i++) {
+        bool bit = shm_bit_test(bm, i);
+        if (bit != alloc[i])
+            return false;
+        if (i < s->hscan && bit == (onlist[i] != 0))
+            return false;        /* below hscan: clear <=> on the list */
+        live += bit;
+    }
+    return live == shm_span_count(a->base, s);
+}
+
+/* Random extend / pop / free_local on spans of several classes; the
+ * invariant is checked after every operation. */
+static void test_bitmap_freelist(void)
+{
+    shm_arena_t *a = fx_new(64ULL << 20);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+    static const unsigned classes[] = { 1, 3, 9, 17, 37, 44, 53, 65, SHM_CLASS_TINY };
+    bool *alloc = calloc(1024, sizeof *alloc);
+    uint8_t *onlist = calloc(1024, 1);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(alloc);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(onlist);
+    fx_seed(0x5eed0002);
+    for (unsigned k = 0; k < sizeof classes / sizeof classes[0]; k++) {
+        unsigned cls = classes[k];
+        int err;
+        shm_spanid_t id = spd_heap_alloc_small(a, cls, &err);
+        CU_ASSERT_FATAL(id != 0);
+        shm_span_t *s = fx_span(a, id);
+        uint32_t nres = shm_classes[cls].nreserved;
+        memset(alloc, 0, 1024 * sizeof *alloc);
+        for (uint32_t i = 0; i < nres; i++)
+            alloc[i] = true;
+        CU_ASSERT(check_holder(a, s, alloc, onlist));
+        unsigned bad = 0, pops = 0;
+        for (unsigned op = 0; op < 3000; op++) {
+            uint64_t r = fx_rand();
+            if (r % 10 < 4) {
+                uint8_t *p = shm_span_pop(a->base, s);
+                if (p != NULL) {
+                    uint32_t i = (uint32_t)((p - shm_span_addr(a->base, s)) /
+                                            shm_classes[cls].size);
+                    CU_ASSERT(i >= nres && i < s->nelems);
+                    CU_ASSERT_FALSE(alloc[i]);       /* it was free */
+                    alloc[i] = true;
+                    pops++;
+                } else {
+                    CU_ASSERT_EQUAL(s->hcount, 0);
+                }
+            } else if (r % 10 < 6) {
+                uint32_t before = s->hcount, scan = s->hscan;
+                uint32_t got = shm_span_extend(a->base, s, 1 + (uint32_t)(r >> 8) % 16);
+                CU_ASSERT_EQUAL(s->hcount, before + got);
+                CU_ASSERT(s->hscan >= scan);
+            } else {
+                uint32_t i = nres + (uint32_t)((r >> 8) % (s->nelems - nres));
+                if (alloc[i]) {
+                    shm_span_free_local(a->base, s, i);
+                    alloc[i] = false;
+                }
+            }
+            if (!check_holder(a, s, alloc, onlist))
+                bad++;
+        }
+        CU_ASSERT_EQUAL(bad, 0);
+        CU_ASSERT(pops > 100 || s->nelems < 100);
+        /* the span goes to central like a released span */
+        spd_put_t where = spd_central_put(a, id);
+        CU_ASSERT(where == SPD_PUT_PARTIAL || where == SPD_PUT_FULL || where == SPD_PUT_HEAP);
+        VERIFY_OK(a);
+    }
+    free(alloc);
+    free(onlist);
+}
+
+/* ---- remote frees from several threads ---- */
+
+#define NTHREADS 4
+
+typedef struct pusher_s {
+    shm_arena_t *a;
+    shm_span_t *s;
+    unsigned t;
+    pthread_barrier_t *go;
+} pusher_t;
+
+static void *pusher(void *arg)
+{
+    pusher_t *p = arg;
+    pthread_barrier_wait(p->go);
+    for (uint32_t i = p->t; i < p->s->nelems; i += NTHREADS)
+        shm_remote_push(p->a->base, p->s, obj_addr(p->a, p->s, i));
+    return NULL;
+}
+
+typedef struct drainer_s {
+    shm_arena_t *a;
+    shm_span_t *s;
+    uint32_t want;
+    uint32_t got, drains, errors;
+    pthread_barrier_t *go;
+} drainer_t;
+
+/* The holder: drains while the pushes go on, until it has them all. */
+static void *drainer(void *arg)
+{
+    drainer_t *d = arg;
+    pthread_barrier_wait(d->go);
+    unsigned spins = 0;
+    while (d->got < d->want && spins < 100000000) {
+        uint64_t bad;
+        int n = shm_span_drain_remote(d->a->base, d->s, &bad);
+        if (n < 0) {
+            d->errors++;
+            break;
+        }
+        d->got += (uint32_t)n;
+        d->drains += n > 0;
+        spins++;
+    }
+    return NULL;
+}
+
+/* Every object of a span is popped, then pushed by NTHREADS threads at once
+ * while the holder drains; every object comes back exactly once (a second
+ * arrival would be a free of a clear bit, which the drain reports). */
+static void test_remote_threads(void)
+{
+    shm_arena_t *a = fx_new(64ULL << 20);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+    static const unsigned classes[] = { 1, 2, 8, 16, 22 };
+    for (unsigned round = 0; round < 20; round++) {
+        unsigned cls = classes[round % 5];
+        int err;
+        shm_spanid_t id = spd_heap_alloc_small(a, cls, &err);
+        CU_ASSERT_FATAL(id != 0);
+        shm_span_t *s = fx_span(a, id);
+        shm_span_extend(a->base, s, s->nelems);
+        uint32_t popped = 0;
+        while (shm_span_pop(a->base, s) != NULL)
+            popped++;
+        CU_ASSERT_EQUAL(popped, s->nelems);
+        CU_ASSERT_EQUAL(shm_span_count(a->base, s), s->nelems);
+        pthread_barrier_t go;
+        pthread_barrier_init(&go, NULL, NTHREADS + 1);
+        pusher_t p[NTHREADS];
+        pthread_t th[NTHREADS + 1];
+        drainer_t d = { a, s, s->nelems, 0, 0, 0, &go };
+        for (unsigned t = 0; t < NTHREADS; t++) {
+            p[t] = (pusher_t){ a, s, t, &go };
+            CU_ASSERT_EQUAL_FATAL(pthread_create(&th[t], NULL, pusher, &p[t]), 0);
+        }
+        /* odd rounds: drain concurrently; even rounds: one drain at the end */
+        bool concurrent = round % 2;
+        if (concurrent) {
+            CU_ASSERT_EQUAL_FATAL(pthread_create(&th[NTHREADS], NULL, drainer, &d), 0);
+        } else {
+            pthread_barrier_wait(&go);
+        }
+        for (unsigned t = 0; t < NTHREADS + (concurrent ? 1u : 0u); t++)
+            pthread_join(th[t], NULL);
+        pthread_barrier_destroy(&go);
+        if (!concurrent) {
+            uint64_t bad = 0;
+            int n = shm_span_drain_remote(a->base, s, &bad);
+            CU_ASSERT_EQUAL(n, (int)s->nelems);
+            d.got = (uint32_t)(n > 0 ? n : 0);
+        }
+        CU_ASSERT_EQUAL(d.errors, 0);
+        CU_ASSERT_EQUAL(d.got, s->nelems);
+        CU_ASSERT_EQUAL(shm_span_count(a->base, s), 0);
+        CU_ASSERT_EQUAL(shm_load_relaxed(&s->xremote), 0);
+        uint64_t bad;
+        CU_ASSERT_EQUAL(shm_span_drain_remote(a->base, s, &bad), 0);
+        /* they are on the holder's list (hscan is past them all), once each */
+        CU_ASSERT_EQUAL(s->hcount, s->nelems);
+        CU_ASSERT_EQUAL(spd_central_put(a, id), SPD_PUT_HEAP);
+        VERIFY_OK(a);
+    }
+}
+
+/* A drain stops at the first bogus node and reports its offset. */
+static void test_drain_bogus(void)
+{
+    shm_arena_t *a = fx_new(64ULL << 20);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+    int err;
+    shm_spanid_t id = spd_heap_alloc_small(a, 8, &err);   /* 64-byte objects */
+    shm_spanid_t other = spd_heap_alloc_small(a, 8, &err);
+    CU_ASSERT_FATAL(id != 0 && other != 0);
+    shm_span_t *s = fx_span(a, id);
+    shm_span_extend(a->base, s, 10);
+    for (int i = 0; i < 10; i++)
+        CU_ASSERT_PTR_NOT_NULL(shm_span_pop(a->base, s));
+    shm_span_reset_holder(s);
+    uint64_t bad = 0, base_off = (uint64_t)(obj_addr(a, s, 0) - a->base);
+
+    /* not at an object boundary */
+    shm_remote_push(a->base, s, obj_addr(a, s, 1));
+    shm_remote_push(a->base, s, obj_addr(a, s, 2) + 8);
+    CU_ASSERT_EQUAL(shm_span_drain_remote(a->base, s, &bad), -1);
+    CU_ASSERT_EQUAL(bad, base_off + 2 * 64 + 8);
+    CU_ASSERT_EQUAL(shm_load_relaxed(&s->xremote), 0);   /* the rest is dropped */
+    CU_ASSERT(shm_bit_test(shm_span_bitmap(a->base, s), 1)); /* not reached */
+
+    /* an object that is not allocated (a double free) */
+    shm_remote_push(a->base, s, obj_addr(a, s, 3));
+    shm_remote_push(a->base, s, obj_addr(a, s, 3));
+    CU_ASSERT_EQUAL(shm_span_drain_remote(a->base, s, &bad), -1);
+    CU_ASSERT_EQUAL(bad, base_off + 3 * 64);
+    CU_ASSERT_FALSE(shm_bit_test(shm_span_bitmap(a->base, s), 3)); /* the first one counted */
+    shm_remote_push(a->base, s, obj_addr(a, s, 50));      /* never allocated */
+    CU_ASSERT_EQUAL(shm_span_drain_remote(a->base, s, &bad), -1);
+    CU_ASSERT_EQUAL(bad, base_off + 50 * 64);
+
+    /* an object of another span */
+    shm_remote_push(a->base, s, obj_addr(a, fx_span(a, other), 0));
+    CU_ASSERT_EQUAL(shm_span_drain_remote(a->base, s, &bad), -1);
+    CU_ASSERT_EQUAL(bad, (uint64_t)(obj_addr(a, fx_span(a, other), 0) - a->base));
+
+    /* good ones still work */
+    shm_remote_push(a->base, s, obj_addr(a, s, 4));
+    shm_remote_push(a->base, s, obj_addr(a, s, 5));
+    CU_ASSERT_EQUAL(shm_span_drain_remote(a->base, s, &bad), 2);
+    CU_ASSERT_EQUAL(shm_span_count(a->base, s), 10 - 3);   /* 3, 4, 5 came back */
+}
+
+/* ---- a second process ---- */
+
+typedef struct seen_s {
+    shm_spanid_t id;
+    uint32_t start, npages;
+    uint8_t state, sizeclass;
+} seen_t;
+
+/* Walk the heap's pages through the span map: what this process sees. */
+static unsigned walk_spans(shm_arena_t *a, seen_t *out, unsigned max)
+{
+    unsigned n = 0;
+    const shm_heap_t *h = &a->hdr->heap;
+    for (uint32_t p = h->first_page; p < h->end_page && n < max;) {
+        shm_spanid_t id = shm_load_acquire(&shm_spanmap(a->base)[p]);
+        if (id == 0)
+            break;
+        shm_span_t *s = shm_span(a->base, id);
+        out[n++] = (seen_t){ id, s->start, s->npages, shm_load_acquire(&s->xstate),
+                             s->sizeclass };
+        p += s->npages ? s->npages : 1;
+    }
+    return n;
+}
+
+#define MAXSEEN 256
+
+typedef struct report_s {
+    int open_rc;
+    int verify_rc;
+    uint64_t base;
+    unsigned nseen;
+    unsigned map_mismatch;   /* pages whose shm_span_of is not their span */
+    uint64_t pattern_sum;    /* of the parent's large object */
+    seen_t seen[MAXSEEN];
+} report_t;
+
+static __attribute__((noreturn)) void child(const char *name, shm_arena_t *parent, shm_spanid_t big, shm_spanid_t msg,
+                  int fd)
+{
+    report_t *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        _exit(3);
+    uint64_t want_base = parent->hdr->base;
+    uint64_t big_start = fx_span(parent, big)->start, msg_start = fx_span(parent, msg)->start;
+    uint32_t big_pages = fx_span(parent, big)->npages;
+    shm_arena_close(parent);          /* the parent's mapping goes away here */
+    shm_arena_t a;
+    char err[SHM_ERRLEN];
+    r->open_rc = shm_arena_open(&a, name, err);
+    if (r->open_rc == 0) {
+        r->base = (uint64_t)(uintptr_t)a.base;
+        char vmsg[256];
+        r->verify_rc = spd_heap_verify(&a, vmsg, sizeof vmsg);
+        r->nseen = walk_spans(&a, r->seen, MAXSEEN);
+        for (unsigned i = 0; i < r->nseen; i++) {
+            shm_span_t *s = shm_span(a.base, r->seen[i].id);
+            uint8_t st = r->seen[i].state;
+            if (st == SHM_SPAN_FREE)
+                continue;
+            for (uint32_t p = 0; p < r->seen[i].npages; p++)
+                if (shm_span_of(a.base, shm_page_addr(a.base, r->seen[i].start + p)) != s)
+                    r->map_mismatch++;
+        }
+        const uint8_t *b = shm_page_addr(a.base, (uint32_t)big_start);
+        for (uint64_t i = 0; i < (uint64_t)big_pages * SHM_PAGE_SIZE; i++)
+            r->pattern_sum += b[i];
+        strcpy((char *)shm_page_addr(a.base, (uint32_t)msg_start), "hello from the child");
+        shm_arena_close(&a);
+    }
+    (void)want_base;
+    const uint8_t *p = (const uint8_t *)r;
+    size_t left = sizeof *r;
+    while (left > 0) {
+        ssize_t w = write(fd, p, left);
+        if (w <= 0)
+            _exit(4);
+        p += w;
+        left -= (size_t)w;
+    }
+    _exit(0);
+}
+
+static void test_second_process(void)
+{
+    shm_arena_t *a = fx_new(64ULL << 20);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+    int err;
+    /* spans of every kind: FREE, CENTRAL (partial), HELD, LARGE */
+    shm_spanid_t big = spd_heap_alloc_large(a, 5 * SHM_PAGE_SIZE, 0, &err);
+    shm_spanid_t msg = spd_heap_alloc_large(a, SHM_PAGE_SIZE, 0, &err);
+    shm_spanid_t gone = spd_heap_alloc_large(a, 9 * SHM_PAGE_SIZE, 0, &err);
+    shm_spanid_t held = spd_central_take(a, 40, &err);
+    shm_spanid_t part = spd_central_take(a, 5, &err);
+    CU_ASSERT_FATAL(big && msg && gone && held && part);
+    fx_hold(a, held, 3);
+    shm_span_extend(a->base, fx_span(a, part), 3);
+    for (int i = 0; i < 3; i++)
+        shm_span_pop(a->base, fx_span(a, part));
+    CU_ASSERT_EQUAL(spd_central_put(a, part), SPD_PUT_PARTIAL);
+    CU_ASSERT_EQUAL(spd_heap_free_large(a, (uint64_t)fx_span(a, gone)->start << 13), 0);
+    uint8_t *b = fx_addr(a, big);
+    uint64_t sum = 0;
+    for (uint64_t i = 0; i < 5ULL * SHM_PAGE_SIZE; i++) {
+        b[i] = (uint8_t)(i * 7 + 3);
+        sum += b[i];
+    }
+    memset(fx_addr(a, msg), 0, 64);
+    VERIFY_OK(a);
+    seen_t *mine = calloc(MAXSEEN, sizeof *mine);
+    report_t *r = calloc(1, sizeof *r);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mine);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    unsigned nmine = walk_spans(a, mine, MAXSEEN);
+    CU_ASSERT(nmine >= 6);
+
+    int pfd[2];
+    CU_ASSERT_EQUAL_FATAL(pipe(pfd), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    CU_ASSERT_FATAL(pid >= 0);
+    if (pid == 0) {
+        close(pfd[0]);
+        child(fx_name(a), a, big, msg, pfd[1]);
+    }
+    close(pfd[1]);
+    size_t got = 0;
+    while (got < sizeof *r) {
+        ssize_t n = read(pfd[0], (uint8_t *)r + got, sizeof *r - got);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    close(pfd[0]);
+    int status = 0;
+    CU_ASSERT_EQUAL(waitpid(pid, &status, 0), pid);
+    CU_ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CU_ASSERT_EQUAL_FATAL(got, sizeof *r);
+    CU_ASSERT_EQUAL(r->open_rc, 0);
+    CU_ASSERT_EQUAL(r->base, (uint64_t)(uintptr_t)a->base);  /* same address */
+    CU_ASSERT_EQUAL(r->verify_rc, 0);
+    CU_ASSERT_EQUAL(r->map_mismatch, 0);
+    CU_ASSERT_EQUAL(r->pattern_sum, sum);
+    CU_ASSERT_EQUAL(r->nseen, nmine);
+    for (unsigned i = 0; i < nmine && i < r->nseen; i++) {
+        CU_ASSERT_EQUAL(r->seen[i].id, mine[i].id);
+        CU_ASSERT_EQUAL(r->seen[i].start, mine[i].start);
+        CU_ASSERT_EQUAL(r->seen[i].npages, mine[i].npages);
+        CU_ASSERT_EQUAL(r->seen[i].state, mine[i].state);
+        CU_ASSERT_EQUAL(r->seen[i].sizeclass, mine[i].sizeclass);
+    }
+    /* the child's write is visible here */
+    CU_ASSERT_STRING_EQUAL((char *)fx_addr(a, msg), "hello from the child");
+    VERIFY_OK(a);
+    free(mine);
+    free(r);
+}
+
+CU_TestInfo span_tests[] = {
+    { "bitmap and free list keep the hscan invariant", test_bitmap_freelist },
+    { "remote frees from several threads, each once", test_remote_threads },
+    { "drains stop at bogus nodes", test_drain_bogus },
+    { "a second process sees the same spans", test_second_process },
+    CU_TEST_INFO_NULL,
+};
