@@ -1,1 +1,22 @@
-# bench: rules added as the code arrives.
+# bench: spanbench and the comparison with other allocators.  Nothing here
+# runs in `make check`; `make bench` runs bench/run-bench.sh, which writes
+# bench/RESULTS.md in the source tree (see bench/README.md).
+noinst_PROGRAMS += bench/spanbench
+bench_spanbench_SOURCES = \
+	bench/bench.h bench/util.c bench/spanbench.c \
+	bench/wl.h bench/wl_libc.c \
+	bench/rpc.h bench/rpc.c bench/daemon.c
+# libspanclient is being written; until it links, spanbench measures
+# malloc only.
+bench_spanbench_CPPFLAGS = $(AM_CPPFLAGS) -DBENCH_NO_SPAND
+bench_spanbench_CFLAGS = $(AM_CFLAGS) -O2 $(PROTOBUF_C_CFLAGS)
+bench_spanbench_LDADD = proto/libproto.la shm/libshm.la $(PROTOBUF_C_LIBS) -ldl
+bench_spanbench_LDFLAGS = -static
+
+EXTRA_DIST += bench/wl_spand.c
+
+.PHONY: bench
+bench: all
+	@test -f $(srcdir)/bench/run-bench.sh || { echo "bench/run-bench.sh: not written yet"; exit 1; }
+	$(SHELL) $(srcdir)/bench/run-bench.sh --builddir '$(abs_top_builddir)' \
+	  --srcdir '$(abs_top_srcdir)' $(BENCH_FLAGS)
