@@ -288,11 +288,18 @@ static void test_partial_without_free(void)
     expect_broken(a, "partial", "no free object");
 }
 
-static void test_central_count(void)
+static void test_central_full_count(void)
 {
     WORLD(w);
     a->hdr->central[52].nfull += 1;
     expect_broken(a, "central", "nfull");
+}
+
+static void test_central_partial_count(void)
+{
+    WORLD(w);
+    a->hdr->central[5].npartial -= 1;
+    expect_broken(a, "central", "npartial");
 }
 
 static void test_central_class(void)
@@ -405,7 +412,8 @@ CU_TestInfo verify_tests[] = {
     { "a stray bitmap bit above nelems", test_stray_bitmap_bit },
     { "a reserved tiny object unmarked", test_reserved_bit },
     { "a partial span with no free object", test_partial_without_free },
-    { "wrong central count", test_central_count },
+    { "wrong central full count", test_central_full_count },
+    { "wrong central partial count", test_central_partial_count },
     { "a span on another class's list", test_central_class },
     { "a quarantined span off the full list", test_quarantine_misplaced },
     { "a held span with the wrong session", test_session_owner },
