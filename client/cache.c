@@ -11,8 +11,8 @@
  *      doubling per refill of the class up to SPCI_BATCH_MAX_BYTES, with
  *      the spans it gives back piggybacked.
  * A thread holds at most SPCI_AVAIL_CAP_BYTES of spans with free room per
- * class and tracks at most SPCI_FULL_MAX full ones; the excess goes back in
- * one Release (or with the next Refill).
+ * class and tracks at most SPCI_FULL_CAP_BYTES of full ones; the excess goes
+ * back in one Release (or with the next Refill).
  *
  * Every span here is held by the cache's thread: only that thread (or
  * spc_detach / the thread-exit flush, while the thread is quiescent) runs
@@ -29,7 +29,7 @@
 #define SPCI_BATCH_MIN_BYTES (64u << 10)   /* first Refill of a class */
 #define SPCI_BATCH_MAX_BYTES (1u << 20)    /* batches double up to this */
 #define SPCI_AVAIL_CAP_BYTES (2u << 20)    /* free room held per class */
-#define SPCI_FULL_MAX 256u                 /* full spans tracked per class */
+#define SPCI_FULL_CAP_BYTES (16u << 20)   /* full spans tracked per class */
 #define SPCI_FULL_SCAN 8u                  /* full spans looked at per miss */
 #define SPCI_REFILL_MAX 256u               /* spans accepted from one Refill */
 #define SPCI_RELEASE_CHUNK 1024u           /* spans per Release message */
@@ -155,7 +155,8 @@ static void retire_current(spci_cache_t *c, unsigned cls)
     s->hstate = SPCI_H_FULL;
     spci_slist_t *full = &c->cls[cls].full;
     slist_push_tail(full, s);
-    if (full->n > SPCI_FULL_MAX) {          /* the oldest goes back */
+    if ((uint64_t)full->pages << SHM_PAGE_SHIFT > SPCI_FULL_CAP_BYTES) {
+        /* the oldest goes back: frees into it become remote pushes */
         shm_span_t *old = slist_head(full);
         slist_remove(full, old);
         give_back(c, old);
@@ -206,12 +207,15 @@ static int refill(spci_cache_t *c, unsigned cls)
     int rc = spci_rpc_refill_locked(cls, k->batch, c->pending, c->npending, got,
                                     SPCI_REFILL_MAX, &n);
     pthread_mutex_unlock(&spci_proc.lock);
+    /* the daemon takes the piggybacked spans back before it looks for new
+     * ones, so they are gone even when no span came back; if the session
+     * broke instead, the daemon takes them back with everything else */
+    c->npending = 0;
     if (rc != 0) {
         errno = rc == -ENOMEM ? ENOMEM : (rc == -ENOTCONN || rc == -EPIPE ||
                                           rc == -ECONNRESET) ? ENOTCONN : -rc;
         return -1;
     }
-    c->npending = 0;
     const shm_header_t *h = (const shm_header_t *)spci_map.base;
     uint32_t added = 0;
     for (uint32_t j = 0; j < n; j++) {
@@ -252,7 +256,7 @@ void *spci_alloc_slow(spci_cache_t *c, unsigned cls)
     spci_bin_t *b = &c->bins[cls];
     for (int refills = 0;;) {
         if (b->span != NULL) {
-            if (refresh_current(c, cls))
+            if (b->head != NULL || refresh_current(c, cls))
                 return spci_alloc_cls(c, cls);
             retire_current(c, cls);
         }

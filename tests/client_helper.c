@@ -1,0 +1,101 @@
+/* See shm/layout.h for the overview.  Helpers of the client tests: ask a
+ * running spand for Stats, Clients and Verify. */
+#include "config.h"
+
+#include <stdio.h>
+
+#include "tests/client_helper.h"
+#include "tools/ctlclient.h"
+
+Spand__Response *ct_call(const char *sock, Spand__Request *req)
+{
+    ctl_client_t c;
+    Spand__Response *resp = NULL;
+    if (ctl_connect(&c, sock, 10000) != 0)
+        return NULL;
+    int rc = ctl_call(&c, req, &resp);
+    ctl_close(&c);
+    if (rc != 0)
+        return NULL;
+    if (resp->error != 0) {
+        fprintf(stderr, "spand: error %u: %s\n", resp->error, resp->message);
+        spand__response__free_unpacked(resp, NULL);
+        resp = NULL;
+    }
+    return resp;
+}
+
+bool ct_stats(const char *sock, uint64_t *live_objects, uint64_t *live_bytes,
+              uint32_t *clients)
+{
+    Spand__StatsRequest body = SPAND__STATS_REQUEST__INIT;
+    Spand__Request req = SPAND__REQUEST__INIT;
+    req.body_case = SPAND__REQUEST__BODY_STATS;
+    req.stats = &body;
+    Spand__Response *r = ct_call(sock, &req);
+    if (r == NULL || r->body_case != SPAND__RESPONSE__BODY_STATS) {
+        if (r)
+            spand__response__free_unpacked(r, NULL);
+        return false;
+    }
+    if (live_objects)
+        *live_objects = r->stats->live_objects;
+    if (live_bytes)
+        *live_bytes = r->stats->live_bytes;
+    if (clients)
+        *clients = r->stats->clients;
+    spand__response__free_unpacked(r, NULL);
+    return true;
+}
+
+long ct_client_spans(const char *sock, pid_t pid)
+{
+    Spand__Clients body = SPAND__CLIENTS__INIT;
+    Spand__Request req = SPAND__REQUEST__INIT;
+    req.body_case = SPAND__REQUEST__BODY_CLIENTS;
+    req.clients = &body;
+    Spand__Response *r = ct_call(sock, &req);
+    if (r == NULL || r->body_case != SPAND__RESPONSE__BODY_CLIENTS) {
+        if (r)
+            spand__response__free_unpacked(r, NULL);
+        return -2;
+    }
+    long spans = -1;
+    for (size_t i = 0; i < r->clients->n_clients; i++)
+        if (r->clients->clients[i]->pid == (uint32_t)pid)
+            spans = r->clients->clients[i]->spans;
+    spand__response__free_unpacked(r, NULL);
+    return spans;
+}
+
+bool ct_verify(const char *sock, char *msg, size_t len)
+{
+    Spand__Verify body = SPAND__VERIFY__INIT;
+    Spand__Request req = SPAND__REQUEST__INIT;
+    req.body_case = SPAND__REQUEST__BODY_VERIFY;
+    req.verify = &body;
+    Spand__Response *r = ct_call(sock, &req);
+    if (r == NULL || r->body_case != SPAND__RESPONSE__BODY_VERIFY) {
+        snprintf(msg, len, "no answer to Verify");
+        if (r)
+            spand__response__free_unpacked(r, NULL);
+        return false;
+    }
+    bool ok = r->verify->ok;
+    snprintf(msg, len, "%s", r->verify->message ? r->verify->message : "");
+    spand__response__free_unpacked(r, NULL);
+    return ok;
+}
+
+bool ct_scavenge(const char *sock)
+{
+    Spand__Scavenge body = SPAND__SCAVENGE__INIT;
+    Spand__Request req = SPAND__REQUEST__INIT;
+    req.body_case = SPAND__REQUEST__BODY_SCAVENGE;
+    req.scavenge = &body;
+    Spand__Response *r = ct_call(sock, &req);
+    bool ok = r != NULL && r->body_case == SPAND__RESPONSE__BODY_SCAVENGE;
+    if (r)
+        spand__response__free_unpacked(r, NULL);
+    return ok;
+}

@@ -1,0 +1,32 @@
+/* See shm/layout.h for the overview.
+ *
+ * Helpers of the client tests: ask a running spand (started with
+ * tests/daemon_helper.h) for Stats, Clients and Verify over a connection of
+ * our own (no Hello, so it opens no session).
+ */
+#ifndef CT_HELPER_H
+#define CT_HELPER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "proto/spand.pb-c.h"
+
+/* One request on a fresh connection; the Response (free with
+ * spand__response__free_unpacked) or NULL. */
+Spand__Response *ct_call(const char *sock, Spand__Request *req);
+
+/* Stats; false when the request failed. */
+bool ct_stats(const char *sock, uint64_t *live_objects, uint64_t *live_bytes,
+              uint32_t *clients);
+/* Spans held by the session of process `pid` (-1: no session of it). */
+long ct_client_spans(const char *sock, pid_t pid);
+/* Scavenge (`spanctl release`): sweep central's full spans, give free pages
+ * back.  False when the request failed. */
+bool ct_scavenge(const char *sock);
+/* The daemon's heap verifier: true when every invariant holds. */
+bool ct_verify(const char *sock, char *msg, size_t len);
+
+#endif /* CT_HELPER_H */

@@ -1,0 +1,939 @@
+/* See shm/layout.h for the overview.
+ *
+ * libspanclient against a real spand ($SPAND_BIN): every API function and
+ * its edge cases, bogus frees (in forked children), threads freeing each
+ * other's objects, processes exchanging objects through the arena, and what
+ * the daemon holds afterwards (Stats, Clients, Verify).  Each suite starts
+ * its own daemon (private socket and shared-memory name, 256 MiB arena) and
+ * stops it in its cleanup; tests/daemon_helper.c also stops any daemon left
+ * running at exit.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "spanclient.h"
+#include "tests/client_helper.h"
+#include "tests/cutest.h"
+#include "tests/daemon_helper.h"
+
+#define ARENA_BASE 0x200000000000ULL   /* spand's default --base-address */
+
+static dh_daemon_t *daemon_;
+
+/* ---- helpers ---- */
+
+static int suite_start(void)
+{
+    static const char *const args[] = { "-m", "256M", NULL };
+    daemon_ = dh_new();
+    if (daemon_ == NULL || dh_start(daemon_, args) != 0) {
+        fprintf(stderr, "cannot start spand\n");
+        if (daemon_)
+            dh_dump_log(daemon_);
+        return -1;
+    }
+    setenv("SPAND_SOCKET", daemon_->sock, 1);
+    return 0;
+}
+
+static int suite_stop(void)
+{
+    spc_detach();
+    int st = dh_stop(daemon_);
+    if (st != 0)
+        dh_dump_log(daemon_);
+    dh_cleanup(daemon_);
+    return st == 0 ? 0 : -1;
+}
+
+/* The byte pattern of an object: derived from its arena offset (so the
+ * process that checks it needs nothing but the offset) and a salt. */
+static inline uint8_t pat(uint64_t off, uint64_t j)
+{
+    return (uint8_t)(((off * 2654435761u) >> 13) + j * 131 + (j >> 8));
+}
+
+static void fill(void *p, size_t n)
+{
+    uint64_t off = spc_offset(p);
+    uint8_t *b = p;
+    for (size_t j = 0; j < n; j++)
+        b[j] = pat(off, j);
+}
+
+static bool check(const void *p, size_t n)
+{
+    uint64_t off = spc_offset(p);
+    const uint8_t *b = p;
+    for (size_t j = 0; j < n; j++)
+        if (b[j] != pat(off, j))
+            return false;
+    return true;
+}
+
+/* After every process detached: no client, no live object.  Objects freed
+ * into spans that went back to the daemon wait on those spans' remote-free
+ * stacks until the daemon sweeps them; Scavenge sweeps every full one now. */
+static void assert_nothing_live(void)
+{
+    uint64_t objs = 1, bytes = 1;
+    uint32_t clients = 1;
+    CU_ASSERT(ct_scavenge(daemon_->sock));
+    CU_ASSERT_FATAL(ct_stats(daemon_->sock, &objs, &bytes, &clients));
+    CU_ASSERT_EQUAL(objs, 0);
+    CU_ASSERT_EQUAL(bytes, 0);
+    CU_ASSERT_EQUAL(clients, 0);
+    if (objs || bytes || clients)
+        fprintf(stderr, "live objects %llu, bytes %llu, clients %u\n",
+                (unsigned long long)objs, (unsigned long long)bytes, clients);
+    char msg[256];
+    bool ok = ct_verify(daemon_->sock, msg, sizeof msg);
+    CU_ASSERT(ok);
+    if (!ok)
+        fprintf(stderr, "verify: %s\n", msg);
+}
+
+static void xwrite(int fd, const void *buf, size_t n)
+{
+    const uint8_t *p = buf;
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            _exit(90);
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+static bool xread(int fd, void *buf, size_t n)
+{
+    uint8_t *p = buf;
+    while (n > 0) {
+        ssize_t r = read(fd, p, n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return false;
+        p += r;
+        n -= (size_t)r;
+    }
+    return true;
+}
+
+/* ---- suite "api": one process ---- */
+
+static char logged[512];
+static void log_sink(const char *msg, void *arg)
+{
+    (void)arg;
+    snprintf(logged, sizeof logged, "%s", msg);
+}
+
+static void test_attach(void)
+{
+    spc_set_log_fn(log_sink, NULL);
+    CU_ASSERT_EQUAL(spc_attach("/nonexistent-dir/spand.sock"), -ENOENT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(logged, "/nonexistent-dir/spand.sock"));
+    char longpath[300];
+    memset(longpath, 'a', sizeof longpath - 1);
+    longpath[sizeof longpath - 1] = '\0';
+    CU_ASSERT_EQUAL(spc_attach(longpath), -ENAMETOOLONG);
+    spc_set_log_fn(NULL, NULL);
+    CU_ASSERT_EQUAL(spc_attach(NULL), 0);                 /* $SPAND_SOCKET */
+    CU_ASSERT_EQUAL(spc_attach(NULL), 0);                 /* harmless again */
+    CU_ASSERT_EQUAL(spc_attach("/nonexistent-dir/x"), 0); /* attached: nothing to do */
+    CU_ASSERT(ct_client_spans(daemon_->sock, getpid()) >= 0);
+}
+
+/* detach, then re-attach lazily from spc_malloc */
+static void test_detach_lazy_attach(void)
+{
+    void *p = spc_malloc(100);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    CU_ASSERT(ct_client_spans(daemon_->sock, getpid()) > 0);
+    spc_free(p);
+    spc_detach();
+    CU_ASSERT_EQUAL(ct_client_spans(daemon_->sock, getpid()), -1);
+    spc_detach();                                          /* harmless */
+    p = spc_malloc(100);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    CU_ASSERT(ct_client_spans(daemon_->sock, getpid()) > 0);
+    fill(p, 100);
+    CU_ASSERT(check(p, 100));
+    spc_free(p);
+}
+
+/* The arena's address is taken in this process: -EEXIST, no relocation. */
+static void test_attach_address_taken(void)
+{
+    pid_t pid = fork();
+    CU_ASSERT_FATAL(pid >= 0);
+    if (pid == 0) {
+        spc_detach();               /* the child's copy of the mapping goes */
+        void *m = mmap((void *)ARENA_BASE, 1 << 20, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS |
+                       MAP_FIXED_NOREPLACE, -1, 0);
+        if (m != (void *)ARENA_BASE)
+            _exit(2);
+        int rc = spc_attach(NULL);
+        void *p = spc_malloc(10);
+        _exit(rc == -EEXIST && p == NULL && errno == ENOTCONN ? 0 : 1);
+    }
+    int st;
+    CU_ASSERT_EQUAL(dh_waitpid_timeout(pid, &st, 10000), 0);
+    CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+static const size_t sizes[] = {
+    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 15, 16, 17, 24, 31, 32, 33, 100, 128, 129, 1000,
+    1024, 1025, 2048, 4096, 5000, 8192, 10000, 20000, 32767, 32768, 32769, 65536, 100000,
+    1 << 20, (3 << 20) + 5,
+};
+#define NSIZES (sizeof sizes / sizeof sizes[0])
+
+static void test_malloc_sizes(void)
+{
+    enum { N = 40 };
+    static void *objs[NSIZES][N];
+    for (size_t k = 0; k < NSIZES; k++) {
+        size_t n = sizes[k];
+        size_t align = n >= 8 ? 8 : n <= 1 ? 1 : n <= 2 ? 2 : 4;
+        for (int i = 0; i < N; i++) {
+            void *p = objs[k][i] = spc_malloc(n);
+            CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+            CU_ASSERT_EQUAL((uintptr_t)p % align, 0);
+            CU_ASSERT(spc_usable_size(p) >= (n ? n : 1));
+            CU_ASSERT(spc_pointer(spc_offset(p)) == p);
+            fill(p, n);
+        }
+    }
+    /* nothing overlaps: every object still holds its own pattern */
+    for (size_t k = 0; k < NSIZES; k++)
+        for (int i = 0; i < N; i++)
+            CU_ASSERT(check(objs[k][i], sizes[k]));
+    for (size_t k = 0; k < NSIZES; k++)
+        for (int i = 0; i < N; i++)
+            spc_free(objs[k][i]);
+}
+
+static void test_malloc_zero(void)
+{
+    void *a = spc_malloc(0), *b = spc_malloc(0);
+    CU_ASSERT_PTR_NOT_NULL(a);
+    CU_ASSERT_PTR_NOT_NULL(b);
+    CU_ASSERT(a != b);
+    CU_ASSERT(spc_usable_size(a) >= 1);
+    spc_free(a);
+    spc_free(b);
+    spc_free(NULL);                 /* does nothing */
+    CU_ASSERT_EQUAL(spc_usable_size(NULL), 0);
+}
+
+static void test_huge(void)
+{
+    void *keep = spc_malloc(100);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(keep);
+    fill(keep, 100);
+    const size_t huge[] = { SIZE_MAX, SIZE_MAX / 2, (size_t)1 << 40, (size_t)300 << 20 };
+    for (size_t k = 0; k < sizeof huge / sizeof huge[0]; k++) {
+        errno = 0;
+        CU_ASSERT_PTR_NULL(spc_malloc(huge[k]));
+        CU_ASSERT_EQUAL(errno, ENOMEM);
+        errno = 0;
+        CU_ASSERT_PTR_NULL(spc_aligned_alloc(1 << 20, huge[k]));
+        CU_ASSERT_EQUAL(errno, ENOMEM);
+        errno = 0;
+        CU_ASSERT_PTR_NULL(spc_realloc(keep, huge[k]));
+        CU_ASSERT_EQUAL(errno, ENOMEM);
+        CU_ASSERT(check(keep, 100));    /* realloc failed: p untouched */
+    }
+    errno = 0;
+    CU_ASSERT_PTR_NULL(spc_calloc(SIZE_MAX / 2, 4));   /* n * size overflows */
+    CU_ASSERT_EQUAL(errno, ENOMEM);
+    errno = 0;
+    CU_ASSERT_PTR_NULL(spc_calloc((size_t)1 << 33, (size_t)1 << 33));
+    CU_ASSERT_EQUAL(errno, ENOMEM);
+    spc_free(keep);
+
+    /* the arena fills up: the daemon says ENOMEM, and everything allocated
+     * before is intact and can be freed */
+    enum { MAXN = 64 };
+    void *big[MAXN];
+    int n = 0;
+    errno = 0;
+    while (n < MAXN && (big[n] = spc_malloc((size_t)16 << 20)) != NULL) {
+        ((uint8_t *)big[n])[0] = (uint8_t)n;
+        ((uint8_t *)big[n])[(16 << 20) - 1] = (uint8_t)n;
+        n++;
+    }
+    CU_ASSERT(n > 4 && n < MAXN);
+    CU_ASSERT_EQUAL(errno, ENOMEM);
+    for (int i = 0; i < n; i++) {
+        CU_ASSERT(((uint8_t *)big[i])[0] == (uint8_t)i);
+        CU_ASSERT(((uint8_t *)big[i])[(16 << 20) - 1] == (uint8_t)i);
+        spc_free(big[i]);
+    }
+    void *again = spc_malloc((size_t)16 << 20);      /* the room came back */
+    CU_ASSERT_PTR_NOT_NULL(again);
+    spc_free(again);
+}
+
+static void test_aligned(void)
+{
+    static const size_t asizes[] = { 1, 8, 24, 100, 3000, 5000, 40000 };
+    enum { NA = sizeof asizes / sizeof asizes[0] };
+    void *objs[21][NA];
+    for (int s = 0; s <= 20; s++) {             /* 1 B .. 1 MiB */
+        size_t align = (size_t)1 << s;
+        for (int k = 0; k < NA; k++) {
+            void *p = objs[s][k] = spc_aligned_alloc(align, asizes[k]);
+            CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+            CU_ASSERT_EQUAL((uintptr_t)p % align, 0);
+            CU_ASSERT(spc_usable_size(p) >= asizes[k]);
+            fill(p, asizes[k]);
+        }
+    }
+    for (int s = 0; s <= 20; s++)
+        for (int k = 0; k < NA; k++) {
+            CU_ASSERT(check(objs[s][k], asizes[k]));
+            spc_free(objs[s][k]);
+        }
+    const size_t bad[] = { 0, 3, 24, 1000, ((size_t)1 << 20) + 1 };
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        errno = 0;
+        CU_ASSERT_PTR_NULL(spc_aligned_alloc(bad[k], 64));
+        CU_ASSERT_EQUAL(errno, EINVAL);
+    }
+    void *z = spc_aligned_alloc(64, 0);
+    CU_ASSERT_PTR_NOT_NULL(z);
+    CU_ASSERT_EQUAL((uintptr_t)z % 64, 0);
+    spc_free(z);
+}
+
+static void test_realloc(void)
+{
+    static const size_t steps[] = { 1, 2, 3, 5, 8, 9, 16, 17, 100, 1000, 4000, 32768, 32769,
+                                    50000, 100000, 1 << 20, (5 << 20) + 3 };
+    enum { NS = sizeof steps / sizeof steps[0] };
+    uint8_t *p = spc_realloc(NULL, 1);        /* realloc(NULL) is malloc */
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    p[0] = 3;                                 /* the pattern j * 7 + 3 */
+    size_t have = 1;
+    /* grow through tiny, small and large, then shrink back */
+    for (int pass = 0; pass < 2; pass++) {
+        for (int k = 1; k < NS; k++) {
+            size_t n = steps[pass == 0 ? k : NS - 1 - k];
+            uint8_t *q = spc_realloc(p, n);
+            CU_ASSERT_PTR_NOT_NULL_FATAL(q);
+            CU_ASSERT(spc_usable_size(q) >= n);
+            size_t keep = have < n ? have : n;
+            bool same = true;
+            for (size_t j = 0; j < keep; j++)
+                same &= q[j] == (uint8_t)(j * 7 + 3);
+            CU_ASSERT(same);
+            for (size_t j = 0; j < n; j++)
+                q[j] = (uint8_t)(j * 7 + 3);
+            p = q;
+            have = n;
+        }
+    }
+    spc_free(p);
+    /* same class: in place */
+    void *a = spc_malloc(20);
+    CU_ASSERT_PTR_EQUAL(spc_realloc(a, 24), a);
+    CU_ASSERT_PTR_EQUAL(spc_realloc(a, 17), a);
+    void *t = spc_malloc(3);                  /* tiny, 4-byte granule */
+    CU_ASSERT_PTR_EQUAL(spc_realloc(t, 4), t);
+    void *l = spc_malloc(100000);
+    CU_ASSERT_PTR_EQUAL(spc_realloc(l, 90000), l);
+    /* size 0 frees */
+    CU_ASSERT_PTR_NULL(spc_realloc(a, 0));
+    CU_ASSERT_PTR_NULL(spc_realloc(t, 0));
+    CU_ASSERT_PTR_NULL(spc_realloc(l, 0));
+}
+
+static void test_calloc(void)
+{
+    enum { N = 2000 };
+    static void *objs[N];
+    static const size_t csizes[] = { 5, 64, 1000, 20000, 70000 };
+    for (size_t k = 0; k < sizeof csizes / sizeof csizes[0]; k++) {
+        size_t sz = csizes[k];
+        int n = sz > 10000 ? 20 : N;
+        for (int i = 0; i < n; i++) {
+            objs[i] = spc_malloc(sz);
+            CU_ASSERT_PTR_NOT_NULL_FATAL(objs[i]);
+            memset(objs[i], 0xa5, sz);
+        }
+        for (int i = 0; i < n; i++)
+            spc_free(objs[i]);
+        int reused = 0;
+        static void *z[N];
+        for (int i = 0; i < n; i++) {
+            uint8_t *p = z[i] = spc_calloc(1, sz);
+            CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+            bool zero = true;
+            for (size_t j = 0; j < sz; j++)
+                zero &= p[j] == 0;
+            CU_ASSERT(zero);
+            for (int m = 0; m < n && sz <= 10000; m++)
+                if (objs[m] == p) {
+                    reused++;
+                    break;
+                }
+        }
+        if (sz <= 10000)        /* the test did look at recycled memory */
+            CU_ASSERT(reused >= 50);
+        for (int i = 0; i < n; i++)
+            spc_free(z[i]);
+    }
+    uint8_t *c = spc_calloc(3, 5);
+    CU_ASSERT_PTR_NOT_NULL(c);
+    spc_free(c);
+}
+
+static void test_usable_size(void)
+{
+    static const struct { size_t req, usable; } t[] = {
+        { 0, 1 }, { 1, 1 }, { 2, 2 }, { 3, 4 }, { 4, 4 }, { 5, 8 }, { 8, 8 }, { 9, 16 },
+        { 15, 16 }, { 16, 16 }, { 17, 24 }, { 100, 104 }, { 1000, 1024 },
+        { 32768, 32768 }, { 40000, 40960 },
+    };
+    for (size_t k = 0; k < sizeof t / sizeof t[0]; k++) {
+        void *p = spc_malloc(t[k].req);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+        CU_ASSERT_EQUAL(spc_usable_size(p), t[k].usable);
+        if (spc_usable_size(p) != t[k].usable)
+            fprintf(stderr, "usable(%zu) = %zu\n", t[k].req, spc_usable_size(p));
+        spc_free(p);
+    }
+    int x;
+    errno = 0;
+    CU_ASSERT_EQUAL(spc_usable_size(&x), 0);
+    CU_ASSERT_EQUAL(errno, EINVAL);
+}
+
+static void test_offset_pointer(void)
+{
+    CU_ASSERT_EQUAL(spc_offset(NULL), 0);
+    CU_ASSERT_PTR_NULL(spc_pointer(0));
+    void *p = spc_malloc(48);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    uint64_t off = spc_offset(p);
+    CU_ASSERT(off != 0);
+    CU_ASSERT_EQUAL((uintptr_t)p - off, ARENA_BASE);
+    CU_ASSERT_PTR_EQUAL(spc_pointer(off), p);
+    int x;
+    errno = 0;
+    CU_ASSERT_EQUAL(spc_offset(&x), 0);
+    CU_ASSERT_EQUAL(errno, EINVAL);
+    errno = 0;
+    CU_ASSERT_PTR_NULL(spc_pointer(1ULL << 40));
+    CU_ASSERT_EQUAL(errno, EINVAL);
+    errno = 0;
+    CU_ASSERT_PTR_NULL(spc_pointer(8));              /* the header, not objects */
+    CU_ASSERT_EQUAL(errno, EINVAL);
+    spc_free(p);
+}
+
+/* Run `what` in a child with stderr into a pipe; it must abort (SIGABRT)
+ * with a message naming the pointer it printed first ("ptr=%p") and
+ * containing `reason`. */
+static void expect_abort(void (*what)(void), const char *reason)
+{
+    int fds[2];
+    CU_ASSERT_FATAL(pipe(fds) == 0);
+    pid_t pid = fork();
+    CU_ASSERT_FATAL(pid >= 0);
+    if (pid == 0) {
+        struct rlimit no_core = { 0, 0 };
+        setrlimit(RLIMIT_CORE, &no_core);
+        close(fds[0]);
+        dup2(fds[1], STDERR_FILENO);
+        what();
+        _exit(0);                   /* did not abort */
+    }
+    close(fds[1]);
+    char out[2048];
+    size_t n = 0;
+    ssize_t r;
+    while (n < sizeof out - 1 && (r = read(fds[0], out + n, sizeof out - 1 - n)) > 0)
+        n += (size_t)r;
+    out[n] = '\0';
+    close(fds[0]);
+    int st = 0;
+    CU_ASSERT_EQUAL(dh_waitpid_timeout(pid, &st, 10000), 0);
+    CU_ASSERT(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
+    char ptr[64] = "";
+    const char *at = strstr(out, "ptr=");
+    if (at)
+        sscanf(at + 4, "%63s", ptr);
+    const char *msg = strstr(out, "spanclient: ");
+    CU_ASSERT_PTR_NOT_NULL(at);
+    CU_ASSERT_PTR_NOT_NULL(msg);
+    CU_ASSERT(msg && ptr[0] && strstr(msg, ptr) != NULL);
+    CU_ASSERT(msg && strstr(msg, reason) != NULL);
+    if (!msg || !ptr[0] || !strstr(msg, ptr) || !strstr(msg, reason))
+        fprintf(stderr, "child said: %s", out);
+}
+
+static void say_ptr(const void *p)
+{
+    fprintf(stderr, "ptr=%p\n", p);
+    fflush(stderr);
+}
+
+static void bogus_outside(void)
+{
+    int x;
+    say_ptr(&x);
+    spc_free(&x);
+}
+
+static void bogus_misaligned(void)
+{
+    char *p = spc_malloc(64);
+    say_ptr(p + 8);
+    spc_free(p + 8);
+}
+
+static void bogus_double_small(void)
+{
+    void *p = spc_malloc(64);
+    say_ptr(p);
+    spc_free(p);
+    spc_free(p);
+}
+
+static void bogus_double_large(void)
+{
+    void *p = spc_malloc(100000);
+    say_ptr(p);
+    spc_free(p);
+    spc_free(p);
+}
+
+static void bogus_inside_large(void)
+{
+    char *p = spc_malloc(100000);
+    say_ptr(p + 4096);
+    spc_free(p + 4096);
+}
+
+static void bogus_tiny_misaligned(void)
+{
+    char *p = spc_malloc(4);        /* a 4-byte granule: p + 1 is no piece */
+    say_ptr(p + 1);
+    spc_free(p + 1);
+}
+
+static void bogus_realloc(void)
+{
+    char *p = spc_malloc(200);
+    say_ptr(p + 16);
+    spc_realloc(p + 16, 400);
+}
+
+static void bogus_metadata(void)
+{
+    void *p = (void *)(uintptr_t)(ARENA_BASE + 4096);   /* the arena header */
+    say_ptr(p);
+    spc_free(p);
+}
+
+static void test_bogus_frees(void)
+{
+    expect_abort(bogus_outside, "not a pointer into the arena");
+    expect_abort(bogus_metadata, "not a pointer into the arena");
+    expect_abort(bogus_misaligned, "not the start of an object");
+    expect_abort(bogus_double_small, "double free");
+    expect_abort(bogus_double_large, "double free");
+    expect_abort(bogus_inside_large, "not the start of an object");
+    expect_abort(bogus_tiny_misaligned, "not the start of an object");
+    expect_abort(bogus_realloc, "spc_realloc(");
+}
+
+/* ---- suite "threads" ---- */
+
+enum { NTHREADS = 4, PER_THREAD = 6000, ROUNDS = 4 };
+static void *slots[NTHREADS][PER_THREAD];
+static size_t slot_size[NTHREADS][PER_THREAD];
+static pthread_barrier_t barrier;
+static int thread_errors;
+
+static size_t pick_size(uint64_t *rng)
+{
+    *rng = *rng * 6364136223846793005ULL + 1442695040888963407ULL;
+    uint32_t r = (uint32_t)(*rng >> 33);
+    switch (r % 100) {
+    case 0:
+        return 32769 + r % 100000;              /* large */
+    case 1: case 2:
+        return 4096 + r % 28672;                /* big small */
+    default:
+        if (r % 3 == 0)
+            return r % 9;                       /* tiny, 0..8 */
+        return 9 + (r >> 8) % 1000;             /* small */
+    }
+}
+
+static void *exchange_thread(void *arg)
+{
+    int t = (int)(intptr_t)arg;
+    uint64_t rng = 12345 + (uint64_t)t;
+    int errors = 0;
+    for (int round = 0; round < ROUNDS; round++) {
+        for (int i = 0; i < PER_THREAD; i++) {
+            size_t n = slot_size[t][i] = pick_size(&rng);
+            void *p = slots[t][i] = spc_malloc(n);
+            if (p == NULL) {
+                errors++;
+                continue;
+            }
+            fill(p, n);
+        }
+        pthread_barrier_wait(&barrier);
+        /* free the objects of the next thread (the last round: our own) */
+        int from = round == ROUNDS - 1 ? t : (t + 1) % NTHREADS;
+        for (int i = 0; i < PER_THREAD; i++) {
+            void *p = slots[from][i];
+            if (p == NULL)
+                continue;
+            if (!check(p, slot_size[from][i]))
+                errors++;
+            spc_free(p);
+        }
+        pthread_barrier_wait(&barrier);
+    }
+    __atomic_add_fetch(&thread_errors, errors, __ATOMIC_RELAXED);
+    return NULL;
+}
+
+static void test_threads_exchange(void)
+{
+    pthread_t th[NTHREADS];
+    pthread_barrier_init(&barrier, NULL, NTHREADS);
+    for (int t = 0; t < NTHREADS; t++)
+        CU_ASSERT_FATAL(pthread_create(&th[t], NULL, exchange_thread, (void *)(intptr_t)t) == 0);
+    for (int t = 0; t < NTHREADS; t++)
+        pthread_join(th[t], NULL);
+    pthread_barrier_destroy(&barrier);
+    CU_ASSERT_EQUAL(thread_errors, 0);
+    /* the threads exited: their caches went back; nothing is live */
+    CU_ASSERT(ct_client_spans(daemon_->sock, getpid()) <= 0);
+    spc_detach();
+    assert_nothing_live();
+}
+
+static long spans_while_running;
+
+static void *holding_thread(void *arg)
+{
+    (void)arg;
+    enum { N = 20000 };
+    void **p = malloc(N * sizeof *p);
+    for (int i = 0; i < N; i++)
+        p[i] = spc_malloc((size_t)(i % 23) * 40 + 1);
+    for (int i = 0; i < N; i += 2)
+        spc_free(p[i]);
+    spans_while_running = ct_client_spans(daemon_->sock, getpid());
+    for (int i = 1; i < N; i += 2)
+        spc_free(p[i]);
+    free(p);
+    return NULL;
+}
+
+/* A thread that exits gives its spans back. */
+static void test_thread_exit_releases(void)
+{
+    CU_ASSERT_EQUAL_FATAL(spc_attach(NULL), 0);
+    long before = ct_client_spans(daemon_->sock, getpid());
+    CU_ASSERT(before >= 0);
+    pthread_t th;
+    CU_ASSERT_FATAL(pthread_create(&th, NULL, holding_thread, NULL) == 0);
+    pthread_join(th, NULL);
+    CU_ASSERT(spans_while_running > before + 10);
+    CU_ASSERT_EQUAL(ct_client_spans(daemon_->sock, getpid()), before);
+    spc_detach();
+    assert_nothing_live();
+}
+
+/* ---- suite "procs" ---- */
+
+/* A process that detaches gives its spans back and closes its session. */
+static void test_detach_releases(void)
+{
+    int up[2], down[2];
+    CU_ASSERT_FATAL(pipe(up) == 0 && pipe(down) == 0);
+    pid_t pid = fork();
+    CU_ASSERT_FATAL(pid >= 0);
+    if (pid == 0) {
+        char c = 0;
+        void *p[1000];
+        for (int i = 0; i < 1000; i++)
+            p[i] = spc_malloc((size_t)i * 3 + 1);
+        xwrite(up[1], "a", 1);                  /* allocated */
+        if (!xread(down[0], &c, 1))
+            _exit(3);
+        for (int i = 0; i < 1000; i++)
+            spc_free(p[i]);
+        spc_detach();
+        xwrite(up[1], "d", 1);                  /* detached */
+        if (!xread(down[0], &c, 1))
+            _exit(3);
+        _exit(0);
+    }
+    char c;
+    CU_ASSERT_FATAL(xread(up[0], &c, 1));
+    CU_ASSERT(ct_client_spans(daemon_->sock, pid) > 10);
+    xwrite(down[1], "x", 1);
+    CU_ASSERT_FATAL(xread(up[0], &c, 1));
+    CU_ASSERT_EQUAL(ct_client_spans(daemon_->sock, pid), -1);   /* session gone */
+    assert_nothing_live();                      /* while it still runs */
+    xwrite(down[1], "x", 1);
+    int st;
+    CU_ASSERT_EQUAL(dh_waitpid_timeout(pid, &st, 10000), 0);
+    CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    close(up[0]), close(up[1]), close(down[0]), close(down[1]);
+}
+
+/* fork: the child frees the parent's objects through the inherited mapping
+ * and its own new session, and hands its own objects back by raw pointer. */
+static void test_fork_inherit(void)
+{
+    enum { N = 3000 };
+    static void *mine[N];
+    static size_t len[N];
+    uint64_t rng = 99;
+    CU_ASSERT_EQUAL_FATAL(spc_attach(NULL), 0);
+    for (int i = 0; i < N; i++) {
+        len[i] = pick_size(&rng);
+        mine[i] = spc_malloc(len[i]);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(mine[i]);
+        fill(mine[i], len[i]);
+    }
+    int up[2], down[2];
+    CU_ASSERT_FATAL(pipe(up) == 0 && pipe(down) == 0);
+    pid_t pid = fork();
+    CU_ASSERT_FATAL(pid >= 0);
+    if (pid == 0) {
+        int bad = 0;
+        for (int i = 0; i < N; i++) {
+            bad += !check(mine[i], len[i]);
+            spc_free(mine[i]);
+        }
+        uint64_t rng2 = 7;
+        for (int i = 0; i < N; i++) {
+            size_t n = pick_size(&rng2);
+            void *p = spc_malloc(n);
+            if (p == NULL)
+                _exit(4);
+            fill(p, n);
+            xwrite(up[1], &p, sizeof p);
+            xwrite(up[1], &n, sizeof n);
+        }
+        char c;
+        if (!xread(down[0], &c, 1))     /* the parent freed them all */
+            _exit(3);
+        spc_detach();
+        _exit(bad ? 1 : 0);
+    }
+    int bad = 0;
+    for (int i = 0; i < N; i++) {
+        void *p;
+        size_t n;
+        CU_ASSERT_FATAL(xread(up[0], &p, sizeof p) && xread(up[0], &n, sizeof n));
+        bad += !check(p, n);
+        spc_free(p);
+    }
+    CU_ASSERT_EQUAL(bad, 0);
+    xwrite(down[1], "x", 1);
+    int st;
+    CU_ASSERT_EQUAL(dh_waitpid_timeout(pid, &st, 20000), 0);
+    CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    /* the parent's cache is its own still */
+    void *p = spc_malloc(64);
+    CU_ASSERT_PTR_NOT_NULL(p);
+    spc_free(p);
+    spc_detach();
+    assert_nothing_live();
+    close(up[0]), close(up[1]), close(down[0]), close(down[1]);
+}
+
+/* The load test: NPROC processes in a ring; each allocates its share of
+ * TOTAL objects (tiny, small and large), fills them with a pattern of their
+ * offset and passes the offsets to the next process, whose consumer thread
+ * checks every byte and frees them. */
+enum { NPROC = 3, TOTAL = 1000000, BATCH = 256 };
+
+typedef struct rec_s {
+    uint64_t off;
+    uint64_t size;
+} rec_t;
+
+typedef struct consumer_s {
+    int in;
+    long objects, errors;
+} consumer_t;
+
+static void *ring_consumer(void *arg)
+{
+    consumer_t *c = arg;
+    rec_t buf[BATCH];
+    for (;;) {
+        if (!xread(c->in, buf, sizeof buf)) {
+            c->errors++;
+            return NULL;
+        }
+        for (int i = 0; i < BATCH; i++) {
+            if (buf[i].off == 0)
+                return NULL;            /* the producer is done */
+            void *p = spc_pointer(buf[i].off);
+            if (p == NULL || spc_usable_size(p) < buf[i].size || !check(p, buf[i].size))
+                c->errors++;
+            spc_free(p);
+            c->objects++;
+        }
+    }
+}
+
+static void ring_child(int k, int in, int out, int report, int go)
+{
+    uint64_t rng = 1000003u * (uint64_t)(k + 1);
+    consumer_t cons = { .in = in };
+    pthread_t th;
+    if (pthread_create(&th, NULL, ring_consumer, &cons) != 0)
+        _exit(5);
+    rec_t buf[BATCH];
+    int nb = 0;
+    long made = 0, fails = 0;
+    for (long i = 0; i < TOTAL / NPROC; i++) {
+        size_t n = pick_size(&rng);
+        void *p = spc_malloc(n);
+        if (p == NULL) {
+            fails++;
+            continue;
+        }
+        fill(p, n);
+        buf[nb].off = spc_offset(p);
+        buf[nb].size = n;
+        made++;
+        if (++nb == BATCH) {
+            xwrite(out, buf, sizeof buf);
+            nb = 0;
+        }
+    }
+    memset(&buf[nb], 0, sizeof buf - nb * sizeof buf[0]);   /* end marker */
+    xwrite(out, buf, sizeof buf);
+    pthread_join(th, NULL);
+    long result[4] = { made, fails, cons.objects, cons.errors };
+    xwrite(report, result, sizeof result);
+    char c;
+    if (!xread(go, &c, 1))      /* every process has freed what it got */
+        _exit(3);
+    spc_detach();
+    _exit(0);
+}
+
+static void test_ring_load(void)
+{
+    int ring[NPROC][2], report[2], go[2];
+    for (int k = 0; k < NPROC; k++)
+        CU_ASSERT_FATAL(pipe(ring[k]) == 0);
+    CU_ASSERT_FATAL(pipe(report) == 0 && pipe(go) == 0);
+    pid_t pids[NPROC];
+    for (int k = 0; k < NPROC; k++) {
+        pids[k] = fork();
+        CU_ASSERT_FATAL(pids[k] >= 0);
+        if (pids[k] == 0) {
+            /* k writes to ring[k], reads from ring[k-1] */
+            int in = ring[(k + NPROC - 1) % NPROC][0], out = ring[k][1];
+            for (int j = 0; j < NPROC; j++) {
+                if (ring[j][0] != in)
+                    close(ring[j][0]);
+                if (ring[j][1] != out)
+                    close(ring[j][1]);
+            }
+            close(report[0]);
+            close(go[1]);
+            ring_child(k, in, out, report[1], go[0]);
+        }
+    }
+    for (int k = 0; k < NPROC; k++)
+        close(ring[k][0]), close(ring[k][1]);
+    close(report[1]);
+    close(go[0]);
+    long made = 0, fails = 0, consumed = 0, errors = 0;
+    for (int k = 0; k < NPROC; k++) {
+        long r[4];
+        CU_ASSERT_FATAL(xread(report[0], r, sizeof r));
+        made += r[0], fails += r[1], consumed += r[2], errors += r[3];
+    }
+    CU_ASSERT_EQUAL(fails, 0);
+    CU_ASSERT_EQUAL(errors, 0);
+    CU_ASSERT_EQUAL(made, (TOTAL / NPROC) * NPROC);
+    CU_ASSERT_EQUAL(consumed, made);
+    CU_ASSERT(made >= 999999);
+    if (fails || errors || consumed != made)
+        fprintf(stderr, "made %ld, failed %ld, consumed %ld, errors %ld\n", made, fails,
+                consumed, errors);
+    xwrite(go[1], "goo", NPROC);
+    close(go[1]);
+    for (int k = 0; k < NPROC; k++) {
+        int st;
+        CU_ASSERT_EQUAL(dh_waitpid_timeout(pids[k], &st, 30000), 0);
+        CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    }
+    close(report[0]);
+    assert_nothing_live();
+}
+
+int main(void)
+{
+    CU_TestInfo api[] = {
+        { "attach", test_attach },
+        { "detach, then attach lazily", test_detach_lazy_attach },
+        { "attach fails with EEXIST when the address is taken", test_attach_address_taken },
+        { "malloc of every kind of size", test_malloc_sizes },
+        { "malloc(0) and free(NULL)", test_malloc_zero },
+        { "huge sizes: NULL and ENOMEM", test_huge },
+        { "aligned_alloc up to 1 MiB", test_aligned },
+        { "realloc across classes and large", test_realloc },
+        { "calloc zeroes reused memory", test_calloc },
+        { "usable_size", test_usable_size },
+        { "offset and pointer", test_offset_pointer },
+        { "bogus frees abort with a message", test_bogus_frees },
+        CU_TEST_INFO_NULL,
+    };
+    CU_TestInfo threads[] = {
+        { "threads free each other's objects", test_threads_exchange },
+        { "an exiting thread gives its spans back", test_thread_exit_releases },
+        CU_TEST_INFO_NULL,
+    };
+    CU_TestInfo procs[] = {
+        { "a detaching process gives its spans back", test_detach_releases },
+        { "fork: the child frees the parent's objects", test_fork_inherit },
+        { "3 processes, 1,000,000 objects, every byte checked", test_ring_load },
+        CU_TEST_INFO_NULL,
+    };
+    CU_SuiteInfo suites[] = {
+        { "client api", suite_start, suite_stop, NULL, NULL, api },
+        { "client threads", suite_start, suite_stop, NULL, NULL, threads },
+        { "client processes", suite_start, suite_stop, NULL, NULL, procs },
+        CU_SUITE_INFO_NULL,
+    };
+    signal(SIGPIPE, SIG_IGN);
+    return cutest_run(suites);
+}
