@@ -7,6 +7,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -140,9 +141,24 @@ static void fx_setup(void)
 {
 }
 
+/* A crash (or a kill) must not leave shared-memory objects behind:
+ * unlink what is open (unlink is async-signal-safe) and die of the signal. */
+static void fx_on_signal(int sig)
+{
+    for (unsigned i = 0; i < FX_MAX; i++)
+        if (slots[i].used)
+            shm_unlink(slots[i].name);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
 int main(void)
 {
     atexit(fx_teardown);
+    static const int sigs[] = { SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL, SIGINT, SIGTERM,
+                                SIGHUP };
+    for (unsigned i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+        signal(sigs[i], fx_on_signal);
     CU_SuiteInfo suites[] = {
         { "sizeclasses", NULL, NULL, fx_setup, fx_teardown, sizeclass_tests },
         { "heap", NULL, NULL, fx_setup, fx_teardown, heap_tests },
