@@ -29,9 +29,9 @@ void shm_layout_compute(shm_header_t *h, uint64_t size, uint64_t base);
 
 /* Create a new shared-memory object `name` (O_EXCL: -EEXIST if there is
  * one), reserve `size` bytes, map it at `base` and write a header with the
- * region offsets and the class table.  The header and the span-descriptor
- * region's first step are backed.  The heap is left empty (daemon/heap.c
- * initialises it). */
+ * region offsets and the class table.  Only the header is backed; the heap
+ * is left empty (spd_heap_init in daemon/heap.c initialises it and backs the
+ * first span descriptors). */
 int shm_arena_create(shm_arena_t *a, const char *name, uint64_t size, uint64_t base,
                      char *err);
 
