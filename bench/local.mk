@@ -20,3 +20,25 @@ bench: all
 	@test -f $(srcdir)/bench/run-bench.sh || { echo "bench/run-bench.sh: not written yet"; exit 1; }
 	$(SHELL) $(srcdir)/bench/run-bench.sh --builddir '$(abs_top_builddir)' \
 	  --srcdir '$(abs_top_srcdir)' $(BENCH_FLAGS)
+
+# Boost.Interprocess managed_shared_memory, the cross-process comparator.
+if HAVE_BOOST_IPC
+noinst_PROGRAMS += bench/boostbench
+bench_boostbench_SOURCES = bench/boostbench.cc
+bench_boostbench_CXXFLAGS = -std=gnu++17 -O2 $(WARN_CFLAGS)
+bench_boostbench_LDADD = -lrt -lpthread
+else
+EXTRA_DIST += bench/boostbench.cc
+endif
+
+# iceoryx chunk loan/release through its C binding; RouDi is started by
+# icebench itself with bench/roudi.toml.
+if HAVE_ICEORYX
+noinst_PROGRAMS += bench/icebench
+bench_icebench_SOURCES = bench/icebench.c bench/util.c bench/bench.h
+bench_icebench_CFLAGS = $(AM_CFLAGS) -O2 $(ICEORYX_CFLAGS)
+bench_icebench_LDADD = $(ICEORYX_LIBS)
+else
+EXTRA_DIST += bench/icebench.c
+endif
+EXTRA_DIST += bench/roudi.toml
