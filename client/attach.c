@@ -77,6 +77,7 @@ spci_cache_t *spci_cache_create(void)
         return NULL;
     }
     memset(c, 0, sizeof *c);
+    spci_cache_init_bins(c);
     c->tid = spci_gettid();
     pthread_mutex_lock(&spci_proc.lock);
     c->next = spci_proc.caches;

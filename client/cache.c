@@ -37,6 +37,15 @@
 spci_cache_t spci_empty_cache = { .tid = UINT32_MAX };
 __thread spci_cache_t *spci_tc __attribute__((tls_model("initial-exec"))) = &spci_empty_cache;
 
+void spci_cache_init_bins(spci_cache_t *c)
+{
+    memset(c->bins, 0, sizeof c->bins);
+    for (unsigned cls = 1; cls < SHM_NCLASSES; cls++) {
+        c->bins[cls].divmul = shm_classes[cls].divmul;
+        c->bins[cls].size = shm_classes[cls].size;
+    }
+}
+
 /* ---- private span lists (hnext/hprev) ---- */
 
 static void slist_push_tail(spci_slist_t *l, shm_span_t *s)
@@ -109,7 +118,6 @@ static void make_current(spci_cache_t *c, unsigned cls, shm_span_t *s)
     b->span = s;
     b->start = shm_page_addr(spci_map.base, s->start);
     b->bitmap = (uint64_t *)(spci_map.bitmaps + (uint64_t)s->start * SHM_BITMAP_PAGE_BYTES);
-    b->divmul = shm_classes[cls].divmul;
     b->head = (void *)(uintptr_t)s->hfree;   /* the list moves into the bin */
     s->hfree = 0;
     s->hcount = 0;
@@ -322,14 +330,13 @@ void *spci_tiny_slow(spci_cache_t *c, unsigned code)
     return blk;
 }
 
-/* ---- local frees into held spans that are not the fast case ---- */
+/* ---- local frees into held spans ---- */
 
-void spci_free_owned_slow(spci_cache_t *c, shm_span_t *s, uint32_t i, void *p)
+void spci_free_owned(spci_cache_t *c, shm_span_t *s, uint32_t i)
 {
     unsigned cls = s->sizeclass;
     spci_bin_t *b = &c->bins[cls];
-    (void)p;
-    if (b->span == s) {                 /* current, at or above hscan */
+    if (b->span == s) {                 /* the current span */
         shm_bit_clear(b->bitmap, i);
         if (i < s->hscan) {
             void *obj = b->start + (uint64_t)i * shm_classes[cls].size;
@@ -406,7 +413,7 @@ void spci_cache_flush_locked(spci_cache_t *c, bool session)
         }
     }
     memset(c->tiny, 0, sizeof c->tiny);
-    memset(c->bins, 0, sizeof c->bins);
+    spci_cache_init_bins(c);
     memset(c->cls, 0, sizeof c->cls);
     c->npending = 0;
 }

@@ -17,7 +17,9 @@
  * (span->hfree stays 0); the index invariant of shm/layout.h holds with the
  * bin's list in place of hfree:
  *     for i < hscan:  bit i clear  <=>  object i is on the list
- * Class 0 and classes with no current span have head == NULL.
+ * Class 0 and classes with no current span have head == NULL.  divmul and
+ * size are set for every class of a real cache (the free fast path uses
+ * them for any span the thread holds); the empty cache has zeros.
  *
  * Tiny allocations (1..8 bytes; 0 counts as 1) are carved from 16-byte
  * blocks of class SHM_CLASS_TINY, one granule g = 1 << code per block
@@ -48,8 +50,8 @@ typedef struct spci_bin_s {
     uint8_t *start;             /* current span's first byte */
     uint64_t *bitmap;           /* current span's alloc bitmap */
     shm_span_t *span;           /* current span, NULL none */
-    uint32_t divmul;            /* shm_classes[cls].divmul */
-    uint32_t pad;
+    uint32_t divmul;            /* shm_classes[cls].divmul, even with no span */
+    uint32_t size;              /* shm_classes[cls].size, even with no span */
 } spci_bin_t;
 
 /* The current tiny block of one granule: [pos, end) not handed out yet. */
@@ -121,9 +123,10 @@ static inline void *spci_alloc_tiny(spci_cache_t *c, size_t size)
     return p;
 }
 
-/* Free p.  Fast case: a non-tiny object of a span this thread holds, below
- * its hscan, in the span that is its bin's current one.  Everything else
- * (validation failures included) goes to the slow paths in free.c. */
+/* Free p.  Fast case: a non-tiny object below hscan of a span this thread
+ * holds that is its class's current span or on the avail list.  Everything
+ * else (validation failures included) goes to spci_free_slow, which checks
+ * everything again from scratch. */
 static inline void spci_free_fast(void *p)
 {
     const spci_map_t *m = &spci_map;
@@ -139,27 +142,31 @@ static inline void spci_free_fast(void *p)
         spci_free_slow(p);              /* another holder, large, bogus */
         return;
     }
-    /* we hold s, so its identity is stable and its state is HELD */
+    /* we hold s: its identity is stable and its state is HELD */
     unsigned cls = s->sizeclass;
-    if (SPCI_UNLIKELY(cls == SHM_CLASS_TINY)) {
+    spci_bin_t *b = &c->bins[cls];      /* divmul and size are always set */
+    uint64_t rel = off - ((uint64_t)s->start << SHM_PAGE_SHIFT);
+    uint32_t i = (uint32_t)((rel * b->divmul) >> 32);
+    if (SPCI_UNLIKELY((uint64_t)i * b->size != rel || i >= s->hscan ||
+                      cls == SHM_CLASS_TINY)) {
         spci_free_slow(p);
         return;
     }
-    uint64_t rel = off - ((uint64_t)s->start << SHM_PAGE_SHIFT);
-    uint32_t i = (uint32_t)((rel * shm_classes[cls].divmul) >> 32);
     uint64_t *bm = (uint64_t *)(m->bitmaps + (uint64_t)s->start * SHM_BITMAP_PAGE_BYTES);
-    if (SPCI_UNLIKELY((uint64_t)i * shm_classes[cls].size != rel || i >= s->nelems))
-        spci_bogus_free("spc_free", p, shm_bad_str(SHM_PTR_NOT_START));
     if (SPCI_UNLIKELY(!shm_bit_test(bm, i)))
-        spci_bogus_free("spc_free", p, shm_bad_str(SHM_PTR_NOT_ALLOCATED));
-    spci_bin_t *b = &c->bins[cls];
-    if (SPCI_LIKELY(b->span == s && i < s->hscan)) {
+        spci_bogus_free("spc_free", p, "double free detected (the object is not allocated)");
+    if (SPCI_LIKELY(b->span == s)) {    /* the current span: the bin's list */
         shm_bit_clear(bm, i);
         *(void **)p = b->head;
         b->head = p;
-        return;
+    } else if (SPCI_LIKELY(s->hstate == SPCI_H_AVAIL)) {
+        shm_bit_clear(bm, i);           /* another held span: its own list */
+        *(void **)p = (void *)(uintptr_t)s->hfree;
+        s->hfree = (uint64_t)(uintptr_t)p;
+        s->hcount++;
+    } else {
+        spci_free_owned(c, s, i);       /* full: it moves to the avail list */
     }
-    spci_free_owned_slow(c, s, i, p);
 }
 
 #endif /* SPCI_CACHE_H */

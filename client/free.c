@@ -50,7 +50,7 @@ static const char *free_reason(shm_bad_t why)
 void spci_tiny_block_free(spci_cache_t *c, shm_span_t *s, uint32_t i)
 {
     if (shm_load_relaxed(&s->xowner) == c->tid)
-        spci_free_owned_slow(c, s, i, NULL);
+        spci_free_owned(c, s, i);
     else
         shm_remote_push(spci_map.base, s,
                         shm_page_addr(spci_map.base, s->start) + (uint64_t)i * 16);
@@ -108,7 +108,7 @@ void spci_free_slow(void *p)
     }
     spci_cache_t *c = spci_tc;
     if (shm_load_relaxed(&s->xowner) == c->tid)
-        spci_free_owned_slow(c, s, i, p);
+        spci_free_owned(c, s, i);
     else
         shm_remote_push(spci_map.base, s, p);
 }

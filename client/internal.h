@@ -96,6 +96,8 @@ int spci_socket_path(const char *path, char *out, size_t len);
 /* ---- cache.c: slow paths of the thread cache ---- */
 
 void *spci_alloc_slow(spci_cache_t *c, unsigned cls);
+/* Empty bins that know their class's divmul and size. */
+void spci_cache_init_bins(spci_cache_t *c);
 void *spci_tiny_slow(spci_cache_t *c, unsigned code);
 /* Give back everything the cache holds (tiny blocks, spans) in one Release
  * and leave it empty.  `session` false: the spans belong to another
@@ -104,8 +106,10 @@ void spci_cache_flush_locked(spci_cache_t *c, bool session);
 
 /* ---- free.c ---- */
 
+/* Any free the fast path does not finish: checks p from scratch. */
 void spci_free_slow(void *p);
-void spci_free_owned_slow(spci_cache_t *c, shm_span_t *s, uint32_t i, void *p);
+/* Free object i (checked allocated) of span s, held by the thread of c. */
+void spci_free_owned(spci_cache_t *c, shm_span_t *s, uint32_t i);
 SPCI_NORETURN void spci_bogus_free(const char *fn, const void *p, const char *why);
 /* Classify p: SHM_PTR_OK and *span, *index, or why it is not an object. */
 shm_bad_t spci_check(const void *p, shm_span_t **span, uint32_t *index);
