@@ -553,8 +553,29 @@ static void bogus_metadata(void)
     spc_free(p);
 }
 
+/* Two remote frees of one object: the second is caught when the holder
+ * drains the span's remote-free stack. */
+static void *free_twice(void *p)
+{
+    spc_free(p);
+    spc_free(p);
+    return NULL;
+}
+
+static void bogus_remote_double(void)
+{
+    void *p = spc_malloc(64);
+    say_ptr(p);
+    pthread_t th;
+    pthread_create(&th, NULL, free_twice, p);
+    pthread_join(th, NULL);
+    for (int i = 0; i < 1000; i++)      /* until the holder drains its stack */
+        spc_malloc(64);
+}
+
 static void test_bogus_frees(void)
 {
+    expect_abort(bogus_remote_double, "double free");
     expect_abort(bogus_outside, "not a pointer into the arena");
     expect_abort(bogus_metadata, "not a pointer into the arena");
     expect_abort(bogus_misaligned, "not the start of an object");
@@ -900,6 +921,35 @@ static void test_ring_load(void)
     assert_nothing_live();
 }
 
+/* ---- suite "daemon killed" ---- */
+
+/* The daemon dies under an attached process: clear errors, objects already
+ * stored stay readable, and after spc_detach a new daemon can be used. */
+static void test_daemon_killed(void)
+{
+    CU_ASSERT_EQUAL_FATAL(spc_attach(NULL), 0);
+    void *small = spc_malloc(100);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(small);
+    fill(small, 100);
+    dh_kill(daemon_);
+    errno = 0;
+    CU_ASSERT_PTR_NULL(spc_malloc(100000));         /* needs the daemon */
+    CU_ASSERT_EQUAL(errno, ENOTCONN);
+    CU_ASSERT_EQUAL(spc_attach(NULL), -ENOTCONN);   /* refused until detach */
+    CU_ASSERT(check(small, 100));                   /* nothing stored is lost */
+    spc_detach();
+    dh_cleanup(daemon_);
+    CU_ASSERT_EQUAL_FATAL(suite_start(), 0);        /* a new daemon */
+    CU_ASSERT_EQUAL(spc_attach(NULL), 0);
+    void *p = spc_malloc(100000), *q = spc_malloc(10);
+    CU_ASSERT_PTR_NOT_NULL(p);
+    CU_ASSERT_PTR_NOT_NULL(q);
+    spc_free(p);
+    spc_free(q);
+    spc_detach();
+    assert_nothing_live();
+}
+
 int main(void)
 {
     CU_TestInfo api[] = {
@@ -928,10 +978,15 @@ int main(void)
         { "3 processes, 1,000,000 objects, every byte checked", test_ring_load },
         CU_TEST_INFO_NULL,
     };
+    CU_TestInfo killed[] = {
+        { "the daemon dies under an attached process", test_daemon_killed },
+        CU_TEST_INFO_NULL,
+    };
     CU_SuiteInfo suites[] = {
         { "client api", suite_start, suite_stop, NULL, NULL, api },
         { "client threads", suite_start, suite_stop, NULL, NULL, threads },
         { "client processes", suite_start, suite_stop, NULL, NULL, procs },
+        { "client, daemon killed", suite_start, suite_stop, NULL, NULL, killed },
         CU_SUITE_INFO_NULL,
     };
     signal(SIGPIPE, SIG_IGN);
