@@ -18,7 +18,19 @@
  * Freeing a pointer that is not a live object of the arena (outside it, not
  * at an object's start, or already free) prints a message naming the
  * pointer and the reason on stderr and aborts, as glibc does for a double
- * free.
+ * free.  A double free is caught at once when the object belongs to a span
+ * the freeing thread holds, and otherwise when the span's holder drains its
+ * remote-free stack (the message then comes from that process).  A double
+ * free of a piece of a tiny block (requests of 0..8 bytes) is caught only
+ * once the block's live count would go below zero.
+ *
+ * Threads: each thread has its own cache, created on its first allocation;
+ * when the thread exits, its cache goes back to the daemon.  fork(): the
+ * child keeps the mapping (inherited pointers stay valid, and it may free
+ * them), drops the parent's caches and connection, and attaches anew on its
+ * first call that needs the daemon.  If the daemon goes away while attached,
+ * calls that need it fail with ENOTCONN (-ENOTCONN from spc_attach) until
+ * spc_detach() is called; objects already stored stay readable.
  */
 #ifndef SPANCLIENT_H
 #define SPANCLIENT_H
@@ -44,15 +56,30 @@ int spc_attach(const char *socket_path);
  * Call it when no other thread of the process uses the arena any more. */
 void spc_detach(void);
 
+/* Sizes up to 32 KiB come from the thread's cache (requests of 0..8 bytes
+ * share 16-byte blocks, aligned to their size rounded up to a power of
+ * two; larger ones are 8-byte aligned); larger sizes are one round trip to
+ * the daemon.  A size larger than the arena: NULL and ENOMEM at once. */
 void *spc_malloc(size_t size);                 /* size 0: a unique minimal object */
 void *spc_calloc(size_t n, size_t size);       /* zeroed; overflow of n*size: ENOMEM */
+/* In place when the new size falls in the same size class (or, for a large
+ * object, fits and uses at least half of it); otherwise a new object, the
+ * contents copied, the old one freed.  On failure p is left as it was. */
 void *spc_realloc(void *p, size_t size);       /* NULL p: malloc; size 0: free, NULL */
-void *spc_aligned_alloc(size_t align, size_t size); /* align: any power of two */
+void *spc_aligned_alloc(size_t align, size_t size); /* align: any power of two, else EINVAL */
 void  spc_free(void *p);                       /* NULL: nothing; any process, any object */
-size_t spc_usable_size(const void *p);         /* bytes usable at p; 0 for NULL */
+/* Bytes usable at the object p: its size class, the power of two of a tiny
+ * piece, or the pages of a large object.  0 for NULL; 0 and EINVAL when p
+ * is not a live object of the arena. */
+size_t spc_usable_size(const void *p);
 
-uint64_t spc_offset(const void *p);            /* arena offset of p; 0 for NULL */
-void *spc_pointer(uint64_t offset);            /* p again, in this process; NULL for 0 */
+/* Arena offset of p, any address inside the arena; 0 for NULL, and 0 with
+ * EINVAL for an address outside it (or when not attached). */
+uint64_t spc_offset(const void *p);
+/* p again, in this process (attaching first when needed: NULL and ENOTCONN
+ * when that fails); NULL for 0, NULL and EINVAL for an offset outside the
+ * arena's object pages. */
+void *spc_pointer(uint64_t offset);
 
 /* Where the library's own diagnostics go (default: none).  The fatal
  * message of a bogus free always goes to stderr as well. */
