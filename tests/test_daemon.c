@@ -1204,6 +1204,117 @@ static void test_stale_replaced(void)
     finish(d);
 }
 
+/* The child of test_allowed_uid: connect as `nobody`, say Hello; exit 0
+ * when the daemon answered as `want` says (0: accepted with an fd). */
+static void nobody_hello(const char *sock, uint32_t want)
+{
+    struct passwd *pw = getpwnam("nobody");
+    uid_t uid = pw ? pw->pw_uid : 65534;
+    gid_t gid = pw ? pw->pw_gid : 65534;
+    ctl_client_t c;
+    Spand__Response *r = NULL;
+    if (setgroups(0, NULL) != 0 || setgid(gid) != 0 || setuid(uid) != 0)
+        _exit(2);
+    if (ctl_connect(&c, sock, 3000) != 0)
+        _exit(3);
+    Spand__Request req = SPAND__REQUEST__INIT;
+    Spand__Hello h = SPAND__HELLO__INIT;
+    h.protocol_version = SPAND_PROTOCOL_VERSION;
+    req.body_case = SPAND__REQUEST__BODY_HELLO;
+    req.hello = &h;
+    if (ctl_call(&c, &req, &r) != 0)
+        _exit(4);
+    if (r->error != want || (want == 0) != (c.arena_fd >= 0))
+        _exit(5);
+    _exit(0);
+}
+
+/* --allow-uid lets another user in; --socket-group from a config file
+ * makes the socket 0660 with that group. */
+static void test_allowed_uid_and_config(void)
+{
+    if (geteuid() != 0) {
+        fprintf(stderr, "(not root: cannot switch to another uid; test skipped)\n");
+        return;
+    }
+    dh_daemon_t *d = dh_new();
+    CU_ASSERT_FATAL(d != NULL);
+    char conf[160];
+    snprintf(conf, sizeof conf, "%s/spand.conf", d->dir);
+    FILE *f = fopen(conf, "w");
+    CU_ASSERT_FATAL(f != NULL);
+    fprintf(f, "# test configuration\n  scavenge-interval = 0   # off\n"
+               "socket-group = %u\nallow-uid = nobody\n", (unsigned)getgid());
+    fclose(f);
+    const char *args[] = { "-c", conf, NULL };
+    CU_ASSERT_FATAL(dh_start(d, args) == 0);
+    struct stat st;
+    CU_ASSERT(stat(d->sock, &st) == 0 && (st.st_mode & 0777) == 0660 &&
+              st.st_gid == getgid());
+    CU_ASSERT_EQUAL(chmod(d->dir, 0755), 0);
+    CU_ASSERT_EQUAL(chmod(d->sock, 0666), 0);
+    pid_t pid = fork();
+    if (pid == 0)
+        nobody_hello(d->sock, 0);
+    int status = -1;
+    CU_ASSERT_EQUAL(dh_waitpid_timeout(pid, &status, 10000), 0);
+    CU_ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        fprintf(stderr, "allowed-uid child: status %#x\n", status);
+    unlink(conf);
+    finish(d);
+
+    /* a bad line in the file: a clear message and exit status 2 */
+    dh_daemon_t *d2 = dh_new();
+    CU_ASSERT_FATAL(d2 != NULL);
+    snprintf(conf, sizeof conf, "%s/bad.conf", d2->dir);
+    f = fopen(conf, "w");
+    CU_ASSERT_FATAL(f != NULL);
+    fprintf(f, "socket-group = %u\nthis line is wrong\n", (unsigned)getgid());
+    fclose(f);
+    char err[1024];
+    const char *bad[] = { "-c", conf, NULL };
+    CU_ASSERT_EQUAL(dh_run_expect_exit(d2, bad, err, sizeof err), 2);
+    CU_ASSERT(strstr(err, "bad.conf:2") != NULL);
+    unlink(conf);
+    dh_cleanup(d2);
+}
+
+/* Without -f spand forks into the background; the command returns once
+ * the daemon serves, and the pid file names the daemon. */
+static void test_daemonize(void)
+{
+    const char *bin = getenv("SPAND_BIN");
+    CU_ASSERT_FATAL(bin != NULL);
+    dh_daemon_t *d = dh_new();
+    CU_ASSERT_FATAL(d != NULL);
+    const char *argv[] = { bin, "-s", d->sock, "-n", d->shm, "-m", "64M", NULL };
+    char out[1024];
+    CU_ASSERT_EQUAL(run_capture(argv, out, sizeof out), 0);
+    long pid = 0;
+    FILE *f = fopen(d->pidfile, "r");
+    CU_ASSERT_PTR_NOT_NULL(f);
+    if (f) {
+        CU_ASSERT(fscanf(f, "%ld", &pid) == 1);
+        fclose(f);
+    }
+    CU_ASSERT(pid > 0 && kill((pid_t)pid, 0) == 0);
+    if (pid > 0)
+        check_healthy(d);
+    if (pid > 0) {
+        kill((pid_t)pid, SIGTERM);
+        int i;
+        for (i = 0; i < 500 && kill((pid_t)pid, 0) == 0; i++)
+            sleep_ms(10);
+        CU_ASSERT(i < 500);
+        if (i == 500)
+            kill((pid_t)pid, SIGKILL);
+    }
+    CU_ASSERT(access(d->sock, F_OK) != 0);
+    CU_ASSERT(access(d->pidfile, F_OK) != 0);
+    dh_cleanup(d);
+}
+
 static int suite_cleanup(void)
 {
     dh_stop_all();
@@ -1220,6 +1331,7 @@ static CU_TestInfo daemon_tests[] = {
     { "bad frames", test_bad_frames },
     { "pipelined frames", test_pipelined },
     { "other uid refused", test_other_uid_refused },
+    { "allowed uid, config file", test_allowed_uid_and_config },
     { "exited client's spans adopted", test_client_exit_adopted },
     { "killed client's spans adopted", test_client_killed_adopted },
     { "scavenge returns memory", test_scavenge_now },
@@ -1228,6 +1340,7 @@ static CU_TestInfo daemon_tests[] = {
     { "spanctl", test_spanctl },
     { "second daemon refused", test_second_daemon_refused },
     { "SIGTERM cleans up", test_sigterm_cleanup },
+    { "daemonizes without -f", test_daemonize },
     { "stale socket and arena replaced", test_stale_replaced },
     CU_TEST_INFO_NULL,
 };
