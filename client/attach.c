@@ -234,7 +234,10 @@ SPC_PUBLIC void spc_detach(void)
                    spci_proc.sock >= 0;
     for (spci_cache_t *c = spci_proc.caches; c != NULL; c = c->next)
         spci_cache_flush_locked(c, session);
-    spci_rpc_close_locked();
+    if (session)
+        spci_rpc_goodbye_locked();
+    else
+        spci_rpc_close_locked();
     shm_store_release(&spci_attached, 0);
     unmap_locked();
     broken = false;

@@ -90,6 +90,9 @@ int spci_rpc_release_locked(const shm_spanid_t *spans, uint32_t n);
 int spci_rpc_alloc_large_locked(uint64_t size, uint64_t align, uint64_t *off);
 int spci_rpc_free_large_locked(uint64_t off);
 void spci_rpc_close_locked(void);
+/* Close the session in order: shut our side, wait (bounded) until the
+ * daemon closes its side, so the session is over when this returns. */
+void spci_rpc_goodbye_locked(void);
 /* The socket path for `path` (NULL: the default rule).  0 or -ENAMETOOLONG. */
 int spci_socket_path(const char *path, char *out, size_t len);
 

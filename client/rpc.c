@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -96,6 +97,33 @@ void spci_rpc_close_locked(void)
     if (spci_proc.sock >= 0)
         close(spci_proc.sock);
     spci_proc.sock = -1;
+}
+
+void spci_rpc_goodbye_locked(void)
+{
+    int fd = spci_proc.sock;
+    if (fd < 0 || spci_proc.pid != getpid()) {
+        spci_rpc_close_locked();
+        return;
+    }
+    /* end our side, then wait (at most 2 s) for the daemon to close its
+     * side, which it does once it has ended the session */
+    shutdown(fd, SHUT_WR);
+    for (int waited = 0; waited < 2000;) {
+        struct pollfd pfd = { .fd = fd, .events = POLLIN };
+        int n = poll(&pfd, 1, 100);
+        if (n < 0 && errno != EINTR)
+            break;
+        if (n <= 0) {
+            waited += 100;
+            continue;
+        }
+        uint8_t junk[256];
+        ssize_t r = recv(fd, junk, sizeof junk, MSG_DONTWAIT);
+        if (r == 0 || (r < 0 && errno != EINTR && errno != EAGAIN))
+            break;
+    }
+    spci_rpc_close_locked();
 }
 
 /* Send req, wait for its Response.  *out must be freed with
