@@ -414,7 +414,6 @@ void two_procs(int w, size_t size)
 void w7(Seg &s, size_t size)
 {
     std::vector<void *> v(kMemObjects);
-    void *first = s.alloc(size);
     uint64_t f0 = seg_resident();
     for (auto &p : v) {
         p = s.alloc(size);
@@ -425,7 +424,6 @@ void w7(Seg &s, size_t size)
     result(7, size, "mem_per_live", double(f1 - f0) / (double(kMemObjects) * double(size)));
     for (auto p : v)
         s.free(p);
-    s.free(first);
 }
 
 void *fill(Seg &s, size_t size)

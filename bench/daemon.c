@@ -291,7 +291,7 @@ static bool time_pings(brpc_t *c, samples_t *s, int count)
 /* The bare baseline: a process that reads a framed request of any size and
  * answers with `reply` bytes, over a Unix stream socket, blocking. */
 typedef struct {
-    int fd;
+    int fd, other;
     size_t reply;
 } echo_arg_t;
 
@@ -299,6 +299,7 @@ static int echo_server(void *arg)
 {
     echo_arg_t *e = arg;
     uint8_t buf[4096];
+    close(e->other);   /* so that the client's close ends us */
     for (;;) {
         uint8_t hdr[4];
         if (brpc_read_all(e->fd, hdr, 4) != 0)
@@ -318,7 +319,7 @@ static bool time_echo(size_t req, size_t reply, samples_t *s, int count)
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
         return false;
-    echo_arg_t e = {sv[1], reply};
+    echo_arg_t e = {sv[1], sv[0], reply};
     int pid = bench_spawn(echo_server, &e);
     close(sv[1]);
     uint8_t buf[4096] = {0};

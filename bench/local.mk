@@ -4,22 +4,23 @@
 noinst_PROGRAMS += bench/spanbench
 bench_spanbench_SOURCES = \
 	bench/bench.h bench/util.c bench/spanbench.c \
-	bench/wl.h bench/wl_libc.c \
+	bench/wl.h bench/wl_libc.c bench/wl_spand.c \
 	bench/rpc.h bench/rpc.c bench/daemon.c
-# libspanclient is being written; until it links, spanbench measures
-# malloc only.
-bench_spanbench_CPPFLAGS = $(AM_CPPFLAGS) -DBENCH_NO_SPAND
+nodist_bench_spanbench_SOURCES = proto/spand.pb-c.h
 bench_spanbench_CFLAGS = $(AM_CFLAGS) -O2 $(PROTOBUF_C_CFLAGS)
-bench_spanbench_LDADD = proto/libproto.la shm/libshm.la $(PROTOBUF_C_LIBS) -ldl
+# -static: libspanclient linked in (no PLT hop, no libtool wrapper script)
+bench_spanbench_LDADD = client/libspanclient.la $(PROTOBUF_C_LIBS) -ldl
 bench_spanbench_LDFLAGS = -static
 
-EXTRA_DIST += bench/wl_spand.c
 
+EXTRA_DIST += bench/run-bench.sh bench/report.py
+CLEANFILES += bench/results-raw.tsv bench/results-meta.tsv
+
+# make bench [BENCH_FLAGS='--quick | --reps N --secs S | --only glibc,spand']
 .PHONY: bench
 bench: all
-	@test -f $(srcdir)/bench/run-bench.sh || { echo "bench/run-bench.sh: not written yet"; exit 1; }
-	$(SHELL) $(srcdir)/bench/run-bench.sh --builddir '$(abs_top_builddir)' \
-	  --srcdir '$(abs_top_srcdir)' $(BENCH_FLAGS)
+	BENCH_FLAGS='$(BENCH_FLAGS)' $(SHELL) $(srcdir)/bench/run-bench.sh \
+	  --builddir '$(abs_top_builddir)' --srcdir '$(abs_top_srcdir)' $(BENCH_FLAGS)
 
 # Boost.Interprocess managed_shared_memory, the cross-process comparator.
 if HAVE_BOOST_IPC

@@ -258,7 +258,8 @@ int main(int argc, char **argv)
         const size_t *sizes;
         int ns = sizes_of(w, &sizes);
         if (!alloc->run[w]) {
-            bench_skip(w, 0, "not offered by %s", alloc->name);
+            bench_skip(w, 0, "%s", w == W_XPROC ? "process-local: no process can free another's objects"
+                                   : w == W_DAEMON ? "no daemon" : "not offered");
             continue;
         }
         for (int r = 0; r < bench_opts.reps; r++)

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Run the whole benchmark comparison and write bench/RESULTS.md in the
+# source tree.  `make bench` calls it; see bench/README.md.
+#
+#   run-bench.sh --builddir DIR --srcdir DIR [--quick] [--reps N] [--secs S]
+#                [--only LIST] [--out FILE]
+#
+# Comparators: glibc (no preload); jemalloc, mimalloc, tcmalloc under
+# LD_PRELOAD; spand (spanbench starts its own daemon); Boost.Interprocess
+# (bench/boostbench); iceoryx (bench/icebench, which starts its own RouDi).
+# Missing ones are named with the apt-get command that brings them, and the
+# rest runs.  Nothing is installed here.
+set -u
+builddir= srcdir= quick= reps=5 secs=0.1 only= out=
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --builddir) builddir=$2; shift ;;
+    --srcdir) srcdir=$2; shift ;;
+    --quick) quick=1 ;;
+    --reps) reps=$2; shift ;;
+    --secs) secs=$2; shift ;;
+    --only) only=$2; shift ;;
+    --out) out=$2; shift ;;
+    *) echo "run-bench.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+[ -n "$builddir" ] || builddir=$(pwd)
+[ -n "$srcdir" ] || srcdir=$(cd "$(dirname "$0")/.." && pwd)
+[ -n "$out" ] || out=$srcdir/bench/RESULTS.md
+command_line="make bench${BENCH_FLAGS:+ BENCH_FLAGS='$BENCH_FLAGS'}"
+
+spanbench=$builddir/bench/spanbench
+[ -x "$spanbench" ] || { echo "run-bench.sh: $spanbench is not built (run make)" >&2; exit 1; }
+command -v python3 >/dev/null || { echo "run-bench.sh: python3 is needed for the report (apt-get install python3)" >&2; exit 1; }
+
+if [ -n "$quick" ]; then
+    common=(--quick)
+else
+    common=(--reps "$reps" --secs "$secs")
+fi
+
+want() { [ -z "$only" ] || [[ ",$only," == *",$1,"* ]]; }
+
+# Where a Debian package put a library, else nothing.
+lib_of() {
+    local pkg=$1 name=$2
+    dpkg -L "$pkg" 2>/dev/null | grep -m1 "/$name\$" || true
+}
+
+declare -a missing=() apt=()
+note_missing() { missing+=("$1: $2"); [ -n "${3:-}" ] && apt+=("$3"); }
+
+jemalloc=$(lib_of libjemalloc2 libjemalloc.so.2)
+mimalloc=$(lib_of libmimalloc2.0 libmimalloc.so.2)
+tcmalloc=$(lib_of libtcmalloc-minimal4 libtcmalloc_minimal.so.4)
+[ -n "$jemalloc" ] || note_missing jemalloc "libjemalloc.so.2 not found" libjemalloc-dev
+[ -n "$mimalloc" ] || note_missing mimalloc "libmimalloc.so.2 not found" libmimalloc-dev
+[ -n "$tcmalloc" ] || note_missing tcmalloc "libtcmalloc_minimal.so.4 not found" libgoogle-perftools-dev
+[ -x "$builddir/daemon/spand" ] || note_missing spand "daemon/spand is not built" ""
+[ -x "$builddir/bench/boostbench" ] ||
+    note_missing boost "bench/boostbench not built (configure found no boost/interprocess headers; rerun configure after installing)" libboost-dev
+if [ ! -x "$builddir/bench/icebench" ]; then
+    note_missing iceoryx "bench/icebench not built (configure found no iceoryx C binding; rerun configure after installing)" "libiceoryx-binding-c-dev iceoryx"
+elif ! command -v iox-roudi >/dev/null; then
+    note_missing iceoryx "iox-roudi (RouDi) not on PATH" iceoryx
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "run-bench.sh: comparators missing, the rest runs:"
+    printf '  - %s\n' "${missing[@]}"
+    [ ${#apt[@]} -gt 0 ] && echo "  to add them: apt-get install ${apt[*]}"
+fi
+
+raw=$builddir/bench/results-raw.tsv
+meta=$builddir/bench/results-meta.tsv
+: >"$raw"
+status=0
+run() {   # label, then the command
+    local label=$1; shift
+    want "$label" || return 0
+    echo "run-bench.sh: $label ..."
+    local t0=$SECONDS
+    "$@" >>"$raw" || { echo "run-bench.sh: $label failed (status $?), its rows are partial" >&2; status=1; }
+    echo "run-bench.sh: $label done in $((SECONDS - t0)) s"
+}
+
+start=$SECONDS
+run glibc "$spanbench" --alloc malloc --impl glibc "${common[@]}"
+[ -n "$jemalloc" ] && run jemalloc env LD_PRELOAD="$jemalloc" "$spanbench" --alloc malloc --impl jemalloc "${common[@]}"
+[ -n "$mimalloc" ] && run mimalloc env LD_PRELOAD="$mimalloc" "$spanbench" --alloc malloc --impl mimalloc "${common[@]}"
+[ -n "$tcmalloc" ] && run tcmalloc env LD_PRELOAD="$tcmalloc" "$spanbench" --alloc malloc --impl tcmalloc "${common[@]}"
+[ -x "$builddir/daemon/spand" ] &&
+    run spand "$spanbench" --alloc spand --spand "$builddir/daemon/spand" "${common[@]}"
+[ -x "$builddir/bench/boostbench" ] && run boost "$builddir/bench/boostbench" "${common[@]}"
+[ -x "$builddir/bench/icebench" ] && command -v iox-roudi >/dev/null &&
+    run iceoryx "$builddir/bench/icebench" --config "$srcdir/bench/roudi.toml" "${common[@]}"
+elapsed=$((SECONDS - start))
+
+# What the report says about where and how it ran.
+{
+    printf 'date\t%s\n' "$(date -u '+%Y-%m-%d %H:%M UTC')"
+    printf 'command\t%s\n' "$command_line"
+    printf 'cpu\t%s\n' "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+    printf 'cores\t%s\n' "$(nproc)"
+    printf 'kernel\t%s\n' "$(uname -r)"
+    printf 'load\t%s (1, 5, 15 min load average at the end); the run took %s s\n' \
+        "$(cut -d' ' -f1-3 /proc/loadavg)" "$elapsed"
+    if [ -n "$quick" ]; then printf 'reps\t1 (--quick)\nsecs\t0.03\n'; else printf 'reps\t%s\nsecs\t%s\n' "$reps" "$secs"; fi
+    printf 'spand\t%s (git %s)\n' "$builddir/daemon/spand" "$(git -C "$srcdir" rev-parse --short HEAD 2>/dev/null || echo '?')"
+    dpkg-query -W -f='version\t${Package} ${Version}\n' libc6 libjemalloc2 libmimalloc2.0 \
+        libtcmalloc-minimal4 libboost-dev libiceoryx-binding-c-dev iceoryx \
+        libevent-2.1-7 libprotobuf-c1 gcc 2>/dev/null
+    for m in "${missing[@]}"; do printf 'missing\t%s\n' "$m"; done
+    [ -n "$quick" ] && printf 'note\t%s\n' "QUICK RUN (--quick): one repetition of 0.03 s each, for checking the harness only; the numbers are not for comparison."
+    printf 'note\t%s\n' "Workload 2 caps a batch at 256 MiB (10,000 objects up to 16 KiB, 1,024 of 256 KiB). Workload 8 runs at the sizes listed in its table; every other workload at 16 B to 256 KiB."
+    printf 'note\t%s\n' "spand's periodic scavenger runs every 1 s here (spand --scavenge-interval 1); its default is 5 s."
+    printf 'note\t%s\n' "iceoryx: loan/release of chunks from RouDi's fixed pools (bench/roudi.toml); cross-process rows publish the chunk to a subscriber that releases it. It has no row where a measurement cannot be expressed (see Not measured)."
+} >"$meta"
+
+python3 "$srcdir/bench/report.py" "$raw" "$meta" >"$out.tmp" && mv "$out.tmp" "$out" ||
+    { echo "run-bench.sh: the report failed" >&2; rm -f "$out.tmp"; exit 1; }
+echo "run-bench.sh: wrote $out (raw results: $raw) in $elapsed s"
+exit $status
