@@ -29,6 +29,7 @@ static int daemon_pid;
 static char run_dir[64];       /* private directory: socket and log */
 static char log_path[128];
 static char shm_path[96];      /* /dev/shm/<name>, for the signal handler */
+static char pid_path[120];     /* spand writes SOCKET.pid */
 
 int bench_daemon_pid(void)
 {
@@ -56,6 +57,8 @@ void bench_daemon_cleanup_signal(void)
         unlink(bench_opts.sock);
     if (shm_path[0])
         unlink(shm_path);
+    if (pid_path[0])
+        unlink(pid_path);
     if (log_path[0])
         unlink(log_path);
     if (run_dir[0])
@@ -97,6 +100,7 @@ int bench_daemon_start(void)
     }
     snprintf(bench_opts.sock, sizeof bench_opts.sock, "%s/spand.sock", run_dir);
     snprintf(log_path, sizeof log_path, "%s/spand.log", run_dir);
+    snprintf(pid_path, sizeof pid_path, "%s.pid", bench_opts.sock);
     snprintf(bench_opts.shm_name, sizeof bench_opts.shm_name, "/spanbench-%d", (int)getpid());
     snprintf(shm_path, sizeof shm_path, "/dev/shm%s", bench_opts.shm_name);
 
@@ -149,12 +153,14 @@ void bench_daemon_stop(void)
         unlink(bench_opts.sock);
     if (bench_opts.shm_name[0] && shm_unlink(bench_opts.shm_name) == 0)
         bench_note("removed the arena %s that spand left", bench_opts.shm_name);
+    if (pid_path[0])
+        unlink(pid_path);
     if (log_path[0])
         unlink(log_path);
-    if (run_dir[0])
-        rmdir(run_dir);
+    if (run_dir[0] && rmdir(run_dir) != 0)
+        fprintf(stderr, "spanbench: could not remove %s: %s\n", run_dir, strerror(errno));
     bench_opts.sock[0] = bench_opts.shm_name[0] = 0;
-    shm_path[0] = log_path[0] = run_dir[0] = 0;
+    shm_path[0] = pid_path[0] = log_path[0] = run_dir[0] = 0;
 }
 
 /* ---- workload 9: the daemon's round trips ---- */
