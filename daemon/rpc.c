@@ -505,10 +505,13 @@ static int probe_socket(const char *path)
     return 0;
 }
 
-/* mkdir the socket's directory (mode 0700) when it is missing. */
+/* mkdir the socket's directory (mode 0700) when it is missing.  The
+ * default one, /tmp/spand-$UID, has a name anyone can guess: when it exists
+ * already it must be ours and closed to others. */
 static int make_socket_dir(const char *path)
 {
-    char dir[SPAND_PATH_MAX];
+    char dir[SPAND_PATH_MAX], def[SPAND_PATH_MAX];
+    struct stat st;
     snprintf(dir, sizeof dir, "%s", path);
     char *slash = strrchr(dir, '/');
     if (slash == NULL || slash == dir)
@@ -517,6 +520,17 @@ static int make_socket_dir(const char *path)
     if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
         fprintf(stderr, "spand: cannot create the socket directory %s: %s\n",
                 dir, strerror(errno));
+        return -1;
+    }
+    if (lstat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "spand: %s is not a directory\n", dir);
+        return -1;
+    }
+    snprintf(def, sizeof def, "/tmp/spand-%u", (unsigned)getuid());
+    if (strcmp(dir, def) == 0 && (st.st_uid != geteuid() || (st.st_mode & 077))) {
+        fprintf(stderr, "spand: %s belongs to uid %u or is open to others (mode %03o); "
+                "refusing to put the socket there\n", dir, (unsigned)st.st_uid,
+                (unsigned)(st.st_mode & 0777));
         return -1;
     }
     return 0;

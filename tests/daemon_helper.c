@@ -64,8 +64,10 @@ static pid_t spawn(dh_daemon_t *d, const char *const *args, const char *errfile)
     unsigned n = 0;
     argv[n++] = bin;
     argv[n++] = "-f";
-    argv[n++] = "-s";
-    argv[n++] = d->sock;
+    if (!d->no_socket_arg) {
+        argv[n++] = "-s";
+        argv[n++] = d->sock;
+    }
     argv[n++] = "-n";
     argv[n++] = d->shm;
     argv[n++] = "-m";

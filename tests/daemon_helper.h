@@ -21,6 +21,8 @@ typedef struct dh_daemon_s {
     char log[96];
     char shm[64];            /* "/spandtest-PID-N" */
     bool used;
+    bool no_socket_arg;      /* start without -s: the socket comes from the
+                                environment ($SPAND_SOCKET, $XDG_RUNTIME_DIR) */
 } dh_daemon_t;
 
 /* Make the names (directory created, nothing started). */

@@ -532,6 +532,63 @@ static void test_large(void)
     finish(d);
 }
 
+/* A full arena: Refill answers ENOMEM, or hands out what it could get. */
+static void test_arena_full(void)
+{
+    const char *args[] = { "-m", "16M", NULL };
+    dh_daemon_t *d = start(args);
+    ctl_client_t c;
+    open_client(d, &c);
+    say_hello(&c, "full");
+    uint64_t big[64];
+    unsigned nbig = 0, nsmall = 0;
+    Spand__Response *r;
+    for (;;) {                                       /* fill it: 1 MiB at a time */
+        r = alloc_large(&c, 1 << 20, 0);
+        bool ok = r && r->error == 0 && r->alloc_large;
+        if (ok && nbig < 64)
+            big[nbig++] = r->alloc_large->offset;
+        CU_ASSERT(ok || err_of(r) == ENOMEM);
+        done(r);
+        if (!ok || nbig == 64)
+            break;
+    }
+    for (;;) {                                       /* then page by page */
+        r = alloc_large(&c, SHM_PAGE_SIZE, 0);
+        bool ok = r && r->error == 0;
+        CU_ASSERT(ok || err_of(r) == ENOMEM);
+        done(r);
+        if (!ok || ++nsmall > 4096)
+            break;
+    }
+    CU_ASSERT(nbig >= 8 && nbig < 64);
+    r = refill(&c, 1, 4, NULL, 0);
+    CU_ASSERT_EQUAL(err_of(r), ENOMEM);
+    CU_ASSERT(r && r->message && strlen(r->message) > 0);
+    done(r);
+
+    /* room for part of a batch: what fits is handed out, without error */
+    unsigned cls = 1;
+    for (unsigned k = 1; k < SHM_NCLASSES; k++)
+        if (shm_classes[k].npages > shm_classes[cls].npages)
+            cls = k;
+    unsigned fits = (1u << 20) / (shm_classes[cls].npages * SHM_PAGE_SIZE);
+    CU_ASSERT_FATAL(nbig >= 1 && fits < 64);
+    r = free_large(&c, big[0]);
+    CU_ASSERT_EQUAL(err_of(r), 0);
+    done(r);
+    r = refill(&c, cls, 64, NULL, 0);
+    CU_ASSERT_EQUAL(err_of(r), 0);
+    CU_ASSERT(r && r->refill && r->refill->n_spans == fits);
+    done(r);
+    r = refill(&c, cls, 1, NULL, 0);
+    CU_ASSERT_EQUAL(err_of(r), ENOMEM);
+    done(r);
+    CU_ASSERT_EQUAL(counter_now(d, "bad_requests"), 0);  /* ENOMEM is not bad input */
+    ctl_close(&c);
+    finish(d);
+}
+
 static Spand__Response *recv_one(ctl_client_t *c)
 {
     Spand__Response *r = NULL;
@@ -1315,6 +1372,48 @@ static void test_daemonize(void)
     dh_cleanup(d);
 }
 
+/* Without -s the socket is $SPAND_SOCKET, else $XDG_RUNTIME_DIR/spand.sock. */
+static void test_default_socket(void)
+{
+    char *saved_sock = getenv("SPAND_SOCKET") ? strdup(getenv("SPAND_SOCKET")) : NULL;
+    char *saved_xdg = getenv("XDG_RUNTIME_DIR") ? strdup(getenv("XDG_RUNTIME_DIR")) : NULL;
+    dh_daemon_t *d = dh_new();
+    CU_ASSERT_FATAL(d != NULL);
+    d->no_socket_arg = true;
+
+    setenv("SPAND_SOCKET", d->sock, 1);
+    setenv("XDG_RUNTIME_DIR", "/nonexistent-for-this-test", 1);
+    int rc = dh_start(d, NULL);
+    CU_ASSERT_EQUAL(rc, 0);
+    if (rc == 0) {
+        ctl_client_t c;
+        CU_ASSERT_EQUAL(ctl_connect(&c, NULL, 2000), 0);  /* clients agree */
+        ctl_close(&c);
+        CU_ASSERT_EQUAL(dh_stop(d), 0);
+    }
+
+    unsetenv("SPAND_SOCKET");
+    setenv("XDG_RUNTIME_DIR", d->dir, 1);         /* d->sock is DIR/spand.sock */
+    rc = dh_start(d, NULL);
+    CU_ASSERT_EQUAL(rc, 0);
+    if (rc == 0) {
+        char def[SPAND_PATH_MAX];
+        CU_ASSERT(spand_default_socket(def, sizeof def) == 0 && strcmp(def, d->sock) == 0);
+        finish(d);
+    }
+    if (saved_sock)
+        setenv("SPAND_SOCKET", saved_sock, 1);
+    else
+        unsetenv("SPAND_SOCKET");
+    if (saved_xdg)
+        setenv("XDG_RUNTIME_DIR", saved_xdg, 1);
+    else
+        unsetenv("XDG_RUNTIME_DIR");
+    free(saved_sock);
+    free(saved_xdg);
+    dh_cleanup(d);
+}
+
 static int suite_cleanup(void)
 {
     dh_stop_all();
@@ -1328,6 +1427,7 @@ static CU_TestInfo daemon_tests[] = {
     { "release of spans not held is refused", test_release_refused },
     { "bad class, no session", test_bad_class_and_no_session },
     { "large objects, double free", test_large },
+    { "full arena: ENOMEM and partial refills", test_arena_full },
     { "bad frames", test_bad_frames },
     { "pipelined frames", test_pipelined },
     { "other uid refused", test_other_uid_refused },
@@ -1341,6 +1441,7 @@ static CU_TestInfo daemon_tests[] = {
     { "second daemon refused", test_second_daemon_refused },
     { "SIGTERM cleans up", test_sigterm_cleanup },
     { "daemonizes without -f", test_daemonize },
+    { "default socket from the environment", test_default_socket },
     { "stale socket and arena replaced", test_stale_replaced },
     CU_TEST_INFO_NULL,
 };
