@@ -28,8 +28,8 @@
 
 #define SPCI_BATCH_MIN_BYTES (64u << 10)   /* first Refill of a class */
 #define SPCI_BATCH_MAX_BYTES (1u << 20)    /* batches double up to this */
-#define SPCI_AVAIL_CAP_BYTES (2u << 20)    /* free room held per class */
-#define SPCI_FULL_CAP_BYTES (16u << 20)   /* full spans tracked per class */
+#define SPCI_AVAIL_CAP_BYTES (32u << 20)   /* free room held per class */
+#define SPCI_FULL_CAP_BYTES (256u << 20)  /* full spans tracked per class */
 #define SPCI_FULL_SCAN 8u                  /* full spans looked at per miss */
 #define SPCI_REFILL_MAX 256u               /* spans accepted from one Refill */
 #define SPCI_RELEASE_CHUNK 1024u           /* spans per Release message */
