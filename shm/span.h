@@ -122,7 +122,13 @@ int shm_span_drain_remote(uint8_t *base, shm_span_t *s, uint64_t *bad_off);
 
 /* ---- tiny blocks ---- */
 
-/* Live-count byte of tiny block `i` of a tiny-class span. */
+/* Live-count byte of tiny block `i` of a tiny-class span (client/cache.c).
+ * Top 2 bits: the granule code of the block's pieces (1 << code bytes),
+ * written once, relaxed, by the thread that starts the block, before any
+ * piece is handed out.  Low 6 bits: the live count, biased by 32 while that
+ * thread carves the block.  Anyone freeing a piece: fetch_sub(1), acq_rel;
+ * the carving thread leaving the block: one fetch_sub(32 - pieces), acq_rel.
+ * Whoever takes the low bits to 0 frees the 16-byte block as an object. */
 static inline _Atomic uint8_t *shm_tiny_count(uint8_t *base, const shm_span_t *s, uint32_t i)
 {
     return (_Atomic uint8_t *)shm_span_addr(base, s) + i;
