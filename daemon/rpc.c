@@ -152,8 +152,8 @@ static void conn_close_after_flush(spd_conn_t *c)
         c->dead = true;
 }
 
-/* Pack `resp` as one frame.  Returns a malloc'd frame and its length, or
- * NULL when it cannot be packed within the limit. */
+/* Pack `resp` as one frame into a malloc'd buffer (the Hello answer, which
+ * leaves by sendmsg).  NULL when it does not fit in a frame. */
 static uint8_t *pack_frame(const Spand__Response *resp, size_t *len)
 {
     size_t n = spand__response__get_packed_size(resp);
@@ -168,19 +168,32 @@ static uint8_t *pack_frame(const Spand__Response *resp, size_t *len)
     return buf;
 }
 
+/* Pack `resp` as one frame straight into the connection's output buffer
+ * (no copy).  False when it does not fit in a frame. */
+static bool queue_frame(spd_conn_t *c, const Spand__Response *resp)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer_iovec v;
+    size_t n = spand__response__get_packed_size(resp);
+    if (n > SPAND_MAX_FRAME)
+        return false;
+    if (evbuffer_reserve_space(out, (ev_ssize_t)(SPAND_FRAME_HDR + n), &v, 1) != 1)
+        log_fatalx("out of memory queueing an answer (%zu bytes)", n);
+    spand_frame_put_len(v.iov_base, (uint32_t)n);
+    spand__response__pack(resp, (uint8_t *)v.iov_base + SPAND_FRAME_HDR);
+    v.iov_len = SPAND_FRAME_HDR + n;
+    evbuffer_commit_space(out, &v, 1);
+    return true;
+}
+
 /* Queue a bodiless error answer. */
 static void send_error(spd_conn_t *c, uint64_t id, int err, const char *msg)
 {
     Spand__Response resp = SPAND__RESPONSE__INIT;
-    size_t len;
     resp.id = id;
     resp.error = (uint32_t)err;
     resp.message = (char *)msg;
-    uint8_t *buf = pack_frame(&resp, &len);
-    if (buf) {
-        bufferevent_write(c->bev, buf, len);
-        free(buf);
-    }
+    queue_frame(c, &resp);
 }
 
 /* Send the waiting HelloReply with the arena's fd, once every earlier
@@ -291,19 +304,18 @@ static void dispatch(spd_conn_t *c, const Spand__Request *req)
         call.resp.message = call.msg;
         call.pass_fd = -1;
     }
-    size_t len;
-    uint8_t *buf = pack_frame(&call.resp, &len);
-    if (buf == NULL) {
-        send_error(c, req->id, EMSGSIZE, "the answer does not fit in one frame");
-    } else if (call.pass_fd >= 0) {
-        c->hello_frame = buf;
-        c->hello_len = len;
-        c->paused = true;
-        hello_try_send(c);
+    bool fits;
+    if (call.pass_fd >= 0) {
+        fits = (c->hello_frame = pack_frame(&call.resp, &c->hello_len)) != NULL;
+        if (fits) {
+            c->paused = true;
+            hello_try_send(c);
+        }
     } else {
-        bufferevent_write(c->bev, buf, len);
-        free(buf);
+        fits = queue_frame(c, &call.resp);
     }
+    if (!fits)
+        send_error(c, req->id, EMSGSIZE, "the answer does not fit in one frame");
     call_done(&call);
     if (refuse)
         conn_close_after_flush(c);
