@@ -279,10 +279,13 @@ int spci_rpc_refill_locked(unsigned cls, uint32_t nspans, const shm_spanid_t *re
     uint32_t n = 0;
     for (size_t j = 0; j < resp->refill->n_spans && n < max; j++)
         spans[n++] = resp->refill->spans[j];
-    if (resp->refill->n_spans > max)
-        spci_log("Refill brought %zu spans, more than the %u asked for",
-                 resp->refill->n_spans, nspans);
     *nspans_out = n;
+    if (resp->refill->n_spans > max) {      /* more than we can take: back at once */
+        spci_log("Refill brought %zu spans, more than the %u asked for; the rest "
+                 "goes back", resp->refill->n_spans, nspans);
+        spci_rpc_release_locked(resp->refill->spans + max,
+                                (uint32_t)(resp->refill->n_spans - max));
+    }
     spand__response__free_unpacked(resp, NULL);
     return 0;
 }
