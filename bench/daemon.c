@@ -3,6 +3,7 @@
  * workload 9, the daemon's round trips against a bare Unix-socket echo. */
 #include "config.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -85,8 +86,50 @@ static int exec_daemon(void *arg)
     return 127;
 }
 
+static bool pid_alive(long pid)
+{
+    return pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM);
+}
+
+/* A spanbench killed with SIGKILL cannot clean up; its daemon dies with it
+ * (PR_SET_PDEATHSIG) but leaves the arena and the run directory.  Remove
+ * those of spanbench processes that no longer exist. */
+static void remove_stale(void)
+{
+    DIR *d = opendir("/dev/shm");
+    struct dirent *e;
+    long pid;
+    char path[512];
+    int n;
+    while (d && (e = readdir(d)))
+        if (sscanf(e->d_name, "spanbench-%ld%n", &pid, &n) == 1 && e->d_name[n] == 0 &&
+            !pid_alive(pid)) {
+            snprintf(path, sizeof path, "/%s", e->d_name);
+            if (shm_unlink(path) == 0)
+                bench_note("removed the arena %s of a spanbench that died", path);
+        }
+    if (d)
+        closedir(d);
+    d = opendir("/tmp");
+    while (d && (e = readdir(d))) {
+        if (sscanf(e->d_name, "spanbench-%ld-%n", &pid, &n) != 1 || n == 0 || pid_alive(pid))
+            continue;
+        static const char *files[] = {"spand.sock", "spand.sock.pid", "spand.log"};
+        for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+            snprintf(path, sizeof path, "/tmp/%s/%s", e->d_name, files[i]);
+            unlink(path);
+        }
+        snprintf(path, sizeof path, "/tmp/%s", e->d_name);
+        if (rmdir(path) == 0)
+            bench_note("removed %s of a spanbench that died", path);
+    }
+    if (d)
+        closedir(d);
+}
+
 int bench_daemon_start(void)
 {
+    remove_stale();
     if (access(bench_opts.spand_bin, X_OK) != 0) {
         fprintf(stderr, "spanbench: no spand at %s (build it, or pass --spand PATH)\n",
                 bench_opts.spand_bin);

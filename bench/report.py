@@ -268,7 +268,7 @@ def targets(st, out):
             if worst is None or r < worst[0]:
                 worst = (r, w, size)
     out.append("| cross-process (w5, w6) >= 50x Boost.Interprocess objects/s | %s | %s |" % (
-        "-" if worst is None else "worst: spand %.1fx Boost (%s, %s)" % (worst[0], worst[1], size_name(worst[2])),
+        "-" if worst is None else "worst: spand %.2gx Boost (%s, %s)" % (worst[0], worst[1], size_name(worst[2])),
         verdict(ok)))
 
     # two processes vs one
