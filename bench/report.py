@@ -282,7 +282,7 @@ def targets(st, out):
         if worst is None or r < worst[0]:
             worst = (r, size)
     out.append("| two processes (w6) >= 1.8x one (w1) | %s | %s |" % (
-        "-" if worst is None else "worst: %.2fx (%s)" % worst, verdict(ok)))
+        "-" if worst is None else "worst: %.2fx (%s)" % (worst[0], size_name(worst[1])), verdict(ok)))
 
     # refills
     steady, cold = [], []
