@@ -145,8 +145,38 @@ spd_put_t spd_central_put(shm_arena_t *a, shm_spanid_t id)
     return SPD_PUT_FULL;
 }
 
+/* Drain the partial spans of one class: those the remote frees emptied go
+ * back to the heap.  Each span looked at costs one unit of `*budget`. */
+static uint32_t sweep_partial(shm_arena_t *a, unsigned cls, uint32_t *budget)
+{
+    shm_central_t *c = &a->hdr->central[cls];
+    uint32_t moved = 0;
+    shm_span_t *s;
+    spd_list_foreach(a->base, c->partial, id, s) {
+        if (*budget == 0)
+            break;
+        (*budget)--;
+        uint64_t bad;
+        int n = shm_span_drain_remote(a->base, s, &bad);
+        if (n == 0)
+            continue;
+        if (n < 0) {
+            spd_list_remove(a->base, &c->partial, id);
+            c->npartial--;
+            quarantine(a, c, id);
+        } else if (span_is_empty(a->base, s)) {
+            spd_list_remove(a->base, &c->partial, id);
+            c->npartial--;
+            spd_heap_free(a, id);
+            moved++;
+        }
+    }
+    return moved;
+}
+
 /* Look at the full spans of one class until `*budget` runs out or the
- * quarantined tail is reached.  Returns the spans moved. */
+ * quarantined tail is reached, then at its partial spans.  Returns the spans
+ * moved (full to partial or heap, partial to heap). */
 static uint32_t sweep_class(shm_arena_t *a, unsigned cls, uint32_t *budget)
 {
     shm_central_t *c = &a->hdr->central[cls];
@@ -176,7 +206,7 @@ static uint32_t sweep_class(shm_arena_t *a, unsigned cls, uint32_t *budget)
             c->nfull++;
         }
     }
-    return moved;
+    return moved + sweep_partial(a, cls, budget);
 }
 
 uint32_t spd_central_sweep(shm_arena_t *a, uint32_t budget)

@@ -31,9 +31,10 @@ shm_spanid_t spd_central_take(shm_arena_t *a, unsigned cls, int *err);
  * no object is live.  Sets xowner to 0 and state CENTRAL (or FREE). */
 spd_put_t spd_central_put(shm_arena_t *a, shm_spanid_t id);
 
-/* Look at up to `budget` full spans: drain their remote stacks and move those
- * with free objects to partial, or to the heap when empty.  Returns the
- * number of spans moved. */
+/* Look at up to `budget` central spans, full ones first: drain their
+ * remote stacks, move full spans that got objects back to partial, and give
+ * spans with no live object left to the heap.  Returns the number of spans
+ * moved. */
 uint32_t spd_central_sweep(shm_arena_t *a, uint32_t budget);
 
 #endif /* SPD_CENTRAL_H */

@@ -1,12 +1,12 @@
 /* See shm/layout.h for the overview.
  *
  * The scavenger: a timer every --scavenge-interval seconds (default 5).
- * Each tick sweeps up to SPD_SWEEP_BUDGET spans of central's full lists
- * (their remote-free stacks may have emptied them), then punches out the
+ * Each tick sweeps up to SPD_SWEEP_BUDGET spans of central (their
+ * remote-free stacks may have emptied them), then punches out the
  * pages of free spans idle for at least one interval, at most
  * SPD_SCAVENGE_BUDGET_PAGES pages a tick (Go's bounded background
  * scavenger: the loop never stalls for long).  `spanctl release` (Scavenge)
- * does the same at once for everything: all full spans swept, every free
+ * does the same at once for everything: all central spans swept, every free
  * page given back whatever its idle time (Go's debug.FreeOSMemory).  The
  * heap counts what it gives back (stats scavenges, scavenged_bytes).
  */
@@ -54,10 +54,10 @@ int spd_scavenger_start(spd_daemon_t *d)
 uint64_t spd_scavenge_all(spd_daemon_t *d)
 {
     shm_arena_t *a = &d->arena;
-    uint32_t nfull = 0;
+    uint32_t ncentral = 0;
     for (unsigned cls = 1; cls < SHM_NCLASSES; cls++)
-        nfull += a->hdr->central[cls].nfull;
-    spd_central_sweep(a, nfull);
+        ncentral += a->hdr->central[cls].nfull + a->hdr->central[cls].npartial;
+    spd_central_sweep(a, ncentral);
     uint64_t bytes = spd_heap_scavenge(a, spd_now(), 0, a->hdr->heap.free_pages);
     log_info("scavenge released_bytes=%llu", (unsigned long long)bytes);
     return bytes;

@@ -5,12 +5,15 @@
  * spanctl's output), the resident bytes from the kernel, and live objects
  * counted from the alloc bitmaps.  The bitmaps of HELD spans change under
  * our feet (their holders write them without telling us): those counts are
- * "as last seen", which is all a statistic needs.
+ * "as last seen", which is all a statistic needs.  Spans in central are the
+ * daemon's own: Stats first drains their remote-free stacks (a sweep), so
+ * objects other processes freed into them no longer count as live.
  */
 #include "config.h"
 
 #include <time.h>
 
+#include "daemon/central.h"
 #include "daemon/rpc.h"
 #include "shm/atomic.h"
 #include "shm/span.h"
@@ -93,6 +96,7 @@ static void walk_spans(spd_call_t *call, Spand__StatsReply *r, Spand__ClassStats
 Spand__StatsReply *spd_stats_fill(spd_call_t *call, bool classes)
 {
     const shm_header_t *h = call->d->arena.hdr;
+    spd_central_sweep(&call->d->arena, UINT32_MAX);
     Spand__StatsReply *r = spd_call_alloc(call, sizeof *r);
     spand__stats_reply__init(r);
     r->arena_size = h->arena_size;
