@@ -145,68 +145,55 @@ spd_put_t spd_central_put(shm_arena_t *a, shm_spanid_t id)
     return SPD_PUT_FULL;
 }
 
-/* Drain the partial spans of one class: those the remote frees emptied go
- * back to the heap.  Each span looked at costs one unit of `*budget`. */
-static uint32_t sweep_partial(shm_arena_t *a, unsigned cls, uint32_t *budget)
+/* Drain span `id`, on its class's full list (`full`) or partial list, and
+ * move it where it belongs now: a span no object of which is live goes to
+ * the heap, a full one that got objects back to partial, a corrupt one to
+ * quarantine.  Returns 1 when it moved to partial or the heap. */
+static uint32_t resweep(shm_arena_t *a, unsigned cls, shm_spanid_t id, bool full)
 {
     shm_central_t *c = &a->hdr->central[cls];
-    uint32_t moved = 0;
-    shm_span_t *s;
-    spd_list_foreach(a->base, c->partial, id, s) {
-        if (*budget == 0)
-            break;
-        (*budget)--;
-        uint64_t bad;
-        int n = shm_span_drain_remote(a->base, s, &bad);
-        if (n == 0)
-            continue;
-        if (n < 0) {
-            spd_list_remove(a->base, &c->partial, id);
-            c->npartial--;
-            quarantine(a, c, id);
-        } else if (span_is_empty(a->base, s)) {
-            spd_list_remove(a->base, &c->partial, id);
-            c->npartial--;
-            spd_heap_free(a, id);
-            moved++;
-        }
+    shm_spanid_t *head = full ? &c->full : &c->partial;
+    uint32_t *count = full ? &c->nfull : &c->npartial;
+    shm_span_t *s = span_at(a, id);
+    uint64_t bad;
+    int n = shm_span_drain_remote(a->base, s, &bad);
+    if (n == 0)
+        return 0;
+    bool empty = n > 0 && span_is_empty(a->base, s);
+    if (n > 0 && !empty && !full)
+        return 0;                       /* partial, and it stays so */
+    spd_list_remove(a->base, head, id);
+    (*count)--;
+    if (n < 0) {
+        quarantine(a, c, id);
+        return 0;
     }
-    return moved;
+    if (empty) {
+        spd_heap_free(a, id);
+        return 1;
+    }
+    spd_list_push(a->base, &c->partial, id);   /* n > 0 objects came back */
+    c->npartial++;
+    return 1;
 }
 
-/* Look at the full spans of one class until `*budget` runs out or the
- * quarantined tail is reached, then at its partial spans.  Returns the spans
- * moved (full to partial or heap, partial to heap). */
+/* Look at the full spans of one class, then its partial ones, until
+ * `*budget` runs out or a list's quarantined tail is reached.  Returns the
+ * spans moved. */
 static uint32_t sweep_class(shm_arena_t *a, unsigned cls, uint32_t *budget)
 {
     shm_central_t *c = &a->hdr->central[cls];
     uint32_t moved = 0;
     shm_span_t *s;
-    spd_list_foreach(a->base, c->full, id, s) {
-        if (*budget == 0 || (s->flags & SHM_SPAN_CORRUPT))
-            break;
-        (*budget)--;
-        uint64_t bad;
-        int n = shm_span_drain_remote(a->base, s, &bad);
-        if (n == 0)
-            continue;
-        spd_list_remove(a->base, &c->full, id);
-        c->nfull--;
-        if (n < 0) {
-            quarantine(a, c, id);
-        } else if (span_is_empty(a->base, s)) {
-            spd_heap_free(a, id);
-            moved++;
-        } else if (span_has_free(a->base, s)) {
-            spd_list_push(a->base, &c->partial, id);
-            c->npartial++;
-            moved++;
-        } else {             /* cannot happen: n > 0 objects were freed */
-            spd_list_push(a->base, &c->full, id);
-            c->nfull++;
+    for (int full = 1; full >= 0; full--) {
+        spd_list_foreach(a->base, full ? c->full : c->partial, id, s) {
+            if (*budget == 0 || (s->flags & SHM_SPAN_CORRUPT))
+                break;
+            (*budget)--;
+            moved += resweep(a, cls, id, full);
         }
     }
-    return moved + sweep_partial(a, cls, budget);
+    return moved;
 }
 
 uint32_t spd_central_sweep(shm_arena_t *a, uint32_t budget)

@@ -140,7 +140,8 @@ static void test_put_and_take(void)
 }
 
 /* Full spans: some objects freed remotely -> partial; all -> heap; none ->
- * stays; the budget bounds the spans looked at. */
+ * stays; the budget bounds the spans looked at.  Partial spans emptied by
+ * remote frees -> heap. */
 static void test_sweep(void)
 {
     shm_arena_t *a = fx_new(64ULL << 20);
@@ -175,6 +176,23 @@ static void test_sweep(void)
     CU_ASSERT_EQUAL(shm_span_count(a->base, fx_span(a, s[0])), 38);
     VERIFY_OK(a);
     CU_ASSERT_EQUAL(spd_central_sweep(a, 0), 0);
+
+    /* partial spans are swept too: s[3] (38 live) with some of its objects
+     * freed remotely stays partial; once the rest come back it goes to the
+     * heap */
+    for (uint32_t i = 0; i < 20; i++)
+        shm_remote_push(a->base, fx_span(a, s[3]), obj(a, s[3], i));
+    CU_ASSERT_EQUAL(spd_central_sweep(a, 100), 0);
+    CU_ASSERT_EQUAL(ce->npartial, 2);
+    CU_ASSERT_EQUAL(shm_span_count(a->base, fx_span(a, s[3])), 18);
+    VERIFY_OK(a);
+    for (uint32_t i = 20; i < 38; i++)
+        shm_remote_push(a->base, fx_span(a, s[3]), obj(a, s[3], i));
+    CU_ASSERT_EQUAL(spd_central_sweep(a, 100), 1);
+    CU_ASSERT_EQUAL(ce->npartial, 1);
+    CU_ASSERT_EQUAL(ce->partial, s[0]);
+    CU_ASSERT_EQUAL(a->hdr->stats.spans_freed, freed + 2);   /* s[1], s[3] */
+    VERIFY_OK(a);
 }
 
 /* A bogus node on a remote stack quarantines the span for good. */
