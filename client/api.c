@@ -73,10 +73,10 @@ void *spci_alloc_large(uint64_t size, uint64_t align)
 SPC_PUBLIC void *spc_malloc(size_t size)
 {
     spci_cache_t *c = spci_tc;
-    if (SPCI_LIKELY(size - (SHM_TINY_MAX / 2 + 1) < SHM_MAX_SMALL - SHM_TINY_MAX / 2))
-        return spci_alloc_cls(c, shm_size_to_class(size));      /* 9 .. 32 KiB */
-    if (size <= SHM_TINY_MAX / 2)
-        return spci_alloc_tiny(c, size);                        /* 0 .. 8 */
+    if (SPCI_LIKELY(size - (SPCI_TINY_LIMIT + 1) < SHM_MAX_SMALL - SPCI_TINY_LIMIT))
+        return spci_alloc_cls(c, shm_size_to_class(size));      /* 5 .. 32 KiB */
+    if (size <= SPCI_TINY_LIMIT)
+        return spci_alloc_tiny(c, size);                        /* 0 .. 4 */
     return spci_alloc_large(size, 0);
 }
 
@@ -130,10 +130,10 @@ SPC_PUBLIC size_t spc_usable_size(const void *p)
 /* Would an object of `size` bytes land where p (usable `have`) is? */
 static bool fits_in_place(size_t have, size_t size)
 {
-    if (have <= SHM_TINY_MAX / 2)                   /* a tiny piece of granule have */
-        return size <= SHM_TINY_MAX / 2 && (1u << spci_tiny_code(size)) == have;
-    if (have <= SHM_MAX_SMALL)
-        return size > SHM_TINY_MAX / 2 && size <= SHM_MAX_SMALL &&
+    if (have <= SPCI_TINY_LIMIT)                    /* a tiny piece of granule have */
+        return size <= SPCI_TINY_LIMIT && (1u << spci_tiny_code(size)) == have;
+    if (have <= SHM_MAX_SMALL)          /* (an 8-byte tiny piece of an old block: moves) */
+        return size > SPCI_TINY_LIMIT && size <= SHM_MAX_SMALL &&
                shm_classes[shm_size_to_class(size)].size == have;
     return size > SHM_MAX_SMALL && size <= have && size >= have / 2;   /* large */
 }

@@ -10,8 +10,16 @@
  *   4. and only then asks the daemon for a batch (Refill), the batch
  *      doubling per refill of the class up to SPCI_BATCH_MAX_BYTES, with
  *      the spans it gives back piggybacked.
- * A thread holds at most SPCI_AVAIL_CAP_BYTES of spans with free room per
- * class and tracks at most SPCI_FULL_CAP_BYTES of full ones; the excess goes
+ * Retention: a class may always keep SPCI_AVAIL_CAP_BYTES of spans with
+ * free room (the floor); beyond it, a span that a free makes usable is kept
+ * only while the class's peak demand (the most pages it ever held at once)
+ * is at most SPCI_RETAIN_BYTES and the avail lists of every cache of the
+ * process together stay within SPCI_RETAIN_BYTES (spci_avail_pages).  A
+ * batch that fits the budget is thus kept whole and reused without a
+ * Refill; a demand larger than the budget would need most of its spans
+ * refilled anyway, so it keeps only the floor and the rest goes back to the
+ * daemon (where the scavenger can return it to the kernel).  At most
+ * SPCI_FULL_CAP_BYTES of full spans are tracked per class; the excess goes
  * back in one Release (or with the next Refill).
  *
  * Every span here is held by the cache's thread: only that thread (or
@@ -28,13 +36,17 @@
 
 #define SPCI_BATCH_MIN_BYTES (64u << 10)   /* first Refill of a class */
 #define SPCI_BATCH_MAX_BYTES (1u << 20)    /* batches double up to this */
-#define SPCI_AVAIL_CAP_BYTES (32u << 20)   /* free room held per class */
+#define SPCI_AVAIL_CAP_BYTES (32u << 20)   /* free room a class may always hold */
+#define SPCI_RETAIN_BYTES (192u << 20)     /* process-wide budget beyond that */
 #define SPCI_FULL_CAP_BYTES (256u << 20)  /* full spans tracked per class */
 #define SPCI_FULL_SCAN 8u                  /* full spans looked at per miss */
 #define SPCI_REFILL_MAX 256u               /* spans accepted from one Refill */
 #define SPCI_RELEASE_CHUNK 1024u           /* spans per Release message */
 
 spci_cache_t spci_empty_cache = { .tid = UINT32_MAX };
+/* Pages on the avail lists of every cache of the process (relaxed: a budget,
+ * not a synchronising value; slow paths only). */
+static _Atomic uint64_t spci_avail_pages;
 __thread spci_cache_t *spci_tc __attribute__((tls_model("initial-exec"))) = &spci_empty_cache;
 
 void spci_cache_init_bins(spci_cache_t *c)
@@ -80,6 +92,31 @@ static void slist_remove(spci_slist_t *l, shm_span_t *s)
 static shm_span_t *slist_head(const spci_slist_t *l)
 {
     return l->head ? &spci_map.spans[l->head] : NULL;
+}
+
+/* The avail list, with the process-wide count of its pages. */
+static void avail_push(spci_class_t *k, shm_span_t *s)
+{
+    slist_push_tail(&k->avail, s);
+    shm_fetch_add_relaxed(&spci_avail_pages, s->npages);
+}
+
+static void avail_remove(spci_class_t *k, shm_span_t *s)
+{
+    slist_remove(&k->avail, s);
+    shm_fetch_add_relaxed(&spci_avail_pages, -(uint64_t)s->npages);
+}
+
+/* May class k keep one more span of npages with free room? */
+static bool avail_keep(const spci_class_t *k, uint32_t npages)
+{
+    uint64_t pages = (uint64_t)k->avail.pages + npages;
+    if (pages << SHM_PAGE_SHIFT <= SPCI_AVAIL_CAP_BYTES)
+        return true;                                    /* the floor */
+    return ((uint64_t)k->peak_pages << SHM_PAGE_SHIFT) <= SPCI_RETAIN_BYTES &&
+           pages <= k->peak_pages &&
+           (shm_load_relaxed(&spci_avail_pages) + npages) << SHM_PAGE_SHIFT <=
+               SPCI_RETAIN_BYTES;
 }
 
 /* ---- giving spans back ---- */
@@ -178,7 +215,7 @@ static bool take_held(spci_cache_t *c, unsigned cls)
     spci_class_t *k = &c->cls[cls];
     shm_span_t *s = slist_head(&k->avail);
     if (s != NULL) {
-        slist_remove(&k->avail, s);
+        avail_remove(k, s);
         make_current(c, cls, s);
         return true;
     }
@@ -238,10 +275,14 @@ static int refill(spci_cache_t *c, unsigned cls)
         shm_span_reset_holder(s);
         s->hstate = SPCI_H_AVAIL;
         shm_store_relaxed(&s->xowner, c->tid);
-        slist_push_tail(&k->avail, s);
+        avail_push(k, s);
         added++;
     }
     k->refills++;
+    uint32_t held = k->avail.pages + k->full.pages +
+                    (c->bins[cls].span ? c->bins[cls].span->npages : 0);
+    if (held > k->peak_pages)
+        k->peak_pages = held;
     if (k->batch < max)
         k->batch = k->batch * 2 < max ? k->batch * 2 : max;
     if (added == 0) {
@@ -350,12 +391,12 @@ void spci_free_owned(spci_cache_t *c, shm_span_t *s, uint32_t i)
         return;
     spci_class_t *k = &c->cls[cls];     /* a full span became usable */
     slist_remove(&k->full, s);
-    if ((k->avail.pages + s->npages) * (uint64_t)SHM_PAGE_SIZE > SPCI_AVAIL_CAP_BYTES) {
+    if (!avail_keep(k, s->npages)) {
         give_back(c, s);
         return;
     }
     s->hstate = SPCI_H_AVAIL;
-    slist_push_tail(&k->avail, s);
+    avail_push(k, s);
 }
 
 /* ---- flushing a whole cache ---- */
@@ -391,7 +432,7 @@ void spci_cache_flush_locked(spci_cache_t *c, bool session)
             spci_class_t *k = &c->cls[cls];
             shm_span_t *s;
             while ((s = slist_head(&k->avail)) != NULL) {
-                slist_remove(&k->avail, s);
+                avail_remove(k, s);
                 release_add(ids, &n, s);
             }
             while ((s = slist_head(&k->full)) != NULL) {
@@ -412,6 +453,8 @@ void spci_cache_flush_locked(spci_cache_t *c, bool session)
                 spci_log("release of %u spans failed: %s", n, strerror(-rc));
         }
     }
+    for (unsigned cls = 1; cls < SHM_NCLASSES; cls++)   /* forgotten (fork child) */
+        shm_fetch_add_relaxed(&spci_avail_pages, -(uint64_t)c->cls[cls].avail.pages);
     memset(c->tiny, 0, sizeof c->tiny);
     spci_cache_init_bins(c);
     memset(c->cls, 0, sizeof c->cls);

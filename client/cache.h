@@ -21,9 +21,11 @@
  * size are set for every class of a real cache (the free fast path uses
  * them for any span the thread holds); the empty cache has zeros.
  *
- * Tiny allocations (1..8 bytes; 0 counts as 1) are carved from 16-byte
- * blocks of class SHM_CLASS_TINY, one granule g = 1 << code per block
- * (code 0..3: 1, 2, 4, 8 bytes).  tiny[code] is the current block's next
+ * Tiny allocations (1..SPCI_TINY_LIMIT = 4 bytes; 0 counts as 1) are carved
+ * from 16-byte blocks of class SHM_CLASS_TINY, one granule g = 1 << code per
+ * block (code 0..2: 1, 2, 4 bytes; code 3, 8 bytes, is no longer made:
+ * 5..8-byte requests take the 8-byte class 1, which costs one bitmap bit per
+ * object instead of a count byte per two, and has the plain fast path).  tiny[code] is the current block's next
  * free granule and end; the shared live count of the block is not touched
  * while the thread carves it (bias scheme, see cache.c).
  */
@@ -40,6 +42,7 @@ enum {
     SPCI_H_FULL,        /* had none when last looked at */
 };
 
+#define SPCI_TINY_LIMIT 4u        /* requests 0..4 are tiny; 5..8 take class 1 */
 #define SPCI_TINY_BIAS 32u        /* added to a held tiny block's count */
 #define SPCI_TINY_COUNT_MASK 63u  /* low 6 bits: count; top 2: granule code */
 #define SPCI_PENDING_MAX 64u      /* spans waiting to be released */
@@ -73,6 +76,7 @@ typedef struct spci_class_s {
     spci_slist_t full;          /* hstate FULL */
     uint32_t batch;             /* spans to ask for in the next Refill */
     uint32_t refills;
+    uint32_t peak_pages;        /* most pages held at once (after a Refill) */
 } spci_class_t;
 
 struct spci_cache_s {
@@ -91,10 +95,10 @@ struct spci_cache_s {
 extern spci_cache_t spci_empty_cache;
 extern __thread spci_cache_t *spci_tc __attribute__((tls_model("initial-exec")));
 
-/* Granule code of a tiny request of 0..8 bytes. */
+/* Granule code of a tiny request of 0..SPCI_TINY_LIMIT bytes. */
 static inline unsigned spci_tiny_code(size_t size)
 {
-    static const uint8_t code[9] = { 0, 0, 1, 2, 2, 3, 3, 3, 3 };
+    static const uint8_t code[SPCI_TINY_LIMIT + 1] = { 0, 0, 1, 2, 2 };
     return code[size];
 }
 
@@ -111,7 +115,7 @@ static inline void *spci_alloc_cls(spci_cache_t *c, unsigned cls)
     return p;
 }
 
-/* A tiny allocation of 0..8 bytes. */
+/* A tiny allocation of 0..SPCI_TINY_LIMIT bytes. */
 static inline void *spci_alloc_tiny(spci_cache_t *c, size_t size)
 {
     unsigned code = spci_tiny_code(size);

@@ -21,7 +21,7 @@
  * free.  A double free is caught at once when the object belongs to a span
  * the freeing thread holds, and otherwise when the span's holder drains its
  * remote-free stack (the message then comes from that process).  A double
- * free of a piece of a tiny block (requests of 0..8 bytes) is caught only
+ * free of a piece of a tiny block (requests of 0..4 bytes) is caught only
  * once the block's live count would go below zero.
  *
  * Threads: each thread has its own cache, created on its first allocation;
@@ -56,7 +56,7 @@ int spc_attach(const char *socket_path);
  * Call it when no other thread of the process uses the arena any more. */
 void spc_detach(void);
 
-/* Sizes up to 32 KiB come from the thread's cache (requests of 0..8 bytes
+/* Sizes up to 32 KiB come from the thread's cache (requests of 0..4 bytes
  * share 16-byte blocks, aligned to their size rounded up to a power of
  * two; larger ones are 8-byte aligned); larger sizes are one round trip to
  * the daemon.  A size larger than the arena: NULL and ENOMEM at once. */
