@@ -156,15 +156,21 @@ static inline void spci_free_fast(void *p)
         spci_free_slow(p);
         return;
     }
-    uint64_t *bm = (uint64_t *)(m->bitmaps + (uint64_t)s->start * SHM_BITMAP_PAGE_BYTES);
-    if (SPCI_UNLIKELY(!shm_bit_test(bm, i)))
-        spci_bogus_free("spc_free", p, "double free detected (the object is not allocated)");
+    /* one load of the bitmap word for the test and the clear: only the
+     * holder (this thread) writes it (shm/span.h, shm_bit_test/clear) */
+    uint64_t *w = (uint64_t *)(m->bitmaps + (uint64_t)s->start * SHM_BITMAP_PAGE_BYTES) +
+                  (i >> 6);
+    uint64_t word = shm_word_load(w), bit = 1ull << (i & 63);
+    if (SPCI_UNLIKELY(!(word & bit))) {
+        spci_free_slow(p);              /* reports the double free (a tail call: */
+        return;                         /* no stack frame on the fast path) */
+    }
     if (SPCI_LIKELY(b->span == s)) {    /* the current span: the bin's list */
-        shm_bit_clear(bm, i);
+        shm_word_store(w, word & ~bit);
         *(void **)p = b->head;
         b->head = p;
     } else if (SPCI_LIKELY(s->hstate == SPCI_H_AVAIL)) {
-        shm_bit_clear(bm, i);           /* another held span: its own list */
+        shm_word_store(w, word & ~bit); /* another held span: its own list */
         *(void **)p = (void *)(uintptr_t)s->hfree;
         s->hfree = (uint64_t)(uintptr_t)p;
         s->hcount++;
