@@ -26,7 +26,7 @@ extern const uint8_t shm_class_large[(32768 - 1024) / 128 + 1]; /* (size - 897) 
 /* Class of a request of 1..SHM_MAX_SMALL bytes (tiny requests not included). */
 static inline unsigned shm_size_to_class(uint64_t size)
 {
-    if (size <= 1024)
+    if (__builtin_expect(size <= 1024, 1))   /* the common sizes: fall through */
         return shm_class_small[(size + 7) >> 3];
     return shm_class_large[(size - 1024 + 127) >> 7];
 }

@@ -152,7 +152,7 @@ def emit(classes, outdir):
          "extern const uint8_t shm_class_large[(32768 - 1024) / 128 + 1]; /* (size - 897) >> 7 */\n\n",
          "/* Class of a request of 1..SHM_MAX_SMALL bytes (tiny requests not included). */\n",
          "static inline unsigned shm_size_to_class(uint64_t size)\n{\n",
-         "    if (size <= 1024)\n        return shm_class_small[(size + 7) >> 3];\n",
+         "    if (__builtin_expect(size <= 1024, 1))   /* the common sizes: fall through */\n        return shm_class_small[(size + 7) >> 3];\n",
          "    return shm_class_large[(size - 1024 + 127) >> 7];\n}\n\n",
          "#endif /* SHM_SIZECLASSES_H */\n"]
     c = [banner,
