@@ -149,47 +149,34 @@ static inline void spci_free_fast(void *p)
     /* we hold s: its identity is stable and its state is HELD */
     unsigned cls = s->sizeclass;
     spci_bin_t *b = &c->bins[cls];      /* divmul and size are always set */
-    if (SPCI_LIKELY(b->span == s)) {
-        /* the current span: start and bitmap are in the bin (the tiny
-         * class's current span is a tiny span: its pieces go slow) */
-        uint64_t rel = (uint64_t)((uint8_t *)p - b->start);
-        uint32_t i = (uint32_t)((rel * b->divmul) >> 32);
-        if (SPCI_UNLIKELY((uint64_t)i * b->size != rel || i >= s->hscan ||
-                          cls == SHM_CLASS_TINY)) {
-            spci_free_slow(p);
-            return;
-        }
-        /* one load of the bitmap word for the test and the clear: only
-         * the holder (this thread) writes it (shm/span.h) */
-        uint64_t *w = b->bitmap + (i >> 6);
-        uint64_t word = shm_word_load(w), bit = 1ull << (i & 63);
-        if (SPCI_UNLIKELY(!(word & bit))) {
-            spci_free_slow(p);          /* reports the double free (a tail */
-            return;                     /* call: no frame on the fast path) */
-        }
-        shm_word_store(w, word & ~bit);
-        *(void **)p = b->head;          /* onto the bin's list */
-        b->head = p;
-        return;
-    }
     uint64_t rel = off - ((uint64_t)s->start << SHM_PAGE_SHIFT);
     uint32_t i = (uint32_t)((rel * b->divmul) >> 32);
     if (SPCI_UNLIKELY((uint64_t)i * b->size != rel || i >= s->hscan ||
-                      cls == SHM_CLASS_TINY || s->hstate != SPCI_H_AVAIL)) {
-        spci_free_slow(p);              /* full spans too: free_owned moves them */
+                      cls == SHM_CLASS_TINY)) {
+        spci_free_slow(p);
         return;
     }
+    /* one load of the bitmap word for the test and the clear: only the
+     * holder (this thread) writes it (shm/span.h, shm_bit_test/clear) */
     uint64_t *w = (uint64_t *)(m->bitmaps + (uint64_t)s->start * SHM_BITMAP_PAGE_BYTES) +
                   (i >> 6);
     uint64_t word = shm_word_load(w), bit = 1ull << (i & 63);
     if (SPCI_UNLIKELY(!(word & bit))) {
-        spci_free_slow(p);
-        return;
+        spci_free_slow(p);              /* reports the double free (a tail call: */
+        return;                         /* no stack frame on the fast path) */
     }
-    shm_word_store(w, word & ~bit);     /* another held span: its own list */
-    *(void **)p = (void *)(uintptr_t)s->hfree;
-    s->hfree = (uint64_t)(uintptr_t)p;
-    s->hcount++;
+    if (SPCI_LIKELY(b->span == s)) {    /* the current span: the bin's list */
+        shm_word_store(w, word & ~bit);
+        *(void **)p = b->head;
+        b->head = p;
+    } else if (SPCI_LIKELY(s->hstate == SPCI_H_AVAIL)) {
+        shm_word_store(w, word & ~bit); /* another held span: its own list */
+        *(void **)p = (void *)(uintptr_t)s->hfree;
+        s->hfree = (uint64_t)(uintptr_t)p;
+        s->hcount++;
+    } else {
+        spci_free_owned(c, s, i);       /* full: it moves to the avail list */
+    }
 }
 
 #endif /* SPCI_CACHE_H */
