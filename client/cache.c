@@ -8,7 +8,7 @@
  *      avail list: spares of the last Refill, full spans that got a local
  *      free), then to a full span whose remote stack is not empty,
  *   4. and only then asks the daemon for a batch (Refill), the batch
- *      doubling per refill of the class up to SPCI_BATCH_MAX_BYTES, with
+ *      growing 4x per refill of the class up to SPCI_BATCH_MAX_BYTES, with
  *      the spans it gives back piggybacked.
  * Retention: a class may always keep SPCI_AVAIL_CAP_BYTES of spans with
  * free room (the floor); beyond it, a span that a free makes usable is kept
@@ -34,8 +34,9 @@
 
 #include "client/cache.h"
 
-#define SPCI_BATCH_MIN_BYTES (64u << 10)   /* first Refill of a class */
-#define SPCI_BATCH_MAX_BYTES (1u << 20)    /* batches double up to this */
+#define SPCI_BATCH_MIN_BYTES (256u << 10)  /* first Refill of a class */
+#define SPCI_BATCH_MAX_BYTES (16u << 20)   /* batches grow 4x up to this */
+#define SPCI_BATCH_GROWTH 4u
 #define SPCI_AVAIL_CAP_BYTES (32u << 20)   /* free room a class may always hold */
 #define SPCI_RETAIN_BYTES (192u << 20)     /* process-wide budget beyond that */
 #define SPCI_FULL_CAP_BYTES (256u << 20)  /* full spans tracked per class */
@@ -284,7 +285,7 @@ static int refill(spci_cache_t *c, unsigned cls)
     if (held > k->peak_pages)
         k->peak_pages = held;
     if (k->batch < max)
-        k->batch = k->batch * 2 < max ? k->batch * 2 : max;
+        k->batch = k->batch * SPCI_BATCH_GROWTH < max ? k->batch * SPCI_BATCH_GROWTH : max;
     if (added == 0) {
         errno = EPROTO;
         return -1;

@@ -21,8 +21,9 @@
 #include "shm/atomic.h"
 
 /* Spans one Refill hands out at most.  The client asks for growing batches;
- * 64 spans of the smallest class are 64 * 1024 objects. */
-#define SPD_REFILL_MAX_SPANS 64u
+ * 256 spans of the smallest class are 256 * 1024 objects; the client takes
+ * at most 256 (SPCI_REFILL_MAX) and asks for batches of up to 16 MiB. */
+#define SPD_REFILL_MAX_SPANS 256u
 
 int spd_h_hello(spd_call_t *call)
 {

@@ -381,7 +381,7 @@ static void test_refill_release(void)
     /* a Refill that gives the other two back on the way */
     r = refill(&c, 7, 1000, ids + 2, 2);
     CU_ASSERT_EQUAL(err_of(r), 0);
-    CU_ASSERT(r && r->refill && r->refill->n_spans >= 1 && r->refill->n_spans <= 64);
+    CU_ASSERT(r && r->refill && r->refill->n_spans >= 1 && r->refill->n_spans <= 256);
     uint32_t got = r && r->refill ? (uint32_t)r->refill->n_spans : 0;
     done(r);
     CU_ASSERT_EQUAL(session_spans(&c, sess, &found), got);
