@@ -35,8 +35,10 @@
 #include "client/cache.h"
 
 #define SPCI_BATCH_MIN_BYTES (256u << 10)  /* first Refill of a class */
-#define SPCI_BATCH_MAX_BYTES (16u << 20)   /* batches grow 4x up to this */
-#define SPCI_BATCH_GROWTH 4u
+#define SPCI_BATCH_MAX_BYTES (16u << 20)   /* batches grow 4x up to this, */
+#define SPCI_BATCH_OBJECTS 4096u           /* but at most this many objects' */
+#define SPCI_BATCH_FLOOR_BYTES (512u << 10) /* worth (at least this much): the */
+#define SPCI_BATCH_GROWTH 4u               /* arena pages of a batch are backed */
 #define SPCI_AVAIL_CAP_BYTES (32u << 20)   /* free room a class may always hold */
 #define SPCI_RETAIN_BYTES (192u << 20)     /* process-wide budget beyond that */
 #define SPCI_FULL_CAP_BYTES (256u << 20)  /* full spans tracked per class */
@@ -237,7 +239,14 @@ static int refill(spci_cache_t *c, unsigned cls)
     spci_class_t *k = &c->cls[cls];
     const shm_class_t *sc = &shm_classes[cls];
     uint32_t span_bytes = sc->npages << SHM_PAGE_SHIFT;
-    uint32_t max = SPCI_BATCH_MAX_BYTES / span_bytes;
+    /* the daemon backs every page it hands out, so the unused rest of the
+     * last batch is footprint: small objects get smaller batches */
+    uint64_t max_bytes = (uint64_t)SPCI_BATCH_OBJECTS * sc->size;
+    if (max_bytes < SPCI_BATCH_FLOOR_BYTES)
+        max_bytes = SPCI_BATCH_FLOOR_BYTES;
+    if (max_bytes > SPCI_BATCH_MAX_BYTES)
+        max_bytes = SPCI_BATCH_MAX_BYTES;
+    uint32_t max = (uint32_t)(max_bytes / span_bytes);
     if (max < 1)
         max = 1;
     if (max > SPCI_REFILL_MAX)
