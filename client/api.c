@@ -132,7 +132,7 @@ static bool fits_in_place(size_t have, size_t size)
 {
     if (have <= SPCI_TINY_LIMIT)                    /* a tiny piece of granule have */
         return size <= SPCI_TINY_LIMIT && (1u << spci_tiny_code(size)) == have;
-    if (have <= SHM_MAX_SMALL)          /* (an 8-byte tiny piece of an old block: moves) */
+    if (have <= SHM_MAX_SMALL)
         return size > SPCI_TINY_LIMIT && size <= SHM_MAX_SMALL &&
                shm_classes[shm_size_to_class(size)].size == have;
     return size > SHM_MAX_SMALL && size <= have && size >= have / 2;   /* large */
