@@ -5,7 +5,9 @@
  *
  * A connection's life: accept (SO_PEERCRED recorded) -> frames are parsed
  * as they arrive, as many as are buffered, and answered in order into the
- * bufferevent's output -> on EOF, error or write timeout the connection is
+ * bufferevent's output, which the read callback writes out before it
+ * returns (conn_flush; the bufferevent writes only what the socket
+ * refused) -> on EOF, error or write timeout the connection is
  * freed and its session, if any, ends (daemon/session.c adopts its spans).
  * A frame over SPAND_MAX_FRAME gets one error answer and the connection is
  * closed once it is written; undecodable bytes and unknown bodies get an
@@ -359,29 +361,71 @@ static void process_input(spd_conn_t *c)
     }
 }
 
+/* The output buffer has just become empty: what waited for that goes on
+ * (close, the Hello answer, parsing after back-pressure).  True when that
+ * may have queued more answers. */
+static bool conn_drained(spd_conn_t *c)
+{
+    if (c->closing) {
+        c->dead = true;
+    } else if (c->hello_frame) {
+        if (hello_try_send(c) && !c->dead) {
+            process_input(c);
+            return true;
+        }
+    } else if (c->paused) {
+        c->paused = false;
+        process_input(c);
+        return true;
+    }
+    return false;
+}
+
+/* Write the queued answers now, from the callback that queued them, instead
+ * of in a later pass of the event loop (which costs an epoll_ctl before the
+ * write and a loop pass after it: ~7 us a round trip).  The bufferevent's
+ * write event stays disabled while the socket takes everything; only what
+ * the socket refuses (EAGAIN) is left to it, with its write timeout. */
+static void conn_flush(spd_conn_t *c)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    while (!c->dead && evbuffer_get_length(out) > 0) {
+        /* a socket bufferevent keeps its output's front frozen; it thaws
+         * it the same way around its own writes */
+        evbuffer_unfreeze(out, 1);
+        int n = evbuffer_write(out, c->fd);
+        int err = errno;
+        evbuffer_freeze(out, 1);
+        if (n < 0 && err == EINTR)
+            continue;
+        if (evbuffer_get_length(out) > 0) {
+            /* partial, EAGAIN or an error: the bufferevent finishes the
+             * write (or reports the error) and calls conn_write_cb */
+            bufferevent_enable(c->bev, EV_WRITE);
+            return;
+        }
+        if (!conn_drained(c))
+            return;
+    }
+}
+
 static void conn_read_cb(struct bufferevent *bev, void *arg)
 {
     spd_conn_t *c = arg;
     (void)bev;
     process_input(c);
+    conn_flush(c);
     if (c->dead)
         conn_free(c);
 }
 
-/* The output buffer is empty. */
+/* The bufferevent wrote out what conn_flush left it: the output is empty. */
 static void conn_write_cb(struct bufferevent *bev, void *arg)
 {
     spd_conn_t *c = arg;
-    (void)bev;
-    if (c->closing) {
-        c->dead = true;
-    } else if (c->hello_frame) {
-        if (hello_try_send(c) && !c->dead)
-            process_input(c);
-    } else if (c->paused) {
-        c->paused = false;
-        process_input(c);
-    }
+    bufferevent_disable(bev, EV_WRITE);
+    if (conn_drained(c))
+        conn_flush(c);
     if (c->dead)
         conn_free(c);
 }
@@ -442,7 +486,9 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
     /* stop reading past two full frames; process_input drains it */
     bufferevent_setwatermark(c->bev, EV_READ, 0, 2 * (SPAND_FRAME_HDR + SPAND_MAX_FRAME));
     bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    /* EV_WRITE (on by default) only for what conn_flush leaves */
+    bufferevent_disable(c->bev, EV_WRITE);
+    bufferevent_enable(c->bev, EV_READ);
     c->next = d->conns;
     if (d->conns)
         d->conns->prev = c;
