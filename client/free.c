@@ -74,16 +74,30 @@ static void tiny_free(void *p, shm_span_t *s, uint32_t i)
         spci_tiny_block_free(spci_tc, s, i);
 }
 
+/* FreeLarge, without waiting for the answer (client/rpc.c): a refused free
+ * aborts at this process's next request or detach.  When an earlier free of
+ * the same object is still unanswered, rpc.c reads that answer first and we
+ * look again: still a large object starting at p means another process got
+ * those pages as a new large object meanwhile; anything else is a double
+ * free. */
 static void large_free(void *p)
 {
     uint64_t off = (uint64_t)((uint8_t *)p - spci_map.base);
     pthread_mutex_lock(&spci_proc.lock);
     int rc = spci_ensure_attached();
-    if (rc == 0)
-        rc = spci_rpc_free_large_locked(off);
+    while (rc == 0 && (rc = spci_rpc_free_large_locked(off)) == -EAGAIN) {
+        shm_span_t *s;
+        uint32_t i;
+        shm_bad_t why = spci_check(p, &s, &i);
+        if (why == SHM_PTR_OK && shm_load_acquire(&s->xstate) != SHM_SPAN_LARGE)
+            why = SHM_PTR_NO_SPAN;
+        if (why != SHM_PTR_OK) {
+            pthread_mutex_unlock(&spci_proc.lock);
+            spci_bogus_free("spc_free", p, free_reason(why));
+        }
+        rc = 0;
+    }
     pthread_mutex_unlock(&spci_proc.lock);
-    if (rc == -EINVAL)      /* another process freed it first */
-        spci_bogus_free("spc_free", p, "double free of a large object");
     if (rc != 0)
         spci_log("FreeLarge of %p failed: %s; the object stays allocated", p,
                  strerror(-rc));

@@ -38,6 +38,9 @@ int spci_socket_path(const char *path, char *out, size_t len)
 
 /* ---- raw I/O ---- */
 
+static void pending_forget(void);
+static int pending_drain(uint32_t keep);
+
 static int write_all(int fd, const uint8_t *buf, size_t len)
 {
     while (len > 0) {
@@ -97,6 +100,7 @@ void spci_rpc_close_locked(void)
     if (spci_proc.sock >= 0)
         close(spci_proc.sock);
     spci_proc.sock = -1;
+    pending_forget();
 }
 
 void spci_rpc_goodbye_locked(void)
@@ -106,6 +110,9 @@ void spci_rpc_goodbye_locked(void)
         spci_rpc_close_locked();
         return;
     }
+    /* the answers of pending FreeLarge requests first: a refused one aborts */
+    if (pending_drain(0) != 0)
+        return;
     /* end our side, then wait (at most 2 s) for the daemon to close its
      * side, which it does once it has ended the session */
     shutdown(fd, SHUT_WR);
@@ -126,12 +133,35 @@ void spci_rpc_goodbye_locked(void)
     spci_rpc_close_locked();
 }
 
-/* Send req, wait for its Response.  *out must be freed with
- * spand__response__free_unpacked. */
-static int call_locked(Spand__Request *req, Spand__Response **out, int *fd_out)
+/* ---- FreeLarge answers still on their way ----
+ *
+ * FreeLarge does not wait for its answer: the request is written and the
+ * free returns (a round trip saved per large free).  The daemon answers in
+ * request order, so the next call on the connection reads those answers
+ * first, and so does spc_detach.  An answer that is an error (the daemon
+ * refused the free: the object is not a large object any more, a double
+ * free through another process or an object freed twice before either
+ * answer came) aborts the process with the bogus-free message, naming the
+ * pointer; the daemon has already refused the free and logged it.  A free of
+ * an object whose FreeLarge is still pending is caught at once, here.  At
+ * most SPCI_PENDING_MAX answers wait, so that the daemon's answers always
+ * fit in the socket buffer and neither side ever blocks on the other. */
+
+#define SPCI_PENDING_MAX 128u
+
+static struct {
+    uint64_t off[SPCI_PENDING_MAX];   /* ring of the offsets, oldest first */
+    uint64_t id[SPCI_PENDING_MAX];    /* their request ids */
+    uint32_t head, n;
+} pending;
+
+static void pending_forget(void)
 {
-    if (spci_proc.sock < 0 || spci_proc.pid != getpid())
-        return -ENOTCONN;
+    pending.head = pending.n = 0;
+}
+
+static int write_frame(Spand__Request *req)
+{
     req->id = ++spci_proc.next_id;
     size_t len = protobuf_c_message_get_packed_size(&req->base);
     if (len > SPAND_MAX_FRAME)
@@ -145,33 +175,95 @@ static int call_locked(Spand__Request *req, Spand__Response **out, int *fd_out)
     int rc = write_all(spci_proc.sock, buf, len + 4);
     if (buf != small)
         free(buf);
-    if (rc != 0)
-        goto broken;
+    return rc;
+}
 
+/* Read one answer, which must carry `id`.  0 and *out, or a negative errno
+ * for a broken connection (-EPROTO for garbage). */
+static int read_frame(uint64_t id, Spand__Response **out, int *fd_out)
+{
     uint8_t hdr[4];
+    int rc;
     if ((rc = read_all(spci_proc.sock, hdr, 4, fd_out)) != 0)
-        goto broken;
+        return rc;
     uint32_t n = spand_frame_get_len(hdr);
     if (n > SPAND_MAX_FRAME) {
         spci_log("the daemon sent a frame of %u bytes (limit %u)", n, (unsigned)SPAND_MAX_FRAME);
-        rc = -EPROTO;
-        goto broken;
+        return -EPROTO;
     }
-    uint8_t *body = malloc(n ? n : 1);
+    uint8_t small[512];
+    uint8_t *body = n <= sizeof small ? small : malloc(n);
     if (body == NULL)
         return -ENOMEM;
     if ((rc = read_all(spci_proc.sock, body, n, fd_out)) != 0) {
-        free(body);
-        goto broken;
+        if (body != small)
+            free(body);
+        return rc;
     }
     Spand__Response *resp = spand__response__unpack(NULL, n, body);
-    free(body);
-    if (resp == NULL || resp->id != req->id) {
+    if (body != small)
+        free(body);
+    if (resp == NULL || resp->id != id) {
         spci_log("the daemon sent an answer that does not decode or has the wrong id");
         if (resp)
             spand__response__free_unpacked(resp, NULL);
-        rc = -EPROTO;
-        goto broken;
+        return -EPROTO;
+    }
+    *out = resp;
+    return 0;
+}
+
+static void broken(int rc)
+{
+    spci_log("the connection to spand broke: %s", strerror(-rc));
+    spci_rpc_close_locked();
+    spci_session_broken_locked();
+}
+
+/* Read the answers of the pending FreeLarge requests, down to `keep`. */
+static int pending_drain(uint32_t keep)
+{
+    while (pending.n > keep) {
+        uint64_t off = pending.off[pending.head], id = pending.id[pending.head];
+        Spand__Response *resp = NULL;
+        int rc = read_frame(id, &resp, NULL);
+        if (rc != 0) {
+            broken(rc);
+            return rc;
+        }
+        pending.head = (pending.head + 1) % SPCI_PENDING_MAX;
+        pending.n--;
+        if (resp->error != 0) {
+            char why[200];
+            snprintf(why, sizeof why, "double free of a large object (spand refused "
+                     "the free: %s)", resp->message ? resp->message : "");
+            spci_bogus_free("spc_free", spci_map.base ? spci_map.base + off : NULL, why);
+        }
+        spand__response__free_unpacked(resp, NULL);
+    }
+    return 0;
+}
+
+/* Send req, wait for its Response.  *out must be freed with
+ * spand__response__free_unpacked. */
+static int call_locked(Spand__Request *req, Spand__Response **out, int *fd_out)
+{
+    if (spci_proc.sock < 0 || spci_proc.pid != getpid())
+        return -ENOTCONN;
+    int rc = write_frame(req);
+    if (rc == -E2BIG || rc == -ENOMEM)
+        return rc;
+    if (rc == 0)
+        rc = pending_drain(0);
+    if (rc != 0) {
+        if (spci_proc.sock >= 0)
+            broken(rc);
+        return rc;
+    }
+    Spand__Response *resp = NULL;
+    if ((rc = read_frame(req->id, &resp, fd_out)) != 0) {
+        broken(rc);
+        return rc;
     }
     if (resp->error != 0) {
         rc = -(int)resp->error;
@@ -183,12 +275,6 @@ static int call_locked(Spand__Request *req, Spand__Response **out, int *fd_out)
     }
     *out = resp;
     return 0;
-
-broken:
-    spci_log("the connection to spand broke: %s", strerror(-rc));
-    spci_rpc_close_locked();
-    spci_session_broken_locked();
-    return rc;
 }
 
 /* ---- the requests ---- */
@@ -327,16 +413,35 @@ int spci_rpc_alloc_large_locked(uint64_t size, uint64_t align, uint64_t *off)
     return rc;
 }
 
+/* Pipelined: see "FreeLarge answers still on their way" above.  0 once the
+ * request is written; -EAGAIN when an earlier FreeLarge of `off` was still
+ * pending: its answer has been read now, so the caller looks at the span
+ * again (freed twice, or the pages went to a new large object since);
+ * -errno when the connection broke. */
 int spci_rpc_free_large_locked(uint64_t off)
 {
+    if (spci_proc.sock < 0 || spci_proc.pid != getpid())
+        return -ENOTCONN;
+    int rc;
+    for (uint32_t k = pending.n; k-- > 0;)
+        if (pending.off[(pending.head + k) % SPCI_PENDING_MAX] == off)
+            return (rc = pending_drain(pending.n - k - 1)) != 0 ? rc : -EAGAIN;
+    rc = pending_drain(SPCI_PENDING_MAX - 1);
+    if (rc != 0)
+        return rc;
     Spand__FreeLarge body = SPAND__FREE_LARGE__INIT;
     body.offset = off;
     Spand__Request req = SPAND__REQUEST__INIT;
     req.body_case = SPAND__REQUEST__BODY_FREE_LARGE;
     req.free_large = &body;
-    Spand__Response *resp = NULL;
-    int rc = call_locked(&req, &resp, NULL);
-    if (rc == 0)
-        spand__response__free_unpacked(resp, NULL);
-    return rc;
+    if ((rc = write_frame(&req)) != 0) {
+        if (rc != -E2BIG && rc != -ENOMEM)
+            broken(rc);
+        return rc;
+    }
+    uint32_t tail = (pending.head + pending.n) % SPCI_PENDING_MAX;
+    pending.off[tail] = off;
+    pending.id[tail] = req.id;
+    pending.n++;
+    return 0;
 }
