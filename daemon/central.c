@@ -156,6 +156,11 @@ static uint32_t resweep(shm_arena_t *a, unsigned cls, shm_spanid_t id, bool full
     uint32_t *count = full ? &c->nfull : &c->npartial;
     shm_span_t *s = span_at(a, id);
     uint64_t bad;
+    /* a plain load first: most spans a sweep looks at got nothing, and the
+     * load does not take the line away from a freer the way the exchange
+     * does (a push it misses is seen by the next sweep) */
+    if (shm_load_relaxed(&s->xremote) == 0)
+        return 0;
     int n = shm_span_drain_remote(a->base, s, &bad);
     if (n == 0)
         return 0;

@@ -42,7 +42,7 @@ static void usage(FILE *f)
 "                          (default 0x200000000000)\n"
 "      --scavenge-interval SECONDS\n"
 "                          give idle free pages back this often; pages idle\n"
-"                          that long go (default 5; 0 turns it off)\n"
+"                          half that long go (default 5; 0 turns it off)\n"
 "  -c, --config FILE       read `key = value` lines (long option names)\n"
 "  -v, --verbose           log more (twice: libevent too)\n"
 "      --allow-uid UID     let this user connect too (repeatable)\n"

@@ -50,7 +50,8 @@ uint32_t spd_now(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint32_t)ts.tv_sec;
+    return (uint32_t)((uint64_t)ts.tv_sec * SPD_TICKS_PER_SEC +
+                      (uint64_t)ts.tv_nsec * SPD_TICKS_PER_SEC / 1000000000u);
 }
 
 static inline shm_span_t *span_at(shm_arena_t *a, shm_spanid_t id)

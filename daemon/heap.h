@@ -34,14 +34,17 @@ int spd_heap_free_large(shm_arena_t *a, uint64_t off);
  * the heap, merging with free neighbours. */
 void spd_heap_free(shm_arena_t *a, shm_spanid_t id);
 
-/* Punch out the pages of free spans that went free at least `idle` seconds
- * before `now` (monotonic seconds) and are not punched yet.  At most
+/* Punch out the pages of free spans that went free at least `idle` ticks
+ * before `now` (spd_now() ticks) and are not punched yet.  At most
  * `budget_pages` pages a call, except that the first span punched may be
  * larger than the budget (so a huge idle span is not skipped for ever).
  * Returns the bytes given back (the drop in shm_arena_resident). */
 uint64_t spd_heap_scavenge(shm_arena_t *a, uint32_t now, uint32_t idle, uint64_t budget_pages);
 
-/* Monotonic seconds, the clock of free_since. */
+/* The clock of free_since: monotonic time in ticks of 1/SPD_TICKS_PER_SEC
+ * seconds (a uint32 lasts 8 years of uptime).  Finer than a second so that
+ * an idle threshold of half a second means what it says. */
+#define SPD_TICKS_PER_SEC 16u
 uint32_t spd_now(void);
 
 /* The treap priority of span `id` (a hash of the id): a parent's priority

@@ -163,7 +163,8 @@ typedef struct shm_span_s {
     shm_spanid_t prev;       /* daemon: same list, backwards */
     union {
         uint32_t session;    /* daemon, HELD: holding session slot + 1 */
-        uint32_t free_since; /* daemon, FREE: monotonic second it went free */
+        uint32_t free_since; /* daemon, FREE: when it went free, in spd_now()
+                                ticks (monotonic, 1/16 s) */
     };
     union {
         struct {             /* daemon, FREE with npages >= 128: treap children */
