@@ -95,8 +95,67 @@ static int read_all(int fd, uint8_t *buf, size_t len, int *fd_out)
     return 0;
 }
 
+/* What the last recvmsg brought beyond the frame being read: the daemon
+ * writes each answer with one writev, so one recvmsg into this buffer
+ * usually takes a whole answer (and any FreeLarge answers before it)
+ * instead of one for the length and one for the body. */
+static struct {
+    uint8_t buf[4096];
+    uint32_t off, len;
+} rbuf;
+
+/* Read exactly len bytes of the stream: buffered bytes first, then one
+ * recvmsg at a time into rbuf (or straight into buf for what does not fit). */
+static int read_stream(int fd, uint8_t *buf, size_t len, int *fd_out)
+{
+    while (len > 0) {
+        if (rbuf.off < rbuf.len) {
+            size_t k = rbuf.len - rbuf.off < len ? rbuf.len - rbuf.off : len;
+            memcpy(buf, rbuf.buf + rbuf.off, k);
+            rbuf.off += (uint32_t)k;
+            buf += k;
+            len -= k;
+            continue;
+        }
+        if (len >= sizeof rbuf.buf)
+            return read_all(fd, buf, len, fd_out);
+        union {
+            char buf[CMSG_SPACE(4 * sizeof(int))];
+            struct cmsghdr align;
+        } cm;
+        struct iovec iov = { .iov_base = rbuf.buf, .iov_len = sizeof rbuf.buf };
+        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
+                             .msg_control = cm.buf, .msg_controllen = sizeof cm.buf };
+        ssize_t n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        for (struct cmsghdr *h = CMSG_FIRSTHDR(&mh); h != NULL; h = CMSG_NXTHDR(&mh, h)) {
+            if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS)
+                continue;
+            size_t nfd = (h->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            for (size_t k = 0; k < nfd; k++) {
+                int got;
+                memcpy(&got, CMSG_DATA(h) + k * sizeof(int), sizeof got);
+                if (fd_out != NULL && *fd_out < 0)
+                    *fd_out = got;
+                else
+                    close(got);
+            }
+        }
+        if (n == 0)
+            return -ECONNRESET;
+        rbuf.off = 0;
+        rbuf.len = (uint32_t)n;
+    }
+    return 0;
+}
+
 void spci_rpc_close_locked(void)
 {
+    rbuf.off = rbuf.len = 0;
     if (spci_proc.sock >= 0)
         close(spci_proc.sock);
     spci_proc.sock = -1;
@@ -184,7 +243,7 @@ static int read_frame(uint64_t id, Spand__Response **out, int *fd_out)
 {
     uint8_t hdr[4];
     int rc;
-    if ((rc = read_all(spci_proc.sock, hdr, 4, fd_out)) != 0)
+    if ((rc = read_stream(spci_proc.sock, hdr, 4, fd_out)) != 0)
         return rc;
     uint32_t n = spand_frame_get_len(hdr);
     if (n > SPAND_MAX_FRAME) {
@@ -195,7 +254,7 @@ static int read_frame(uint64_t id, Spand__Response **out, int *fd_out)
     uint8_t *body = n <= sizeof small ? small : malloc(n);
     if (body == NULL)
         return -ENOMEM;
-    if ((rc = read_all(spci_proc.sock, body, n, fd_out)) != 0) {
+    if ((rc = read_stream(spci_proc.sock, body, n, fd_out)) != 0) {
         if (body != small)
             free(body);
         return rc;
