@@ -70,14 +70,16 @@ static void test_put_and_take(void)
 {
     shm_arena_t *a = fx_new(64ULL << 20);
     CU_ASSERT_PTR_NOT_NULL_FATAL(a);
-    const unsigned c = 8;                     /* 64 B, 128 objects */
+    const unsigned c = 8;                     /* 64 B */
+    const uint32_t nel = shm_classes[c].nelems;
+    CU_ASSERT_FATAL(nel > 77);
     shm_central_t *ce = &a->hdr->central[c];
     uint64_t free0;
 
     shm_spanid_t e = take_alloc(a, c, 0);
     free0 = a->hdr->heap.free_pages;
     CU_ASSERT_EQUAL(spd_central_put(a, e), SPD_PUT_HEAP);
-    CU_ASSERT_EQUAL(a->hdr->heap.free_pages, free0 + 1);
+    CU_ASSERT_EQUAL(a->hdr->heap.free_pages, free0 + shm_classes[c].npages);
     VERIFY_OK(a);
 
     /* objects allocated and freed again locally: still empty */
@@ -109,7 +111,7 @@ static void test_put_and_take(void)
     fx_hold(a, p, 0);
 
     /* full */
-    shm_spanid_t f = take_alloc(a, c, 128);
+    shm_spanid_t f = take_alloc(a, c, nel);
     CU_ASSERT_EQUAL(spd_central_put(a, f), SPD_PUT_FULL);
     CU_ASSERT_EQUAL(ce->nfull, 1);
     VERIFY_OK(a);
@@ -122,7 +124,7 @@ static void test_put_and_take(void)
     shm_remote_push(a->base, fx_span(a, f), obj(a, f, 77));
     CU_ASSERT_EQUAL(take_alloc(a, c, 0), f);
     CU_ASSERT_EQUAL(ce->nfull, 0);
-    CU_ASSERT_EQUAL(shm_span_count(a->base, fx_span(a, f)), 127);
+    CU_ASSERT_EQUAL(shm_span_count(a->base, fx_span(a, f)), nel - 1);
     CU_ASSERT_EQUAL(shm_load_relaxed(&fx_span(a, f)->xremote), 0);
     fx_hold(a, f, 0);
     VERIFY_OK(a);
@@ -146,11 +148,13 @@ static void test_sweep(void)
 {
     shm_arena_t *a = fx_new(64ULL << 20);
     CU_ASSERT_PTR_NOT_NULL_FATAL(a);
-    const unsigned c = 20;                    /* 208 B, 39 objects */
+    const unsigned c = 20;                    /* 208 B */
+    const uint32_t nel = shm_classes[c].nelems;
+    CU_ASSERT_FATAL(nel > 21);
     shm_central_t *ce = &a->hdr->central[c];
     shm_spanid_t s[4];
     for (int i = 0; i < 4; i++) {
-        s[i] = take_alloc(a, c, 39);
+        s[i] = take_alloc(a, c, nel);
         CU_ASSERT_FATAL(s[i] != 0);
     }
     for (int i = 0; i < 4; i++)
@@ -158,9 +162,9 @@ static void test_sweep(void)
     CU_ASSERT_EQUAL(ce->nfull, 4);
     CU_ASSERT_EQUAL(spd_central_sweep(a, 100), 0);   /* nothing came back */
     shm_remote_push(a->base, fx_span(a, s[0]), obj(a, s[0], 3));
-    for (uint32_t i = 0; i < 39; i++)
+    for (uint32_t i = 0; i < nel; i++)
         shm_remote_push(a->base, fx_span(a, s[1]), obj(a, s[1], i));
-    shm_remote_push(a->base, fx_span(a, s[3]), obj(a, s[3], 38));
+    shm_remote_push(a->base, fx_span(a, s[3]), obj(a, s[3], nel - 1));
     uint64_t freed = a->hdr->stats.spans_freed;
     /* budget 2 looks at s[3] and s[2] (the list is newest first) */
     CU_ASSERT_EQUAL(spd_central_sweep(a, 2), 1);
@@ -173,20 +177,20 @@ static void test_sweep(void)
     CU_ASSERT_EQUAL(ce->nfull, 1);
     CU_ASSERT_EQUAL(ce->full, s[2]);
     CU_ASSERT_EQUAL(a->hdr->stats.spans_freed, freed + 1);   /* s[1] */
-    CU_ASSERT_EQUAL(shm_span_count(a->base, fx_span(a, s[0])), 38);
+    CU_ASSERT_EQUAL(shm_span_count(a->base, fx_span(a, s[0])), nel - 1);
     VERIFY_OK(a);
     CU_ASSERT_EQUAL(spd_central_sweep(a, 0), 0);
 
-    /* partial spans are swept too: s[3] (38 live) with some of its objects
+    /* partial spans are swept too: s[3] (nel - 1 live) with some of its objects
      * freed remotely stays partial; once the rest come back it goes to the
      * heap */
     for (uint32_t i = 0; i < 20; i++)
         shm_remote_push(a->base, fx_span(a, s[3]), obj(a, s[3], i));
     CU_ASSERT_EQUAL(spd_central_sweep(a, 100), 0);
     CU_ASSERT_EQUAL(ce->npartial, 2);
-    CU_ASSERT_EQUAL(shm_span_count(a->base, fx_span(a, s[3])), 18);
+    CU_ASSERT_EQUAL(shm_span_count(a->base, fx_span(a, s[3])), nel - 21);
     VERIFY_OK(a);
-    for (uint32_t i = 20; i < 38; i++)
+    for (uint32_t i = 20; i < nel - 1; i++)
         shm_remote_push(a->base, fx_span(a, s[3]), obj(a, s[3], i));
     CU_ASSERT_EQUAL(spd_central_sweep(a, 100), 1);
     CU_ASSERT_EQUAL(ce->npartial, 1);
@@ -200,7 +204,7 @@ static void test_quarantine(void)
 {
     shm_arena_t *a = fx_new(64ULL << 20);
     CU_ASSERT_PTR_NOT_NULL_FATAL(a);
-    const unsigned c = 16;                    /* 128 B, 64 objects */
+    const unsigned c = 16;                    /* 128 B */
     shm_central_t *ce = &a->hdr->central[c];
     shm_spanid_t q = take_alloc(a, c, 10);
     fx_hold(a, q, 0);
@@ -215,7 +219,7 @@ static void test_quarantine(void)
     CU_ASSERT_EQUAL(ce->npartial, 0);
     VERIFY_OK(a);
     /* take never hands it out, though it has free objects */
-    shm_spanid_t t = take_alloc(a, c, 64);
+    shm_spanid_t t = take_alloc(a, c, shm_classes[c].nelems);
     CU_ASSERT(t != q);
     /* a full span put later goes before it; the quarantined one stays last */
     CU_ASSERT_EQUAL(spd_central_put(a, t), SPD_PUT_FULL);
@@ -234,7 +238,7 @@ static void test_quarantine(void)
     }
     VERIFY_OK(a);
     /* a full span whose stack goes bad while in central: take quarantines it */
-    shm_spanid_t f = take_alloc(a, 41, 4);    /* 2048 B, 4 objects */
+    shm_spanid_t f = take_alloc(a, 41, shm_classes[41].nelems);   /* 2048 B, all of them */
     CU_ASSERT_EQUAL(spd_central_put(a, f), SPD_PUT_FULL);
     shm_remote_push(a->base, fx_span(a, f), obj(a, f, 1) + 16);
     int err;
@@ -244,7 +248,7 @@ static void test_quarantine(void)
     CU_ASSERT_EQUAL(a->hdr->central[41].full, f);
     fx_hold(a, g, 0);
     /* ... and so does the sweep */
-    shm_spanid_t h = take_alloc(a, 41, 4);
+    shm_spanid_t h = take_alloc(a, 41, shm_classes[41].nelems);
     CU_ASSERT_EQUAL(spd_central_put(a, h), SPD_PUT_FULL);
     shm_remote_push(a->base, fx_span(a, h), a->base + 8);
     CU_ASSERT_EQUAL(spd_central_sweep(a, 10), 0);

@@ -60,8 +60,12 @@ static void test_bitmap_freelist(void)
     shm_arena_t *a = fx_new(64ULL << 20);
     CU_ASSERT_PTR_NOT_NULL_FATAL(a);
     static const unsigned classes[] = { 1, 3, 9, 17, 37, 44, 53, 65, SHM_CLASS_TINY };
-    bool *alloc = calloc(1024, sizeof *alloc);
-    uint8_t *onlist = calloc(1024, 1);
+    uint32_t maxn = 0;                 /* the model arrays fit every span */
+    for (unsigned k = 0; k < sizeof classes / sizeof classes[0]; k++)
+        if (shm_classes[classes[k]].nelems > maxn)
+            maxn = shm_classes[classes[k]].nelems;
+    bool *alloc = calloc(maxn, sizeof *alloc);
+    uint8_t *onlist = calloc(maxn, 1);
     CU_ASSERT_PTR_NOT_NULL_FATAL(alloc);
     CU_ASSERT_PTR_NOT_NULL_FATAL(onlist);
     fx_seed(0x5eed0002);
@@ -72,7 +76,7 @@ static void test_bitmap_freelist(void)
         CU_ASSERT_FATAL(id != 0);
         shm_span_t *s = fx_span(a, id);
         uint32_t nres = shm_classes[cls].nreserved;
-        memset(alloc, 0, 1024 * sizeof *alloc);
+        memset(alloc, 0, maxn * sizeof *alloc);
         for (uint32_t i = 0; i < nres; i++)
             alloc[i] = true;
         CU_ASSERT(check_holder(a, s, alloc, onlist));

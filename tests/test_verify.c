@@ -18,7 +18,7 @@ typedef struct world_s {
     shm_spanid_t F3;             /* a FREE span of 3 pages, alone on its list */
     shm_spanid_t T1, T2;         /* FREE spans of 200 and 300 pages (treap) */
     shm_spanid_t P, P2;          /* CENTRAL partial spans of class 5 */
-    shm_spanid_t Fu;             /* CENTRAL full span of class 52 */
+    shm_spanid_t Fu;             /* CENTRAL full span of class 52 (every object allocated) */
     shm_spanid_t H;              /* HELD by session 1, class 3 (341 objects) */
     shm_spanid_t Ti;             /* HELD by session 2, the tiny class */
     shm_spanid_t Lg;             /* a LARGE span of 10 pages, followed by free pages */
@@ -59,7 +59,7 @@ static bool build(world_t *w)
     lg(a, 1);
     w->P = taken(a, 5, 3);
     w->P2 = taken(a, 5, 7);
-    w->Fu = taken(a, 52, 1);
+    w->Fu = taken(a, 52, shm_classes[52].nelems);
     CU_ASSERT_EQUAL(spd_central_put(a, w->P), SPD_PUT_PARTIAL);
     CU_ASSERT_EQUAL(spd_central_put(a, w->P2), SPD_PUT_PARTIAL);
     CU_ASSERT_EQUAL(spd_central_put(a, w->Fu), SPD_PUT_FULL);

@@ -16,11 +16,18 @@ How the classes are chosen
   of about 1/16 of the size (128 above 1 KiB, the lookup table's step), for which a request one byte larger than the
   previous class wastes at most 12.5 % of the object ("rounding waste").
 * Each class gets the fewest pages (8 KiB each) whose span leaves at most
-  12.5 % unused at its end ("tail waste"); classes up to 1 KiB use at least
-  MIN_SPAN_BYTES so one span serves many allocations.
+  12.5 % unused at its end ("tail waste").
 * Two neighbouring classes whose spans hold the same number of objects in the
   same pages are merged into the larger one, as the Go runtime does, only if
-  the merged class still meets the rounding bound.
+  the merged class still meets the rounding bound.  (Classes are chosen and
+  merged with these one-page-minimum spans.)
+* Then classes of BIG_CLASS bytes and up get bigger spans: the fewest pages
+  holding at least BIG_SPAN_BYTES and BIG_SPAN_OBJECTS objects, with the same
+  tail-waste bound and an exact divmul (at most MAX_SPAN_PAGES; where divmul
+  cannot reach that, the most pages it can).  With one or two objects a span
+  the big classes went through the slow path every few objects and a Refill
+  of 256 spans held few objects; the small classes keep small spans for the
+  footprint (doc/design.md section 1.6).
 * The last class is the tiny class: 16-byte blocks that hold several
   allocations under 16 bytes, with a live count per block kept in the first
   blocks of the span (nreserved of them).
@@ -36,6 +43,10 @@ PAGE_SIZE = 1 << PAGE_SHIFT
 MAX_SMALL = 32768
 MAX_WASTE = 1 / 8          # 12.5 %
 MIN_SPAN_BYTES = 8192      # small classes: at least one page
+BIG_CLASS = 256            # classes of this size and up get bigger spans:
+BIG_SPAN_BYTES = 65536     # at least this much, and at least
+BIG_SPAN_OBJECTS = 8       # this many objects (where divmul allows)
+MAX_SPAN_PAGES = 32        # never more than 256 KiB a span
 BITS_PER_PAGE = 1024       # alloc bitmap capacity: 128 bytes per page
 TINY_BLOCK = 16
 EXPECTED_CLASSES = 67      # classes 1..66 plus the tiny class; class 0 is "none"
@@ -64,13 +75,45 @@ def class_sizes():
     return sizes
 
 
-def pages_for(size):
+def pages_for(size, min_bytes=MIN_SPAN_BYTES):
     npages = 1
     while True:
         span = npages * PAGE_SIZE
-        if span >= max(size, MIN_SPAN_BYTES) and (span % size) <= span * MAX_WASTE:
+        if span >= max(size, min_bytes) and (span % size) <= span * MAX_WASTE:
             return npages
         npages += 1
+
+
+def divmul_for(size):
+    return (1 << 32) // size + 1 if size & (size - 1) else (1 << 32) // size
+
+
+def divmul_exact(size, span):
+    """(off * divmul) >> 32 == off // size for every off < span.  The left side
+    never decreases as off grows, so the first and last byte of each object
+    are enough."""
+    d = divmul_for(size)
+    for k in range((span + size - 1) // size):
+        for off in (k * size, min(k * size + size, span) - 1):
+            if (off * d) >> 32 != off // size:
+                return False
+    return True
+
+
+def big_pages_for(size):
+    """Pages for a class of BIG_CLASS bytes or more: the fewest that reach
+    BIG_SPAN_BYTES and BIG_SPAN_OBJECTS objects within the tail-waste bound
+    and with an exact divmul; where divmul cannot reach that, the most that
+    it can (never fewer than the plain pages_for)."""
+    want = max(BIG_SPAN_BYTES, BIG_SPAN_OBJECTS * size)
+    base = pages_for(size)
+    ok = [p for p in range(base, MAX_SPAN_PAGES + 1)
+          if (p * PAGE_SIZE) % size <= p * PAGE_SIZE * MAX_WASTE
+          and divmul_exact(size, p * PAGE_SIZE)]
+    for p in ok:
+        if p * PAGE_SIZE >= want:
+            return p
+    return ok[-1] if ok else base
 
 
 def rounding_waste(size, prev):
@@ -94,6 +137,9 @@ def build():
                 del classes[i]
                 merged = True
                 break
+    # the classes are chosen with one-page spans as the minimum; the bigger
+    # classes then get their bigger spans
+    classes = [(s, big_pages_for(s) if s >= BIG_CLASS else p) for s, p in classes]
     out = []
     for s, p in classes:
         nelems = p * PAGE_SIZE // s
@@ -104,7 +150,7 @@ def build():
     nres = (nelems + TINY_BLOCK - 1) // TINY_BLOCK
     out.append(dict(size=TINY_BLOCK, npages=1, nelems=nelems, nreserved=nres))
     for c in out:
-        c['divmul'] = (1 << 32) // c['size'] + 1 if c['size'] & (c['size'] - 1) else (1 << 32) // c['size']
+        c['divmul'] = divmul_for(c['size'])
     return out
 
 
@@ -124,8 +170,8 @@ def check(classes):
         prev = s
     for c in classes:
         s, span = c['size'], c['npages'] * PAGE_SIZE
-        for off in range(span):
-            assert (off * c['divmul']) >> 32 == off // s, "divmul %d off %d" % (s, off)
+        assert c['divmul'] == divmul_for(s)
+        assert divmul_exact(s, span), "divmul %d span %d" % (s, span)
 
 
 def emit(classes, outdir):
