@@ -22,6 +22,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "shm/layout.h"
 #include "spanclient.h"
 #include "tests/client_helper.h"
 #include "tests/cutest.h"
@@ -565,6 +566,32 @@ static void *free_twice(void *p)
     return NULL;
 }
 
+/* Objects in a span of the class that serves `size` bytes, from the
+ * daemon's class table (Stats); 0 if the daemon does not answer. */
+static uint32_t span_objects(size_t size)
+{
+    Spand__StatsRequest body = SPAND__STATS_REQUEST__INIT;
+    body.classes = true;
+    Spand__Request req = SPAND__REQUEST__INIT;
+    req.body_case = SPAND__REQUEST__BODY_STATS;
+    req.stats = &body;
+    Spand__Response *r = ct_call(daemon_->sock, &req);
+    uint32_t best = 0, n = 0;
+    for (size_t i = 0; r && r->body_case == SPAND__RESPONSE__BODY_STATS &&
+                       i < r->stats->n_classes; i++) {
+        const Spand__ClassStats *k = r->stats->classes[i];
+        if (k->size >= size && (best == 0 || k->size < best) && k->size > 0) {
+            best = k->size;
+            n = (uint32_t)((uint64_t)k->npages * SHM_PAGE_SIZE / k->size);
+        }
+    }
+    if (r)
+        spand__response__free_unpacked(r, NULL);
+    return n;
+}
+
+static uint32_t remote_double_allocs;   /* 8 spans' worth of 64 B objects */
+
 static void bogus_remote_double(void)
 {
     void *p = spc_malloc(64);
@@ -572,12 +599,15 @@ static void bogus_remote_double(void)
     pthread_t th;
     pthread_create(&th, NULL, free_twice, p);
     pthread_join(th, NULL);
-    for (int i = 0; i < 1000; i++)      /* until the holder drains its stack */
+    for (uint32_t i = 0; i < remote_double_allocs; i++)   /* until the holder drains its stack */
         spc_malloc(64);
 }
 
 static void test_bogus_frees(void)
 {
+    uint32_t per_span = span_objects(64);
+    CU_ASSERT_FATAL(per_span > 0);
+    remote_double_allocs = 8 * per_span;
     expect_abort(bogus_remote_double, "double free");
     expect_abort(bogus_outside, "not a pointer into the arena");
     expect_abort(bogus_metadata, "not a pointer into the arena");
