@@ -40,8 +40,8 @@
 #define SPCI_BATCH_FLOOR_BYTES (512u << 10) /* worth (at least this much): the */
 #define SPCI_BATCH_GROWTH 4u               /* arena pages of a batch are backed */
 #define SPCI_AVAIL_CAP_BYTES (32u << 20)   /* free room a class may always hold */
-#define SPCI_RETAIN_BYTES (192u << 20)     /* process-wide budget beyond that */
-#define SPCI_FULL_CAP_BYTES (256u << 20)  /* full spans tracked per class */
+#define SPCI_RETAIN_BYTES (384u << 20)     /* process-wide budget beyond that */
+#define SPCI_FULL_CAP_BYTES (512u << 20)  /* full spans tracked per class */
 #define SPCI_FULL_SCAN 8u                  /* full spans looked at per miss */
 #define SPCI_REFILL_MAX 256u               /* spans accepted from one Refill */
 #define SPCI_RELEASE_CHUNK 1024u           /* spans per Release message */
