@@ -56,39 +56,45 @@ static int write_all(int fd, const uint8_t *buf, size_t len)
     return 0;
 }
 
-/* Read exactly len bytes.  File descriptors that come along go to *fd_out
- * when it is not NULL and still -1; any other one is closed. */
+/* One recvmsg of at most cap bytes into buf: the bytes read (> 0), or
+ * -errno (-ECONNRESET at end of stream).  File descriptors that come along
+ * go to *fd_out when it is not NULL and still -1; any other one is closed. */
+static ssize_t recv_some(int fd, uint8_t *buf, size_t cap, int *fd_out)
+{
+    union {
+        char buf[CMSG_SPACE(4 * sizeof(int))];
+        struct cmsghdr align;
+    } cm;
+    struct iovec iov = { .iov_base = buf, .iov_len = cap };
+    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
+                         .msg_control = cm.buf, .msg_controllen = sizeof cm.buf };
+    ssize_t n;
+    while ((n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC)) < 0)
+        if (errno != EINTR)
+            return -errno;
+    for (struct cmsghdr *h = CMSG_FIRSTHDR(&mh); h != NULL; h = CMSG_NXTHDR(&mh, h)) {
+        if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t nfd = (h->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t k = 0; k < nfd; k++) {
+            int got;
+            memcpy(&got, CMSG_DATA(h) + k * sizeof(int), sizeof got);
+            if (fd_out != NULL && *fd_out < 0)
+                *fd_out = got;
+            else
+                close(got);
+        }
+    }
+    return n == 0 ? -ECONNRESET : n;
+}
+
+/* Read exactly len bytes (fds as in recv_some). */
 static int read_all(int fd, uint8_t *buf, size_t len, int *fd_out)
 {
     while (len > 0) {
-        union {
-            char buf[CMSG_SPACE(4 * sizeof(int))];
-            struct cmsghdr align;
-        } cm;
-        struct iovec iov = { .iov_base = buf, .iov_len = len };
-        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
-                             .msg_control = cm.buf, .msg_controllen = sizeof cm.buf };
-        ssize_t n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        for (struct cmsghdr *h = CMSG_FIRSTHDR(&mh); h != NULL; h = CMSG_NXTHDR(&mh, h)) {
-            if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS)
-                continue;
-            size_t nfd = (h->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-            for (size_t k = 0; k < nfd; k++) {
-                int got;
-                memcpy(&got, CMSG_DATA(h) + k * sizeof(int), sizeof got);
-                if (fd_out != NULL && *fd_out < 0)
-                    *fd_out = got;
-                else
-                    close(got);
-            }
-        }
-        if (n == 0)
-            return -ECONNRESET;
+        ssize_t n = recv_some(fd, buf, len, fd_out);
+        if (n < 0)
+            return (int)n;
         buf += n;
         len -= (size_t)n;
     }
@@ -119,34 +125,9 @@ static int read_stream(int fd, uint8_t *buf, size_t len, int *fd_out)
         }
         if (len >= sizeof rbuf.buf)
             return read_all(fd, buf, len, fd_out);
-        union {
-            char buf[CMSG_SPACE(4 * sizeof(int))];
-            struct cmsghdr align;
-        } cm;
-        struct iovec iov = { .iov_base = rbuf.buf, .iov_len = sizeof rbuf.buf };
-        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
-                             .msg_control = cm.buf, .msg_controllen = sizeof cm.buf };
-        ssize_t n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        for (struct cmsghdr *h = CMSG_FIRSTHDR(&mh); h != NULL; h = CMSG_NXTHDR(&mh, h)) {
-            if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS)
-                continue;
-            size_t nfd = (h->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-            for (size_t k = 0; k < nfd; k++) {
-                int got;
-                memcpy(&got, CMSG_DATA(h) + k * sizeof(int), sizeof got);
-                if (fd_out != NULL && *fd_out < 0)
-                    *fd_out = got;
-                else
-                    close(got);
-            }
-        }
-        if (n == 0)
-            return -ECONNRESET;
+        ssize_t n = recv_some(fd, rbuf.buf, sizeof rbuf.buf, fd_out);
+        if (n < 0)
+            return (int)n;
         rbuf.off = 0;
         rbuf.len = (uint32_t)n;
     }
