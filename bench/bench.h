@@ -147,6 +147,10 @@ uint64_t bench_proc_cpu_ns(int pid);  /* utime + stime of a process */
 
 double bench_percentile(uint64_t *v, size_t n, double q);  /* sorts v */
 
+/* "16,4K,256" -> sizes (K = 1024); the count, or -1 on a bad item or more
+ * than max. */
+int bench_parse_list(const char *s, size_t *out, int max);
+
 /* ---- the allocator under test ---- */
 
 /* What each allocator offers the workloads; bench/wl.h fills one of these

@@ -456,25 +456,6 @@ static int run_job(void *arg)
     exit(0);
 }
 
-static int parse_list(const char *s, size_t *out, int max)
-{
-    int n = 0;
-    char *copy = strdup(s), *save = NULL;
-    for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-        char *end;
-        unsigned long long v = strtoull(t, &end, 10);
-        if (*end == 'K' || *end == 'k')
-            v <<= 10, end++;
-        if (*end || v == 0 || n == max) {
-            free(copy);
-            return -1;
-        }
-        out[n++] = (size_t)v;
-    }
-    free(copy);
-    return n;
-}
-
 static void usage(FILE *f)
 {
     fputs("usage: icebench --config FILE [--roudi PATH] [--workloads LIST] [--sizes LIST]\n"
@@ -497,7 +478,7 @@ int main(int argc, char **argv)
             if (strcmp(optarg, "all") == 0)
                 break;
             size_t w[W_COUNT];
-            int n = parse_list(optarg, w, W_COUNT);
+            int n = bench_parse_list(optarg, w, W_COUNT);
             if (n <= 0)
                 bench_die("bad --workloads '%s'", optarg);
             bench_opts.workloads = 0;
@@ -506,7 +487,7 @@ int main(int argc, char **argv)
             break;
         }
         case 's':
-            bench_opts.nsizes = parse_list(optarg, bench_opts.sizes, BENCH_MAX_SIZES);
+            bench_opts.nsizes = bench_parse_list(optarg, bench_opts.sizes, BENCH_MAX_SIZES);
             if (bench_opts.nsizes <= 0)
                 bench_die("bad --sizes '%s'", optarg);
             break;

@@ -51,25 +51,6 @@ static void usage(FILE *f)
           f);
 }
 
-static int parse_list(const char *s, size_t *out, int max)
-{
-    int n = 0;
-    char *copy = strdup(s), *save = NULL;
-    for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-        char *end;
-        unsigned long long v = strtoull(t, &end, 10);
-        if (*end == 'K' || *end == 'k')
-            v <<= 10, end++;
-        if (*end || v == 0 || n == max) {
-            free(copy);
-            return -1;
-        }
-        out[n++] = (size_t)v;
-    }
-    free(copy);
-    return n;
-}
-
 /* Which malloc this process got: the one LD_PRELOAD put first, else glibc. */
 static const char *malloc_name(void)
 {
@@ -135,7 +116,7 @@ static void parse_args(int argc, char **argv)
                 bench_opts.workloads = ~0u;
             } else {
                 size_t w[W_COUNT];
-                int n = parse_list(optarg, w, W_COUNT);
+                int n = bench_parse_list(optarg, w, W_COUNT);
                 if (n <= 0)
                     bench_die("bad --workloads '%s' (numbers 1..%d)", optarg, W_COUNT - 1);
                 bench_opts.workloads = 0;
@@ -147,12 +128,12 @@ static void parse_args(int argc, char **argv)
             }
             break;
         case 's':
-            bench_opts.nsizes = parse_list(optarg, bench_opts.sizes, BENCH_MAX_SIZES);
+            bench_opts.nsizes = bench_parse_list(optarg, bench_opts.sizes, BENCH_MAX_SIZES);
             if (bench_opts.nsizes <= 0)
                 bench_die("bad --sizes '%s'", optarg);
             break;
         case O_SCAVS:
-            bench_opts.nscav_sizes = parse_list(optarg, bench_opts.scav_sizes, BENCH_MAX_SIZES);
+            bench_opts.nscav_sizes = bench_parse_list(optarg, bench_opts.scav_sizes, BENCH_MAX_SIZES);
             if (bench_opts.nscav_sizes <= 0)
                 bench_die("bad --scav-sizes '%s'", optarg);
             break;

@@ -306,3 +306,22 @@ double bench_percentile(uint64_t *v, size_t n, double q)
     size_t i = (size_t)(q * (double)(n - 1) + 0.5);
     return (double)v[i < n ? i : n - 1];
 }
+
+int bench_parse_list(const char *s, size_t *out, int max)
+{
+    int n = 0;
+    char *copy = strdup(s), *save = NULL;
+    for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        char *end;
+        unsigned long long v = strtoull(t, &end, 10);
+        if (*end == 'K' || *end == 'k')
+            v <<= 10, end++;
+        if (*end || v == 0 || n == max) {
+            free(copy);
+            return -1;
+        }
+        out[n++] = (size_t)v;
+    }
+    free(copy);
+    return n;
+}
