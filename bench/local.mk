@@ -9,7 +9,7 @@ bench_spanbench_SOURCES = \
 nodist_bench_spanbench_SOURCES = proto/spand.pb-c.h
 bench_spanbench_CFLAGS = $(AM_CFLAGS) -O2 $(PROTOBUF_C_CFLAGS)
 # -static: libspanclient linked in (no PLT hop, no libtool wrapper script)
-bench_spanbench_LDADD = client/libspanclient.la $(PROTOBUF_C_LIBS) -ldl
+bench_spanbench_LDADD = client/libspanclient.la tools/libctl.la $(PROTOBUF_C_LIBS) -ldl
 bench_spanbench_LDFLAGS = -static
 
 

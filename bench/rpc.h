@@ -1,6 +1,6 @@
-/* spanbench's own blocking client of the spand protocol (proto/spand.proto),
- * used to read the daemon's Stats and to time single round trips (Refill,
- * AllocLarge, Ping) apart from libspanclient.  Not part of the library. */
+/* spanbench's use of the blocking protocol client that spanctl and the
+ * tests share (tools/ctlclient.h): read the daemon's Stats and time single
+ * round trips (Refill, AllocLarge, Ping) apart from libspanclient. */
 #ifndef BENCH_RPC_H
 #define BENCH_RPC_H
 
@@ -9,11 +9,10 @@
 #include <stdint.h>
 
 #include "proto/spand.pb-c.h"
+#include "tools/ctlclient.h"
 
 typedef struct brpc_s {
-    int fd;                 /* the Unix socket, -1 when closed */
-    int arena_fd;           /* from the Hello answer (SCM_RIGHTS), or -1 */
-    uint64_t next_id;
+    ctl_client_t ctl;       /* the connection; ctl.arena_fd after Hello */
     size_t req_bytes;       /* frame sizes of the last call, header included */
     size_t resp_bytes;
 } brpc_t;
@@ -23,7 +22,7 @@ typedef struct brpc_s {
 int brpc_connect(brpc_t *c, const char *path, bool hello);
 void brpc_close(brpc_t *c);
 
-/* Send `req` (its id is set here) and wait for the answer.  NULL on an I/O
+/* Send `req` and wait for the answer.  NULL on an I/O
  * or decoding error.  Free the answer with brpc_free. */
 Spand__Response *brpc_call(brpc_t *c, Spand__Request *req);
 void brpc_free(Spand__Response *r);

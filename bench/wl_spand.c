@@ -15,7 +15,7 @@
 #include "bench/bench.h"
 #include "bench/rpc.h"
 
-static brpc_t ctl = {.fd = -1, .arena_fd = -1};
+static brpc_t ctl = {.ctl = {.fd = -1, .arena_fd = -1}};
 
 static int spand_setup(void)
 {
@@ -24,7 +24,7 @@ static int spand_setup(void)
         fprintf(stderr, "spanbench: spc_attach(%s): %s\n", bench_opts.sock, strerror(-rc));
         return -1;
     }
-    if (brpc_connect(&ctl, bench_opts.sock, true) != 0 || ctl.arena_fd < 0) {
+    if (brpc_connect(&ctl, bench_opts.sock, true) != 0 || ctl.ctl.arena_fd < 0) {
         fprintf(stderr, "spanbench: no control session with spand (or no arena fd)\n");
         spc_detach();
         return -1;
@@ -53,7 +53,7 @@ static int64_t spand_refills(void)
 static uint64_t spand_footprint(void)
 {
     struct stat st;
-    if (fstat(ctl.arena_fd, &st) != 0)
+    if (fstat(ctl.ctl.arena_fd, &st) != 0)
         bench_die("fstat of the arena: %s", strerror(errno));
     return (uint64_t)st.st_blocks * 512 + bench_rss_anon_bytes();
 }
