@@ -1,5 +1,5 @@
-/* See bench/rpc.h.  Framing as in proto/spand.proto: a 4-byte big-endian
- * length, then one packed Request or Response. */
+/* See bench/rpc.h.  The protocol client is tools/ctlclient.c; this adds the
+ * frame sizes of each call, Stats helpers and the echo baseline's I/O. */
 #include "config.h"
 
 #include <errno.h>
