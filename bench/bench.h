@@ -126,10 +126,16 @@ typedef struct bench_gate_s {
 } bench_gate_t;
 
 /* Single-producer single-consumer ring of 64-bit values, usable between
- * threads or, placed in bench_shared_map memory, between processes. */
+ * threads or, placed in bench_shared_map memory, between processes.  Each
+ * side keeps its last look at the other side's index on its own cache line
+ * and loads the shared one again only when the ring looks full (producer) or
+ * empty (consumer), so the two cores exchange slot lines, not an index line
+ * per item (the same ring drives every allocator; boostbench.cc has a copy). */
 typedef struct bench_ring_s {
     _Alignas(64) _Atomic uint64_t head;  /* producer: store release */
+    uint64_t tail_seen;                  /* producer only: tail at its last look */
     _Alignas(64) _Atomic uint64_t tail;  /* consumer: store release */
+    uint64_t head_seen;                  /* consumer only: head at its last look */
     _Alignas(64) uint64_t slot[BENCH_RING];
     _Atomic int stop;                    /* producer: no more items */
 } bench_ring_t;

@@ -196,17 +196,24 @@ void backoff(unsigned &spins)
         sched_yield();
 }
 
+// The ring of bench/bench.h (bench_ring_t), the same algorithm: each side
+// looks at the other's index again only when the ring looks full or empty.
 struct Ring {
     alignas(64) std::atomic<uint64_t> head{0};
+    uint64_t tail_seen = 0;    // producer only
     alignas(64) std::atomic<uint64_t> tail{0};
+    uint64_t head_seen = 0;    // consumer only
     alignas(64) uint64_t slot[kRing];
     std::atomic<int> stop{0};
     void put(uint64_t v)
     {
         uint64_t h = head.load(std::memory_order_relaxed);
         unsigned spins = 0;
-        while (h - tail.load(std::memory_order_acquire) >= kRing)
-            backoff(spins);
+        while (h - tail_seen >= kRing) {
+            tail_seen = tail.load(std::memory_order_acquire);
+            if (h - tail_seen >= kRing)
+                backoff(spins);
+        }
         slot[h % kRing] = v;
         head.store(h + 1, std::memory_order_release);
     }
@@ -214,8 +221,12 @@ struct Ring {
     {
         uint64_t t = tail.load(std::memory_order_relaxed);
         unsigned spins = 0;
-        while (head.load(std::memory_order_acquire) == t) {
-            if (stop.load(std::memory_order_acquire) && head.load(std::memory_order_acquire) == t)
+        while (head_seen == t) {
+            head_seen = head.load(std::memory_order_acquire);
+            if (head_seen != t)
+                break;
+            if (stop.load(std::memory_order_acquire) &&
+                (head_seen = head.load(std::memory_order_acquire)) == t)
                 return false;
             backoff(spins);
         }

@@ -219,8 +219,11 @@ void bench_ring_put(bench_ring_t *r, uint64_t v)
 {
     uint64_t h = atomic_load_explicit(&r->head, memory_order_relaxed);
     unsigned spins = 0;
-    while (h - atomic_load_explicit(&r->tail, memory_order_acquire) >= BENCH_RING)
-        backoff(&spins);
+    while (h - r->tail_seen >= BENCH_RING) {
+        r->tail_seen = atomic_load_explicit(&r->tail, memory_order_acquire);
+        if (h - r->tail_seen >= BENCH_RING)
+            backoff(&spins);
+    }
     r->slot[h % BENCH_RING] = v;
     atomic_store_explicit(&r->head, h + 1, memory_order_release);
 }
@@ -229,9 +232,12 @@ bool bench_ring_get(bench_ring_t *r, uint64_t *v)
 {
     uint64_t t = atomic_load_explicit(&r->tail, memory_order_relaxed);
     unsigned spins = 0;
-    while (atomic_load_explicit(&r->head, memory_order_acquire) == t) {
+    while (r->head_seen == t) {
+        r->head_seen = atomic_load_explicit(&r->head, memory_order_acquire);
+        if (r->head_seen != t)
+            break;
         if (atomic_load_explicit(&r->stop, memory_order_acquire) &&
-            atomic_load_explicit(&r->head, memory_order_acquire) == t)
+            (r->head_seen = atomic_load_explicit(&r->head, memory_order_acquire)) == t)
             return false;
         backoff(&spins);
     }
