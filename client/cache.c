@@ -427,10 +427,16 @@ static void release_add(shm_spanid_t *ids, uint32_t *n, shm_span_t *s)
 
 void spci_cache_flush_locked(spci_cache_t *c, bool session)
 {
-    if (session && spci_map.base != NULL) {
+    if (session && spci_map.base != NULL)
         for (unsigned code = 0; code < 4; code++)
             if (c->tiny[code].end != NULL)
                 tiny_abandon(c, &c->tiny[code], code);
+    /* waiting remote frees are pushes into the arena, no daemon needed:
+     * they go out whenever it is mapped (the holder may be another process) */
+    if (spci_map.base != NULL)
+        spci_rfree_flush(c);
+    memset(c->rfree, 0, sizeof c->rfree);
+    if (session && spci_map.base != NULL) {
         static shm_spanid_t ids[SPCI_RELEASE_CHUNK];   /* under spci_proc.lock */
         uint32_t n = 0;
         for (unsigned cls = 1; cls < SHM_NCLASSES; cls++) {

@@ -46,6 +46,8 @@ enum {
 #define SPCI_TINY_BIAS 32u        /* added to a held tiny block's count */
 #define SPCI_TINY_COUNT_MASK 63u  /* low 6 bits: count; top 2: granule code */
 #define SPCI_PENDING_MAX 64u      /* spans waiting to be released */
+#define SPCI_RFREE_SLOTS 8u       /* spans with remote frees waiting, per thread */
+#define SPCI_RFREE_BATCH 32u      /* remote frees pushed with one CAS */
 
 /* Hot per-class state: 40 bytes, written by the owning thread only. */
 typedef struct spci_bin_s {
@@ -70,6 +72,21 @@ typedef struct spci_slist_s {
     uint32_t pages;             /* their pages */
 } spci_slist_t;
 
+/* Remote frees of one span that this thread has checked but not pushed yet
+ * (client/free.c): a private chain through the objects' first words, pushed
+ * onto the span's remote-free stack with one CAS when it holds
+ * SPCI_RFREE_BATCH objects, when another span needs the slot, or when the
+ * cache is flushed (thread exit, detach).  One CAS a batch instead of one a
+ * object: a locked instruction waits for every store before it, so per
+ * object it would wait for the cache miss of writing the link. */
+typedef struct spci_rfree_s {
+    shm_span_t *span;           /* NULL: slot empty */
+    uint64_t head;              /* offset of the newest object; 0 ends the chain */
+    void *tail;                 /* oldest object: its link is set at the push */
+    uint64_t mask;              /* bit (i & 63) of every object i on the chain */
+    uint32_t n;                 /* objects on the chain */
+} spci_rfree_t;
+
 /* Cold per-class state, slow path only. */
 typedef struct spci_class_s {
     spci_slist_t avail;         /* hstate AVAIL */
@@ -87,6 +104,7 @@ struct spci_cache_s {
     spci_bin_t bins[SHM_NCLASSES];
     /* cold: the slow paths */
     spci_class_t cls[SHM_NCLASSES] __attribute__((aligned(64)));
+    spci_rfree_t rfree[SPCI_RFREE_SLOTS] __attribute__((aligned(64))); /* by span id */
     shm_spanid_t pending[SPCI_PENDING_MAX]; /* xowner cleared, off every list */
     uint32_t npending;
     spci_cache_t *next, *prev;  /* spci_proc.caches, under spci_proc.lock */

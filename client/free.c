@@ -47,13 +47,85 @@ static const char *free_reason(shm_bad_t why)
     return shm_bad_str(why);
 }
 
+/* ---- remote frees, batched per span (spci_rfree_t in cache.h) ---- */
+
+/* Test the alloc bit of every object on e's chain, then push the chain.
+ * The bits were not tested at the frees: a bit written by the holder's
+ * core is a cache miss, and here the misses of a whole batch overlap
+ * (remote_free prefetched them too).  A clear bit is a double free in
+ * this process: it aborts here, naming the object. */
+static void rfree_push(spci_rfree_t *e)
+{
+    shm_span_t *s = e->span;
+    uint8_t *base = spci_map.base;
+    const uint64_t *bm = shm_span_bitmap(base, s);
+    uint64_t first = (uint64_t)s->start << SHM_PAGE_SHIFT;
+    unsigned cls = s->sizeclass;
+    for (uint64_t off = e->head; off != 0; off = *(const uint64_t *)(base + off))
+        if (!shm_bit_test(bm, shm_obj_index(cls, off - first)))
+            spci_bogus_free("spc_free", base + off, free_reason(SHM_PTR_NOT_ALLOCATED));
+    shm_remote_push_chain(s, e->head, e->tail);
+    e->span = NULL;
+}
+
+void spci_rfree_flush(spci_cache_t *c)
+{
+    for (unsigned k = 0; k < SPCI_RFREE_SLOTS; k++)
+        if (c->rfree[k].span != NULL)
+            rfree_push(&c->rfree[k]);
+}
+
+/* Is p on the chain of e already?  Asked only when p's mask bit is set. */
+static bool rfree_has(const spci_rfree_t *e, const void *p)
+{
+    uint64_t want = (uint64_t)((const uint8_t *)p - spci_map.base);
+    uint64_t off = e->head;
+    for (uint32_t k = 0; k < e->n && off != 0; k++) {
+        if (off == want)
+            return true;
+        off = *(const uint64_t *)(spci_map.base + off);
+    }
+    return false;
+}
+
+/* Free object i (checked allocated) at p of span s, which this thread does
+ * not hold: onto the thread's chain for s.  Its bit stays set until the
+ * holder drains the stack, so a second free of p anywhere else still passes
+ * the check; a second free in this thread is caught here. */
+static void remote_free(spci_cache_t *c, shm_span_t *s, uint32_t i, void *p)
+{
+    if (SPCI_UNLIKELY(c == &spci_empty_cache) && (c = spci_cache_create()) == NULL) {
+        shm_remote_push(spci_map.base, s, p);     /* no cache to wait in */
+        return;
+    }
+    spci_rfree_t *e = &c->rfree[(uint32_t)(s - spci_map.spans) & (SPCI_RFREE_SLOTS - 1)];
+    uint64_t bit = 1ull << (i & 63);
+    if (e->span != s) {
+        if (e->span != NULL)
+            rfree_push(e);
+        e->span = s;
+        e->head = 0;
+        e->tail = p;
+        e->mask = 0;
+        e->n = 0;
+    } else if (SPCI_UNLIKELY(e->mask & bit) && rfree_has(e, p)) {
+        spci_bogus_free("spc_free", p, "double free detected (this thread freed it "
+                        "already)");
+    }
+    __builtin_prefetch(shm_span_bitmap(spci_map.base, s) + (i >> 6));
+    *(uint64_t *)p = e->head;
+    e->head = (uint64_t)((uint8_t *)p - spci_map.base);
+    e->mask |= bit;
+    if (++e->n == SPCI_RFREE_BATCH)
+        rfree_push(e);
+}
+
 void spci_tiny_block_free(spci_cache_t *c, shm_span_t *s, uint32_t i)
 {
     if (shm_load_relaxed(&s->xowner) == c->tid)
         spci_free_owned(c, s, i);
     else
-        shm_remote_push(spci_map.base, s,
-                        shm_page_addr(spci_map.base, s->start) + (uint64_t)i * 16);
+        remote_free(c, s, i, shm_page_addr(spci_map.base, s->start) + (uint64_t)i * 16);
 }
 
 /* One piece of tiny block i: check its granule, then one atomic decrement;
@@ -109,20 +181,22 @@ void spci_free_slow(void *p)
         spci_bogus_free("spc_free", p, "not attached to a spand arena, and attaching failed");
     shm_span_t *s;
     uint32_t i;
-    shm_bad_t why = spci_check(p, &s, &i);
+    shm_bad_t why = shm_ptr_locate(spci_map.base, p, &s, &i);
     if (why != SHM_PTR_OK)
         spci_bogus_free("spc_free", p, free_reason(why));
     if (shm_load_acquire(&s->xstate) == SHM_SPAN_LARGE) {
         large_free(p);
         return;
     }
-    if (s->sizeclass == SHM_CLASS_TINY) {
-        tiny_free(p, s, i);
+    spci_cache_t *c = spci_tc;
+    if (shm_load_relaxed(&s->xowner) != c->tid && s->sizeclass != SHM_CLASS_TINY) {
+        remote_free(c, s, i, p);        /* its bit is tested at the push */
         return;
     }
-    spci_cache_t *c = spci_tc;
-    if (shm_load_relaxed(&s->xowner) == c->tid)
-        spci_free_owned(c, s, i);
+    if (!shm_bit_test(shm_span_bitmap(spci_map.base, s), i))
+        spci_bogus_free("spc_free", p, free_reason(SHM_PTR_NOT_ALLOCATED));
+    if (s->sizeclass == SHM_CLASS_TINY)
+        tiny_free(p, s, i);
     else
-        shm_remote_push(spci_map.base, s, p);
+        spci_free_owned(c, s, i);
 }

@@ -26,9 +26,10 @@
  *                       lists are only a private index into it, so the daemon
  *                       can take back a span from a dead client by reading
  *                       the bitmap alone.
- *   remote-free stack   per span: any process pushes an object it frees into
- *                       a span that it does not hold (one CAS); the holder
- *                       takes the whole stack with one exchange.
+ *   remote-free stack   per span: any process pushes objects it frees into
+ *                       a span that it does not hold (one CAS per batch of
+ *                       up to 32); the holder takes the whole stack with
+ *                       one exchange.
  *   fixed allocator     span descriptors come from a fixed-size pool in the
  *                       metadata region, never from object pages.
  *   scavenger (daemon)  free spans idle for a while give their pages back

@@ -30,7 +30,7 @@ shm_span_t *shm_span_of(uint8_t *base, const void *p)
     return shm_span(base, id);
 }
 
-shm_bad_t shm_ptr_check(uint8_t *base, const void *p, shm_span_t **span, uint32_t *index)
+shm_bad_t shm_ptr_locate(uint8_t *base, const void *p, shm_span_t **span, uint32_t *index)
 {
     const shm_header_t *h = (const shm_header_t *)base;
     uint64_t off = (uint64_t)((const uint8_t *)p - base);
@@ -62,10 +62,17 @@ shm_bad_t shm_ptr_check(uint8_t *base, const void *p, shm_span_t **span, uint32_
     } else if ((uint64_t)i * shm_classes[cls].size != rel) {
         return SHM_PTR_NOT_START;
     }
-    if (!shm_bit_test(shm_span_bitmap(base, s), i))
-        return SHM_PTR_NOT_ALLOCATED;
     *index = i;
     return SHM_PTR_OK;
+}
+
+shm_bad_t shm_ptr_check(uint8_t *base, const void *p, shm_span_t **span, uint32_t *index)
+{
+    shm_bad_t why = shm_ptr_locate(base, p, span, index);
+    if (why == SHM_PTR_OK && shm_load_acquire(&(*span)->xstate) != SHM_SPAN_LARGE &&
+        !shm_bit_test(shm_span_bitmap(base, *span), *index))
+        return SHM_PTR_NOT_ALLOCATED;
+    return why;
 }
 
 void shm_span_cut(uint8_t *base, shm_span_t *s, unsigned cls)

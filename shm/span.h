@@ -71,6 +71,11 @@ shm_span_t *shm_span_of(uint8_t *base, const void *p);
  * the object's index.  The checks of a free, done before any write. */
 shm_bad_t shm_ptr_check(uint8_t *base, const void *p, shm_span_t **span, uint32_t *index);
 
+/* shm_ptr_check without the alloc bit: p is the start of an object of a
+ * small span (or of a large one), live or not.  For a free that tests the
+ * bit later (a remote free tests it when its batch is pushed). */
+shm_bad_t shm_ptr_locate(uint8_t *base, const void *p, shm_span_t **span, uint32_t *index);
+
 /* ---- whole-span operations: the holder ---- */
 
 /* Turn a span fresh from the heap into a small span of class `cls`: clear its
@@ -111,6 +116,18 @@ static inline void shm_remote_push(uint8_t *base, shm_span_t *s, void *p)
     do {
         *(uint64_t *)p = head;
     } while (!shm_cas_weak_release(&s->xremote, &head, off));
+}
+
+/* Anyone: push a chain of objects of span `s` built privately, newest
+ * first: `head` is the offset of the first object, each object's first 8
+ * bytes the offset of the next, and `tail` (the last) is linked here.  One
+ * CAS (release) for the whole chain. */
+static inline void shm_remote_push_chain(shm_span_t *s, uint64_t head, void *tail)
+{
+    uint64_t old = shm_load_relaxed(&s->xremote);
+    do {
+        *(uint64_t *)tail = old;
+    } while (!shm_cas_weak_release(&s->xremote, &old, head));
 }
 
 /* The holder: take every object on the remote stack (one exchange,

@@ -603,12 +603,42 @@ static void bogus_remote_double(void)
         spc_malloc(64);
 }
 
+static void *free_once(void *p)
+{
+    spc_free(p);
+    return NULL;
+}
+
+/* A remote free of an object whose first remote free was pushed and drained
+ * already: the bit is clear when the second free's batch is pushed (at the
+ * latest when its thread exits), and the freeing process aborts, not the
+ * holder. */
+static void bogus_remote_double_drained(void)
+{
+    void *p = spc_malloc(64);
+    say_ptr(p);
+    pthread_t th;
+    pthread_create(&th, NULL, free_once, p);    /* pushed when the thread exits */
+    pthread_join(th, NULL);
+    /* the holder fills its spans, drains p's stack and may hand p out again:
+     * freeing all it took leaves p free, its bit clear */
+    void **q = malloc(remote_double_allocs * sizeof *q);
+    for (uint32_t i = 0; i < remote_double_allocs; i++)
+        q[i] = spc_malloc(64);
+    for (uint32_t i = 0; i < remote_double_allocs; i++)
+        spc_free(q[i]);
+    free(q);
+    pthread_create(&th, NULL, free_once, p);
+    pthread_join(th, NULL);
+}
+
 static void test_bogus_frees(void)
 {
     uint32_t per_span = span_objects(64);
     CU_ASSERT_FATAL(per_span > 0);
     remote_double_allocs = 8 * per_span;
     expect_abort(bogus_remote_double, "double free");
+    expect_abort(bogus_remote_double_drained, "double free");
     expect_abort(bogus_outside, "not a pointer into the arena");
     expect_abort(bogus_metadata, "not a pointer into the arena");
     expect_abort(bogus_misaligned, "not the start of an object");
@@ -724,7 +754,92 @@ static void test_thread_exit_releases(void)
     assert_nothing_live();
 }
 
+/* Remote frees wait in the freeing thread's cache in batches: a thread that
+ * only frees (it never allocated) pushes them when it exits, and
+ * spc_detach pushes those of a thread still running.  Nothing stays live. */
+enum { NFREED = 3000 };
+static void *freed[NFREED];
+static pthread_barrier_t freer_done, freer_exit;
+
+static void *free_only_thread(void *arg)
+{
+    int hold = (int)(intptr_t)arg;
+    for (int i = 0; i < NFREED; i++)
+        spc_free(freed[i]);
+    if (hold) {                                 /* stay alive with the batches */
+        pthread_barrier_wait(&freer_done);
+        pthread_barrier_wait(&freer_exit);
+    }
+    return NULL;
+}
+
+static void alloc_freed(void)
+{
+    for (int i = 0; i < NFREED; i++)
+        freed[i] = spc_malloc((size_t)(i % 7) * 24 + 16);
+}
+
+static void test_free_only_threads(void)
+{
+    CU_ASSERT_EQUAL_FATAL(spc_attach(NULL), 0);
+    alloc_freed();
+    pthread_t th;
+    CU_ASSERT_FATAL(pthread_create(&th, NULL, free_only_thread, (void *)0) == 0);
+    pthread_join(th, NULL);
+    spc_detach();
+    assert_nothing_live();
+
+    CU_ASSERT_EQUAL_FATAL(spc_attach(NULL), 0);
+    alloc_freed();
+    pthread_barrier_init(&freer_done, NULL, 2);
+    pthread_barrier_init(&freer_exit, NULL, 2);
+    CU_ASSERT_FATAL(pthread_create(&th, NULL, free_only_thread, (void *)1) == 0);
+    pthread_barrier_wait(&freer_done);
+    spc_detach();                               /* the freer still runs */
+    assert_nothing_live();
+    pthread_barrier_wait(&freer_exit);
+    pthread_join(th, NULL);
+    pthread_barrier_destroy(&freer_done);
+    pthread_barrier_destroy(&freer_exit);
+}
+
 /* ---- suite "procs" ---- */
+
+/* fork while a thread has remote frees waiting: the child's copy of them is
+ * forgotten, only the parent pushes them (pushed twice, the holder would
+ * find them on its stack twice and abort on a double free). */
+static void test_fork_pending_frees(void)
+{
+    CU_ASSERT_EQUAL_FATAL(spc_attach(NULL), 0);
+    alloc_freed();
+    pthread_barrier_init(&freer_done, NULL, 2);
+    pthread_barrier_init(&freer_exit, NULL, 2);
+    pthread_t th;
+    CU_ASSERT_FATAL(pthread_create(&th, NULL, free_only_thread, (void *)1) == 0);
+    pthread_barrier_wait(&freer_done);
+    pid_t pid = fork();
+    CU_ASSERT_FATAL(pid >= 0);
+    if (pid == 0) {
+        void *q = spc_malloc(100);              /* a session of its own */
+        spc_free(q);
+        spc_detach();
+        _exit(q == NULL ? 1 : 0);
+    }
+    int st;
+    CU_ASSERT_EQUAL(dh_waitpid_timeout(pid, &st, 10000), 0);
+    CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    pthread_barrier_wait(&freer_exit);          /* the parent's thread pushes */
+    pthread_join(th, NULL);
+    for (int round = 0; round < 4; round++) {   /* reuse every span: drains */
+        alloc_freed();
+        for (int i = 0; i < NFREED; i++)
+            spc_free(freed[i]);
+    }
+    pthread_barrier_destroy(&freer_done);
+    pthread_barrier_destroy(&freer_exit);
+    spc_detach();
+    assert_nothing_live();
+}
 
 /* A process that detaches gives its spans back and closes its session. */
 static void test_detach_releases(void)
@@ -1003,11 +1118,13 @@ int main(void)
     CU_TestInfo threads[] = {
         { "threads free each other's objects", test_threads_exchange },
         { "an exiting thread gives its spans back", test_thread_exit_releases },
+        { "a thread that only frees: exit and detach push its frees", test_free_only_threads },
         CU_TEST_INFO_NULL,
     };
     CU_TestInfo procs[] = {
         { "a detaching process gives its spans back", test_detach_releases },
         { "fork: the child frees the parent's objects", test_fork_inherit },
+        { "fork: remote frees waiting in a thread are pushed once", test_fork_pending_frees },
         { "3 processes, 1,000,000 objects, every byte checked", test_ring_load },
         CU_TEST_INFO_NULL,
     };

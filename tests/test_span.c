@@ -132,12 +132,32 @@ typedef struct pusher_s {
     pthread_barrier_t *go;
 } pusher_t;
 
+/* Even threads push one object at a time; odd ones build private chains of
+ * up to 5 and push each with one CAS (the client's batched remote frees). */
 static void *pusher(void *arg)
 {
     pusher_t *p = arg;
+    uint64_t head = 0;
+    void *tail = NULL;
+    unsigned n = 0;
     pthread_barrier_wait(p->go);
-    for (uint32_t i = p->t; i < p->s->nelems; i += NTHREADS)
-        shm_remote_push(p->a->base, p->s, obj_addr(p->a, p->s, i));
+    for (uint32_t i = p->t; i < p->s->nelems; i += NTHREADS) {
+        uint8_t *obj = obj_addr(p->a, p->s, i);
+        if (p->t % 2 == 0) {
+            shm_remote_push(p->a->base, p->s, obj);
+            continue;
+        }
+        *(uint64_t *)obj = head;
+        head = (uint64_t)(obj - p->a->base);
+        if (tail == NULL)
+            tail = obj;
+        if (++n == 5) {
+            shm_remote_push_chain(p->s, head, tail);
+            head = 0, tail = NULL, n = 0;
+        }
+    }
+    if (n > 0)
+        shm_remote_push_chain(p->s, head, tail);
     return NULL;
 }
 
@@ -433,7 +453,7 @@ static void test_second_process(void)
 
 CU_TestInfo span_tests[] = {
     { "bitmap and free list keep the hscan invariant", test_bitmap_freelist },
-    { "remote frees from several threads, each once", test_remote_threads },
+    { "remote frees from several threads, one by one and in chains, each once", test_remote_threads },
     { "drains stop at bogus nodes", test_drain_bogus },
     { "a second process sees the same spans", test_second_process },
     CU_TEST_INFO_NULL,
