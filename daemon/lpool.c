@@ -2,9 +2,10 @@
  *
  * Draining a bucket: one CAS takes its whole chain (head -> generation + 1,
  * empty), so clients pushing and popping meanwhile see an empty bucket and
- * the chain is the daemon's alone.  Each span is untagged (xowner 0),
- * unreserved (xpages) and freed through spd_heap_free_large, the path of
- * FreeLarge: merged with its free neighbours and counted in large_frees.
+ * the chain is the daemon's alone.  Each span is tagged RETURNING (as if a
+ * client had sent FreeLarge), unreserved (xpages) and freed through
+ * spd_heap_free_large, the path of FreeLarge: merged with its free
+ * neighbours and counted in large_frees.
  */
 #include "config.h"
 
@@ -34,7 +35,9 @@ uint32_t spd_lpool_drain(shm_arena_t *a, unsigned b, uint32_t *bad)
         }
         shm_spanid_t next = (shm_spanid_t)shm_load_relaxed(&s->xremote);
         shm_store_relaxed(&s->xremote, 0);
-        shm_store_relaxed(&s->xowner, 0);
+        /* the span is ours alone now; RETURNING (not 0) keeps a client's
+         * double free of it failing its CAS until the heap has it */
+        shm_store_release(&s->xowner, SHM_LARGE_RETURNING);
         shm_fetch_sub_relaxed(&h->lpool.xpages, npages);
         spd_heap_free_large(a, (uint64_t)s->start << SHM_PAGE_SHIFT);
         freed++;

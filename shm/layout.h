@@ -138,8 +138,9 @@ enum {
  *                        capacity in lpool.xpages; then it pushes the span
  *   0 -> RETURNING       a freeing client that takes the RPC path: CAS acq_rel
  *   POOLED -> 0          the client that popped it (store_release, after the
- *                        pop's CAS), or the daemon draining a bucket (the
- *                        span goes back to the heap right after)
+ *                        pop's CAS)
+ *   POOLED -> RETURNING  the daemon draining a bucket (store_release: the
+ *                        chain is its own), then FreeLarge's path
  *   0, RETURNING -> RETURNING  the daemon's FreeLarge claims it (CAS), then
  *                        gives the pages back to the heap (xowner 0, FREE)
  * A failed 0 -> x CAS is a double free: the object is not in a user's hands. */
