@@ -79,12 +79,11 @@ static void tiny_free(void *p, shm_span_t *s, uint32_t i)
  * and the pool takes its size: no round trip.  The pool's tag (xowner)
  * catches a double free at once, whichever process freed it first.
  * Otherwise, tagged RETURNING, it goes back by FreeLarge, without waiting
- * for the answer (client/rpc.c): a refused free
- * aborts at this process's next request or detach.  When an earlier free of
- * the same object is still unanswered, rpc.c reads that answer first and we
- * look again: still a large object starting at p means another process got
- * those pages as a new large object meanwhile; anything else is a double
- * free. */
+ * for the answer (client/rpc.c): a refused free aborts at this process's
+ * next request or detach.  When an earlier free of the same object is
+ * still unanswered, rpc.c reads that answer first and we look again: still
+ * a large object starting at p means another process got those pages as a
+ * new large object meanwhile; anything else is a double free. */
 static void large_free(void *p, shm_span_t *s)
 {
     switch (shm_lpool_free(spci_map.base, s)) {

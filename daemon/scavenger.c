@@ -19,8 +19,9 @@
  * since the previous look (idle: their spans go to the heap, and are
  * punched one look later like any free span).
  * `spanctl release` (Scavenge) does it all at once: the large pool drained,
- * all central spans swept, every free page given back whatever its idle time (Go's
- * debug.FreeOSMemory).  The heap counts what it gives back (stats
+ * all central spans swept, every free page given back whatever its idle
+ * time (Go's debug.FreeOSMemory).  With the timer off, only Scavenge
+ * drains the large pool.  The heap counts what it gives back (stats
  * scavenges, scavenged_bytes).
  */
 #include "config.h"
