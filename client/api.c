@@ -1,8 +1,10 @@
 /* See shm/layout.h for the overview; doc/design.md section 3 for the client.
  *
  * The public entry points of spanclient.h: argument checks, then the fast
- * paths of client/cache.h.  Large objects (> SHM_MAX_SMALL) are one RPC
- * each (AllocLarge, FreeLarge).
+ * paths of client/cache.h.  Large objects (> SHM_MAX_SMALL) come from the
+ * large pool of the arena (shm/lpool.h) when it has one of their page
+ * count, else from the daemon (AllocLarge); they go back to the pool, or
+ * to the daemon (FreeLarge) when it is full or takes no such size.
  */
 #include "config.h"
 
@@ -12,6 +14,7 @@
 #include <string.h>
 
 #include "client/cache.h"
+#include "shm/lpool.h"
 
 void spci_log(const char *fmt, ...)
 {
@@ -45,6 +48,25 @@ static int rpc_errno(int rc)
     }
 }
 
+/* A span of the large pool (shm/lpool.h) for `size` bytes, or NULL. */
+static void *pool_alloc(uint64_t size, uint64_t align)
+{
+    uint8_t *base = spci_map.base;
+    if (base == NULL || align > SHM_PAGE_SIZE ||
+        size > (uint64_t)SHM_LPOOL_MAX_PAGES << SHM_PAGE_SHIFT)
+        return NULL;
+    uint64_t npages = (size + SHM_PAGE_SIZE - 1) >> SHM_PAGE_SHIFT;
+    shm_spanid_t bad;
+    shm_span_t *s = shm_lpool_pop(base, npages, &bad);
+    if (s != NULL)
+        return shm_span_addr(base, s);
+    if (bad != 0)
+        spci_log("the large pool's bucket of %llu pages gave span %u, which is not a "
+                 "pooled large span of that size; dropped it", (unsigned long long)npages,
+                 bad);
+    return NULL;
+}
+
 void *spci_alloc_large(uint64_t size, uint64_t align)
 {
     /* nothing bigger than the arena can ever fit: say so without a round trip */
@@ -52,6 +74,9 @@ void *spci_alloc_large(uint64_t size, uint64_t align)
         errno = ENOMEM;
         return NULL;
     }
+    void *p = pool_alloc(size, align);
+    if (p != NULL)
+        return p;
     uint64_t off = 0;
     pthread_mutex_lock(&spci_proc.lock);
     int rc = spci_ensure_attached();

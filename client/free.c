@@ -2,8 +2,8 @@
  *
  * Frees that are not the fast case of client/cache.h: objects of spans this
  * thread does not hold (remote push, one CAS), tiny pieces (atomic count),
- * large objects (FreeLarge), and everything that is not a live object
- * (a message naming the pointer, then abort, as glibc does).
+ * large objects (the large pool, or FreeLarge), and everything that is not
+ * a live object (a message naming the pointer, then abort, as glibc does).
  */
 #include "config.h"
 
@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "client/cache.h"
+#include "shm/lpool.h"
 
 void spci_bogus_free(const char *fn, const void *p, const char *why)
 {
@@ -146,22 +147,34 @@ static void tiny_free(void *p, shm_span_t *s, uint32_t i)
         spci_tiny_block_free(spci_tc, s, i);
 }
 
-/* FreeLarge, without waiting for the answer (client/rpc.c): a refused free
- * aborts at this process's next request or detach.  When an earlier free of
- * the same object is still unanswered, rpc.c reads that answer first and we
- * look again: still a large object starting at p means another process got
- * those pages as a new large object meanwhile; anything else is a double
- * free. */
-static void large_free(void *p)
+/* A large object goes to the large pool (shm/lpool.h) when there is room
+ * and the pool takes its size: no round trip.  The pool's tag (xowner)
+ * catches a double free at once, whichever process freed it first.
+ * Otherwise, tagged RETURNING, it goes back by FreeLarge, without waiting
+ * for the answer (client/rpc.c): a refused free aborts at this process's
+ * next request or detach.  When an earlier free of the same object is
+ * still unanswered, rpc.c reads that answer first and we look again: still
+ * a large object starting at p means another process got those pages as a
+ * new large object meanwhile; anything else is a double free. */
+static void large_free(void *p, shm_span_t *s)
 {
+    switch (shm_lpool_free(spci_map.base, s)) {
+    case SHM_LFREE_POOLED:
+        return;
+    case SHM_LFREE_TWICE:
+        spci_bogus_free("spc_free", p, "double free of a large object (it is in the "
+                        "large pool already, or another free of it is under way)");
+    case SHM_LFREE_RETURN:
+        break;
+    }
     uint64_t off = (uint64_t)((uint8_t *)p - spci_map.base);
     pthread_mutex_lock(&spci_proc.lock);
     int rc = spci_ensure_attached();
     while (rc == 0 && (rc = spci_rpc_free_large_locked(off)) == -EAGAIN) {
-        shm_span_t *s;
+        shm_span_t *now;
         uint32_t i;
-        shm_bad_t why = spci_check(p, &s, &i);
-        if (why == SHM_PTR_OK && shm_load_acquire(&s->xstate) != SHM_SPAN_LARGE)
+        shm_bad_t why = spci_check(p, &now, &i);
+        if (why == SHM_PTR_OK && shm_load_acquire(&now->xstate) != SHM_SPAN_LARGE)
             why = SHM_PTR_NO_SPAN;
         if (why != SHM_PTR_OK) {
             pthread_mutex_unlock(&spci_proc.lock);
@@ -185,7 +198,7 @@ void spci_free_slow(void *p)
     if (why != SHM_PTR_OK)
         spci_bogus_free("spc_free", p, free_reason(why));
     if (shm_load_acquire(&s->xstate) == SHM_SPAN_LARGE) {
-        large_free(p);
+        large_free(p, s);
         return;
     }
     spci_cache_t *c = spci_tc;

@@ -3,7 +3,7 @@
  * spand's configuration: defaults, then the config file (-c FILE), then the
  * command line, each overriding the one before.  The file holds one
  * `key = value` per line with the long option names as keys (`socket`,
- * `name`, `arena-size`, `base-address`, `scavenge-interval`, `verbose`,
+ * `name`, `arena-size`, `base-address`, `scavenge-interval`, `large-pool`, `verbose`,
  * `foreground`, `allow-uid`, `socket-group`); `#` starts a comment.
  */
 #include "config.h"
@@ -25,7 +25,8 @@ static void usage(FILE *f)
     fprintf(f,
 "usage: spand [-f|--foreground] [-s|--socket PATH] [-n|--name SHM_NAME]\n"
 "             [-m|--arena-size SIZE] [--base-address ADDR]\n"
-"             [--scavenge-interval SECONDS] [-c|--config FILE] [-v|--verbose]\n"
+"             [--scavenge-interval SECONDS] [--large-pool SIZE]\n"
+"             [-c|--config FILE] [-v|--verbose]\n"
 "             [--allow-uid UID] [--socket-group GROUP] [--help] [--version]\n"
 "\n"
 "The spand memory-pool daemon: owns a shared-memory arena that processes\n"
@@ -43,6 +44,9 @@ static void usage(FILE *f)
 "      --scavenge-interval SECONDS\n"
 "                          give idle free pages back this often; pages idle\n"
 "                          half that long go (default 5; 0 turns it off)\n"
+"      --large-pool SIZE   freed large objects of 40 KiB..1 MiB that clients\n"
+"                          keep for reuse, up to SIZE bytes in all, with K,\n"
+"                          M, G suffixes (default 64M; 0 turns it off)\n"
 "  -c, --config FILE       read `key = value` lines (long option names)\n"
 "  -v, --verbose           log more (twice: libevent too)\n"
 "      --allow-uid UID     let this user connect too (repeatable)\n"
@@ -141,7 +145,10 @@ static void apply(spd_config_t *cfg, const char *key, const char *v)
     else if (!strcmp(key, "scavenge-interval"))
         cfg->scavenge_interval = (unsigned)parse_ulong(v, 86400, "bad interval "
                                                         "(0..86400 seconds): %s");
-    else if (!strcmp(key, "allow-uid"))
+    else if (!strcmp(key, "large-pool")) {
+        if (shm_parse_size(v, &cfg->large_pool) != 0)
+            die_usage("bad size (a number with an optional K, M, G suffix): %s", v);
+    } else if (!strcmp(key, "allow-uid"))
         add_uid(cfg, v);
     else if (!strcmp(key, "socket-group"))
         set_group(cfg, v);
@@ -193,6 +200,7 @@ static void defaults(spd_config_t *cfg)
     cfg->arena_size = SHM_DEFAULT_ARENA_SIZE;
     cfg->base = SHM_DEFAULT_BASE;
     cfg->scavenge_interval = SPD_DEFAULT_SCAVENGE_SECS;
+    cfg->large_pool = SPD_DEFAULT_LARGE_POOL;
 }
 
 static const struct option longopts[] = {
@@ -202,6 +210,7 @@ static const struct option longopts[] = {
     { "arena-size",        required_argument, NULL, 'm' },
     { "base-address",      required_argument, NULL, 'B' },
     { "scavenge-interval", required_argument, NULL, 'I' },
+    { "large-pool",        required_argument, NULL, 'P' },
     { "config",            required_argument, NULL, 'c' },
     { "verbose",           no_argument,       NULL, 'v' },
     { "allow-uid",         required_argument, NULL, 'U' },
@@ -239,6 +248,7 @@ void spd_config_parse(spd_config_t *cfg, int argc, char **argv)
         case 'm': apply(cfg, "arena-size", optarg); break;
         case 'B': apply(cfg, "base-address", optarg); break;
         case 'I': apply(cfg, "scavenge-interval", optarg); break;
+        case 'P': apply(cfg, "large-pool", optarg); break;
         case 'U': apply(cfg, "allow-uid", optarg); break;
         case 'G': apply(cfg, "socket-group", optarg); break;
         default: fprintf(stderr, "Try 'spand --help'.\n"); exit(2);

@@ -20,6 +20,7 @@
 
 #define SPD_MAX_ALLOW_UIDS        16
 #define SPD_DEFAULT_SCAVENGE_SECS 5      /* scavenger period and idle threshold */
+#define SPD_DEFAULT_LARGE_POOL    (64ULL << 20) /* --large-pool, bytes */
 
 typedef struct spd_config_s {
     bool foreground;                 /* -f: no fork, log to stderr */
@@ -29,6 +30,7 @@ typedef struct spd_config_s {
     uint64_t arena_size;             /* -m, bytes */
     uint64_t base;                   /* --base-address */
     unsigned scavenge_interval;      /* seconds; 0 = no scavenger timer */
+    uint64_t large_pool;             /* --large-pool, bytes; 0 = no pool */
     uid_t allow_uids[SPD_MAX_ALLOW_UIDS]; /* --allow-uid: peers let in besides
                                             our own uid and root */
     unsigned nallow_uids;
@@ -56,6 +58,8 @@ typedef struct spd_daemon_s {
     uint64_t nconns_total;           /* numbers connections in the log */
     spd_conn_t *conns;               /* every open connection */
     spd_conn_t *by_session[SHM_MAX_SESSIONS]; /* slot -> its connection */
+    uint64_t lpool_pops[SHM_LPOOL_NBUCKETS]; /* each bucket's xpops at the
+                                                scavenger's last look */
 } spd_daemon_t;
 
 /* config.c: defaults, command line, config file.  Exits with a message and
@@ -64,7 +68,8 @@ void spd_config_parse(spd_config_t *cfg, int argc, char **argv);
 
 /* scavenger.c */
 int spd_scavenger_start(spd_daemon_t *d);
-/* Sweep central and give every free page back now (spanctl release).
+/* Drain the large pool, sweep central and give every free page back now
+ * (spanctl release).
  * Returns the bytes given back. */
 uint64_t spd_scavenge_all(spd_daemon_t *d);
 

@@ -591,6 +591,13 @@ int spd_heap_free_large(shm_arena_t *a, uint64_t off)
     shm_span_t *s = span_at(a, id);
     if (span_state(s) != SHM_SPAN_LARGE || s->start != page)
         return -EINVAL;
+    /* claim it against a client pushing it on the large pool meanwhile: a
+     * POOLED span is free already (shm/layout.h, the large-object tag) */
+    uint32_t tag = shm_load_acquire(&s->xowner);
+    do {
+        if (tag != 0 && tag != SHM_LARGE_RETURNING)
+            return -EALREADY;
+    } while (!shm_cas_strong_acq_rel(&s->xowner, &tag, SHM_LARGE_RETURNING));
     spd_heap_free(a, id);
     a->hdr->stats.large_frees++;
     return 0;

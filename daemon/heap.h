@@ -26,8 +26,10 @@ shm_spanid_t spd_heap_alloc_small(shm_arena_t *a, unsigned cls, int *err);
  * 0 and *err = -ENOMEM (no room) or -EINVAL (bad size or alignment). */
 shm_spanid_t spd_heap_alloc_large(shm_arena_t *a, uint64_t bytes, uint64_t align, int *err);
 
-/* Free the large object at arena offset `off`: 0, or -EINVAL when `off`
- * is not the start of a LARGE span (never allocated, or freed already). */
+/* Free the large object at arena offset `off`: 0, -EINVAL when `off` is
+ * not the start of a LARGE span (never allocated, or freed already), or
+ * -EALREADY when it is in the large pool (freed already: its xowner tag is
+ * POOLED).  Accepts tag 0 or RETURNING, claimed with a CAS. */
 int spd_heap_free_large(shm_arena_t *a, uint64_t off);
 
 /* Give span `id` (any state but FREE and DEAD, on no daemon list) back to

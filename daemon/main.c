@@ -74,6 +74,8 @@ static int open_arena(spd_daemon_t *d)
         fprintf(stderr, "spand: cannot set up the heap: %s\n", strerror(-rc));
         return -1;
     }
+    /* the rest of the large pool is zero in a fresh object: empty */
+    d->arena.hdr->lpool.cap_pages = cfg->large_pool >> SHM_PAGE_SHIFT;
     return 0;
 }
 
@@ -199,9 +201,10 @@ int main(int argc, char **argv)
     }
     sigprocmask(SIG_SETMASK, &old, NULL);
     log_info("started pid=%ld socket=%s shm=%s arena_size=%llu base=%#llx "
-             "scavenge_interval=%u", (long)getpid(), d->cfg.socket, d->cfg.shm_name,
-             (unsigned long long)d->cfg.arena_size, (unsigned long long)d->cfg.base,
-             d->cfg.scavenge_interval);
+             "scavenge_interval=%u large_pool=%llu", (long)getpid(), d->cfg.socket,
+             d->cfg.shm_name, (unsigned long long)d->cfg.arena_size,
+             (unsigned long long)d->cfg.base, d->cfg.scavenge_interval,
+             (unsigned long long)d->cfg.large_pool);
     if (ready >= 0 && (write(ready, "k", 1) != 1 || close(ready) != 0))
         log_warn("cannot tell the parent we are up");
     int rc = event_base_dispatch(d->base);

@@ -15,9 +15,13 @@
  * are large: with 256 central spans and 128 MiB a tick and a one-interval
  * threshold in whole seconds, spanbench w8 at 256 B got 1.5 % of 1 GiB back
  * within 2 s (--scavenge-interval 1), now 100 % (doc/design.md 2.6).
- * `spanctl release` (Scavenge) does it all at once: all central spans
- * swept, every free page given back whatever its idle time (Go's
- * debug.FreeOSMemory).  The heap counts what it gives back (stats
+ * Each look also drains the large pool's buckets that nobody popped from
+ * since the previous look (idle: their spans go to the heap, and are
+ * punched one look later like any free span).
+ * `spanctl release` (Scavenge) does it all at once: the large pool drained,
+ * all central spans swept, every free page given back whatever its idle
+ * time (Go's debug.FreeOSMemory).  With the timer off, only Scavenge
+ * drains the large pool.  The heap counts what it gives back (stats
  * scavenges, scavenged_bytes).
  */
 #include "config.h"
@@ -28,6 +32,8 @@
 #include "daemon/daemon.h"
 #include "daemon/heap.h"
 #include "daemon/log.h"
+#include "daemon/lpool.h"
+#include "shm/lpool.h"
 
 #define SPD_SWEEP_BUDGET          131072u    /* central spans a look */
 #define SPD_SCAVENGE_BUDGET_PAGES (131072u)  /* 1 GiB a look */
@@ -38,14 +44,26 @@ static void scavenger_tick(evutil_socket_t fd, short what, void *arg)
     shm_arena_t *a = &d->arena;
     (void)fd, (void)what;
 
+    /* large-pool buckets nobody popped from since the last look go back to
+     * the heap (then to the kernel like any free span) */
+    uint32_t drained = 0, bad = 0;
+    for (unsigned b = 0; b < SHM_LPOOL_NBUCKETS; b++) {
+        uint64_t pops = shm_load_relaxed(&a->hdr->lpool.bucket[b].xpops);
+        if (pops == d->lpool_pops[b])
+            drained += spd_lpool_drain(a, b, &bad);
+        d->lpool_pops[b] = pops;
+    }
+    if (bad)
+        log_warnx("large pool: %u bad links (corrupt pool); the rest of those "
+                  "buckets is leaked", bad);
     uint32_t swept = spd_central_sweep(a, SPD_SWEEP_BUDGET);
     /* half an interval, less one clock tick: a span that went free at one
      * look is punched at the next, whatever the timer's jitter */
     uint32_t idle = d->cfg.scavenge_interval * SPD_TICKS_PER_SEC / 2 - 1;
     uint64_t bytes = spd_heap_scavenge(a, spd_now(), idle, SPD_SCAVENGE_BUDGET_PAGES);
-    if (swept || bytes)
-        log_debug("scavenger swept=%u released_bytes=%llu", swept,
-                  (unsigned long long)bytes);
+    if (swept || bytes || drained)
+        log_debug("scavenger swept=%u pool_drained=%u released_bytes=%llu", swept,
+                  drained, (unsigned long long)bytes);
 }
 
 int spd_scavenger_start(spd_daemon_t *d)
@@ -67,11 +85,16 @@ int spd_scavenger_start(spd_daemon_t *d)
 uint64_t spd_scavenge_all(spd_daemon_t *d)
 {
     shm_arena_t *a = &d->arena;
+    uint32_t bad = 0, drained = spd_lpool_drain_all(a, &bad);
+    if (bad)
+        log_warnx("large pool: %u bad links (corrupt pool); the rest of those "
+                  "buckets is leaked", bad);
     uint32_t ncentral = 0;
     for (unsigned cls = 1; cls < SHM_NCLASSES; cls++)
         ncentral += a->hdr->central[cls].nfull + a->hdr->central[cls].npartial;
     spd_central_sweep(a, ncentral);
     uint64_t bytes = spd_heap_scavenge(a, spd_now(), 0, a->hdr->heap.free_pages);
-    log_info("scavenge released_bytes=%llu", (unsigned long long)bytes);
+    log_info("scavenge pool_drained=%u released_bytes=%llu", drained,
+             (unsigned long long)bytes);
     return bytes;
 }

@@ -7,7 +7,9 @@
  * our feet (their holders write them without telling us): those counts are
  * "as last seen", which is all a statistic needs.  Spans in central are the
  * daemon's own: Stats first drains their remote-free stacks (a sweep), so
- * objects other processes freed into them no longer count as live.
+ * objects other processes freed into them no longer count as live.  Large
+ * spans in the large pool (tag POOLED) are counted apart, as freed; the
+ * pool's hits and puts are the sums of its buckets' counters.
  */
 #include "config.h"
 
@@ -66,6 +68,11 @@ static void walk_spans(spd_call_t *call, Spand__StatsReply *r, Spand__ClassStats
         shm_span_t *s = shm_span(base, id);
         uint8_t state = shm_load_acquire(&s->xstate);
         uint64_t bytes = (uint64_t)s->npages << SHM_PAGE_SHIFT;
+        if (state == SHM_SPAN_LARGE &&
+            shm_load_relaxed(&s->xowner) == SHM_LARGE_POOLED) {
+            r->large_pool_bytes += bytes;       /* freed, kept for reuse */
+            continue;
+        }
         if (state == SHM_SPAN_LARGE) {
             r->large_bytes += bytes;
             r->live_bytes += bytes;
@@ -109,6 +116,10 @@ Spand__StatsReply *spd_stats_fill(spd_call_t *call, bool classes)
     r->daemon_pid = shm_load_relaxed(&((shm_header_t *)h)->xdaemon_pid);
     r->uptime_seconds = (uint64_t)(time(NULL) - call->d->started);
     fill_counters(call, r);
+    for (unsigned b = 0; b < SHM_LPOOL_NBUCKETS; b++) {
+        r->large_pool_hits += shm_load_relaxed(&h->lpool.bucket[b].xpops);
+        r->large_pool_puts += shm_load_relaxed(&h->lpool.bucket[b].xpushes);
+    }
 
     Spand__ClassStats **t = classes ? new_class_table(call) : NULL;
     walk_spans(call, r, t);

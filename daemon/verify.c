@@ -21,7 +21,12 @@
  *      outside the heap are 0;
  *   4. totals: heap.free_pages and heap.unbacked_pages are the sums over
  *      FREE spans, and every descriptor that is not DEAD was reached by the
- *      page walk.
+ *      page walk;
+ *   5. the large pool: a LARGE span's tag (xowner) is 0, POOLED or
+ *      RETURNING (checked in the page walk); when no session is open
+ *      (nothing can race), each bucket holds only POOLED LARGE spans of its
+ *      page count, with no cycle and no span twice, the buckets hold every
+ *      POOLED span, and their pages add up to lpool.xpages (<= cap_pages).
  *
  * It reads only memory the daemon has backed (reading a hole of a tmpfs
  * object would allocate it), and uses private memory for its bookkeeping.
@@ -39,6 +44,7 @@
 #include "daemon/heap.h"
 #include "daemon/verify.h"
 #include "shm/atomic.h"
+#include "shm/lpool.h"
 #include "shm/span.h"
 
 /* Where the lists walk found a descriptor. */
@@ -52,6 +58,7 @@ enum {
     W_SESSION,       /* sessions[idx].spans */
 };
 #define W_WALKED 0x80u   /* reached by the page walk */
+#define W_POOL   0x40u   /* reached by a large-pool bucket's walk */
 
 typedef struct vctx_s {
     shm_arena_t *a;
@@ -62,6 +69,7 @@ typedef struct vctx_s {
     uint8_t *where;  /* per descriptor id: W_* | W_WALKED */
     uint32_t *idx;   /* per descriptor id: the list's index */
     uint64_t free_pages, unbacked_pages;
+    uint32_t pooled;  /* LARGE spans tagged POOLED met by the page walk */
 } vctx_t;
 
 static int bad(vctx_t *v, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -446,9 +454,16 @@ static int check_span(vctx_t *v, shm_spanid_t id, uint32_t p, bool *was_free)
         return bad(v, "flags: %s span %u has flags %#x", state_name(st), id, s->flags);
     if ((s->flags & SHM_SPAN_CORRUPT) && (v->where[id] & ~W_WALKED) != W_FULL)
         return bad(v, "central: quarantined span %u is not on a full list", id);
-    if (st == SHM_SPAN_LARGE)
+    if (st == SHM_SPAN_LARGE) {
+        uint32_t tag = shm_load_relaxed(&s->xowner);
+        if (tag != 0 && tag != SHM_LARGE_POOLED && tag != SHM_LARGE_RETURNING)
+            return bad(v, "large span %u has tag (xowner) %#x, not 0, POOLED or "
+                       "RETURNING", id, tag);
+        if (tag == SHM_LARGE_POOLED)
+            v->pooled++;
         return s->sizeclass == 0 ? 0
                : bad(v, "large span %u has size class %u", id, s->sizeclass);
+    }
     return check_small(v, id, s);
 }
 
@@ -523,6 +538,55 @@ static int check_totals(vctx_t *v)
     return 0;
 }
 
+/* ---- 5. the large pool ---- */
+
+/* Only when no session is open: clients push and pop without telling us,
+ * so a bucket walked under them could be half updated. */
+static int check_lpool(vctx_t *v)
+{
+    const shm_lpool_t *lp = &v->h->lpool;
+    if (v->h->nsessions != 0)
+        return 0;
+    uint64_t pages = 0;
+    uint32_t spans = 0;
+    for (unsigned b = 0; b < SHM_LPOOL_NBUCKETS; b++) {
+        uint32_t npages = SHM_LPOOL_MIN_PAGES + b, n = 0;
+        shm_spanid_t id = SHM_LPOOL_ID(shm_load_acquire(&lp->bucket[b].xhead));
+        for (; id != 0; n++) {
+            if (id >= v->hwm)
+                return bad(v, "large pool: bucket of %u pages links to span %u, outside "
+                           "[1, %u)", npages, id, v->hwm);
+            const shm_span_t *s = span_at(v, id);
+            uint8_t st = state_of(s);
+            if (v->where[id] & W_POOL)
+                return bad(v, "large pool: bucket of %u pages reaches span %u twice "
+                           "(a cycle, or on two buckets)", npages, id);
+            v->where[id] |= W_POOL;
+            if (st != SHM_SPAN_LARGE || shm_load_relaxed(&s->xowner) != SHM_LARGE_POOLED)
+                return bad(v, "large pool: bucket of %u pages holds span %u, which is %s "
+                           "with tag %#x, not a POOLED large span", npages, id,
+                           state_name(st), shm_load_relaxed(&s->xowner));
+            if (s->npages != npages)
+                return bad(v, "large pool: bucket of %u pages holds span %u of %u pages",
+                           npages, id, s->npages);
+            pages += npages;
+            id = (shm_spanid_t)shm_load_relaxed(&s->xremote);
+        }
+        spans += n;
+    }
+    uint64_t xpages = shm_load_relaxed(&lp->xpages);
+    if (pages != xpages)
+        return bad(v, "large pool: xpages is %llu, but the buckets hold %llu pages",
+                   (unsigned long long)xpages, (unsigned long long)pages);
+    if (spans != v->pooled)
+        return bad(v, "large pool: %u spans are tagged POOLED, but the buckets hold %u",
+                   v->pooled, spans);
+    if (lp->cap_pages != 0 && pages > lp->cap_pages)
+        return bad(v, "large pool: holds %llu pages, over its cap of %llu",
+                   (unsigned long long)pages, (unsigned long long)lp->cap_pages);
+    return 0;
+}
+
 int spd_heap_verify(shm_arena_t *a, char *msg, size_t len)
 {
     vctx_t v = { .a = a, .h = a->hdr, .msg = msg, .len = len };
@@ -539,7 +603,8 @@ int spd_heap_verify(shm_arena_t *a, char *msg, size_t len)
     if (v.where == NULL || v.idx == NULL)
         rc = bad(&v, "verify: out of memory");
     else
-        rc = check_lists(&v) || check_pages(&v) || check_totals(&v) ? -1 : 0;
+        rc = check_lists(&v) || check_pages(&v) || check_totals(&v) || check_lpool(&v)
+             ? -1 : 0;
     free(v.where);
     free(v.idx);
     return rc;

@@ -28,6 +28,7 @@
     atomic_compare_exchange_strong_explicit((p), (expected), (desired),         \
                                             memory_order_acq_rel, memory_order_acquire)
 #define shm_fetch_add_relaxed(p, v) atomic_fetch_add_explicit((p), (v), memory_order_relaxed)
+#define shm_fetch_sub_relaxed(p, v) atomic_fetch_sub_explicit((p), (v), memory_order_relaxed)
 #define shm_fetch_sub_acq_rel(p, v) atomic_fetch_sub_explicit((p), (v), memory_order_acq_rel)
 
 /* Plain words that one writer owns and others only peek at (the alloc

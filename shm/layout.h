@@ -32,6 +32,10 @@
  *                       one exchange.
  *   fixed allocator     span descriptors come from a fixed-size pool in the
  *                       metadata region, never from object pages.
+ *   large pool          freed large spans of 5..128 pages, one lock-free
+ *   (any process)       stack per page count in the header: a client frees
+ *                       and allocates them without a round trip; the daemon
+ *                       drains idle buckets back to the heap.  shm/lpool.h
  *   scavenger (daemon)  free spans idle for a while give their pages back
  *                       with fallocate(PUNCH_HOLE).
  *
@@ -45,7 +49,8 @@
  * the holder of a span (one thread of one client, or the daemon while the span
  * is in central or free) alone changes its bitmap and its holder fields;
  * anyone may push onto any span's remote-free stack and decrement a tiny
- * block's live count.  A span changes hands only through the socket (a Refill
+ * block's live count; anyone may push a large span it frees onto the large
+ * pool and pop one from it (the tag in xowner says who has it).  A span changes hands only through the socket (a Refill
  * answer, a Release request), which orders everything written before it.
  * Each field below says who writes it and with which memory order.
  *
@@ -82,7 +87,10 @@
  *     at or above nelems is set;
  *   - a span is on exactly one daemon list: its heap list (FREE), its class's
  *     central list (CENTRAL) or its session's list (HELD); LARGE spans are on
- *     none.
+ *     none;
+ *   - a LARGE span's xowner is 0, SHM_LARGE_POOLED or SHM_LARGE_RETURNING;
+ *     with no session open, every POOLED span is on its page count's
+ *     large-pool bucket once, and lpool.xpages is their pages.
  */
 #ifndef SHM_LAYOUT_H
 #define SHM_LAYOUT_H
@@ -93,7 +101,7 @@
 #include "shm/sizeclasses.h"
 
 #define SHM_MAGIC           0x314e4144444e5053ULL  /* "SPNDDAN1" little-endian */
-#define SHM_LAYOUT_VERSION  1u
+#define SHM_LAYOUT_VERSION  2u   /* 2: the large pool in the header */
 
 #define SHM_PAGE_SHIFT      13
 #define SHM_PAGE_SIZE       (1u << SHM_PAGE_SHIFT)          /* 8 KiB */
@@ -117,8 +125,35 @@ enum {
     SHM_SPAN_FREE    = 1,  /* pages in the heap */
     SHM_SPAN_CENTRAL = 2,  /* small span in central; the daemon holds it */
     SHM_SPAN_HELD    = 3,  /* small span held by a client session */
-    SHM_SPAN_LARGE   = 4,  /* one large object, allocated */
+    SHM_SPAN_LARGE   = 4,  /* one large object: allocated, or in the large
+                              pool, as its xowner tag says (below) */
 };
+
+/* The large-object tag of a LARGE span, kept in xowner (unused as a holder
+ * field: nobody holds a large span).  Values no thread id can take.
+ *   0                    allocated: in a user's hands
+ *   SHM_LARGE_POOLED     on a large-pool bucket, or being pushed or popped
+ *   SHM_LARGE_RETURNING  a client claimed it to send FreeLarge
+ * Transitions, each by whoever does it, all on xowner:
+ *   0 -> POOLED          a freeing client: CAS acq_rel, after reserving
+ *                        capacity in lpool.xpages; then it pushes the span
+ *   0 -> RETURNING       a freeing client that takes the RPC path: CAS acq_rel
+ *   POOLED -> 0          the client that popped it (store_release, after the
+ *                        pop's CAS)
+ *   POOLED -> RETURNING  the daemon draining a bucket (store_release: the
+ *                        chain is its own), then FreeLarge's path
+ *   0, RETURNING -> RETURNING  the daemon's FreeLarge claims it (CAS), then
+ *                        gives the pages back to the heap (xowner 0, FREE)
+ * A failed 0 -> x CAS is a double free: the object is not in a user's hands. */
+#define SHM_LARGE_POOLED     0xfffffff1u
+#define SHM_LARGE_RETURNING  0xfffffff2u
+
+/* The large pool: freed LARGE spans of SHM_LPOOL_MIN_PAGES (just over
+ * SHM_MAX_SMALL) to SHM_LPOOL_MAX_PAGES (1 MiB) pages, kept for reuse by
+ * any process without a round trip.  See shm/lpool.h. */
+#define SHM_LPOOL_MIN_PAGES  5u
+#define SHM_LPOOL_MAX_PAGES  128u
+#define SHM_LPOOL_NBUCKETS   (SHM_LPOOL_MAX_PAGES - SHM_LPOOL_MIN_PAGES + 1)
 
 /* Span flags: the first two of a FREE span, for the scavenger; the last of a
  * CENTRAL span that central quarantined. */
@@ -179,13 +214,22 @@ typedef struct shm_span_s {
 
     _Atomic uint32_t xowner; /* holder: tid of the holding thread, 0 if none;
                                 stored relaxed by the holder, loaded relaxed by
-                                a freer (only the holder can see its own tid) */
+                                a freer (only the holder can see its own tid).
+                                LARGE: the large-object tag, SHM_LARGE_* above
+                                (CAS by freers, store_release by a popper) */
     uint32_t hcount;         /* holder: objects on the local free list */
     uint64_t hfree;          /* holder: local free list head (address), 0 empty */
     _Atomic uint64_t xremote; /* remote-free stack: offset of the first object,
                                  0 empty; the next offset is in the object's
                                  first 8 bytes.  Anyone pushes: CAS release.
-                                 The holder takes all: exchange acquire. */
+                                 The holder takes all: exchange acquire.
+                                 LARGE and POOLED: the large-pool link, the
+                                 next span id of its bucket (low 32 bits), 0
+                                 last.  The pusher stores it relaxed before
+                                 its CAS release of the head; a popper loads
+                                 it relaxed after its acquire load of the
+                                 head (a stale value fails the CAS: the
+                                 head's generation moved). */
 } shm_span_t;
 _Static_assert(sizeof(shm_span_t) == 64, "shm ABI: bump SHM_LAYOUT_VERSION");
 
@@ -255,6 +299,36 @@ typedef struct shm_stats_s {
 #undef SHM_STAT_MEMBER
 } shm_stats_t;
 
+/* One bucket of the large pool: a Treiber stack of POOLED spans of one page
+ * count, on its own cache line with its counters.
+ *   xhead    (generation << 32) | first span id, id 0 = empty.  Every push
+ *            and pop CASes it with generation + 1 (ABA: a pop that read the
+ *            link of a span popped and pushed again meanwhile fails).  Push:
+ *            CAS release; pop: load acquire, CAS acq_rel; the daemon's drain
+ *            takes all with one CAS acq_rel to (generation + 1, 0).
+ *   xpops, xpushes  pops that got a span, spans pushed: anyone, fetch_add
+ *            relaxed; statistics only (and the scavenger's idle test). */
+typedef struct shm_lpool_bucket_s {
+    _Atomic uint64_t xhead;
+    _Atomic uint64_t xpops;
+    _Atomic uint64_t xpushes;
+    uint64_t pad[5];
+} __attribute__((aligned(64))) shm_lpool_bucket_t;
+
+/* The large pool.  Invariant, while nothing races (no session open):
+ *   xpages == sum over the buckets of (spans on it) * (its page count), and
+ *   every POOLED span is on the bucket of its page count exactly once. */
+typedef struct shm_lpool_s {
+    uint64_t cap_pages;      /* daemon, at creation (--large-pool); 0: no pool */
+    uint64_t pad0[7];
+    _Atomic uint64_t xpages; /* pages pooled now, plus pages reserved by pushes
+                                in flight: a freer fetch_adds (relaxed) before
+                                it pushes and takes it back when over
+                                cap_pages; a popper or the drain fetch_subs */
+    uint64_t pad1[7];
+    shm_lpool_bucket_t bucket[SHM_LPOOL_NBUCKETS]; /* [npages - SHM_LPOOL_MIN_PAGES] */
+} shm_lpool_t;
+
 /* The arena header, at offset 0.  Identity fields: written by the daemon
  * once at creation, read-only after attach. */
 typedef struct shm_header_s {
@@ -280,6 +354,7 @@ typedef struct shm_header_s {
     shm_central_t central[SHM_NCLASSES];
     shm_stats_t stats;
     shm_session_t sessions[SHM_MAX_SESSIONS];
+    shm_lpool_t lpool;       /* anyone: see shm_lpool_t and shm/lpool.h */
 } shm_header_t;
 
 /* ---- address arithmetic: any process, no locks ---- */

@@ -4,4 +4,5 @@ shm_libshm_la_SOURCES = \
 	shm/layout.h shm/atomic.h \
 	shm/arena.c shm/arena.h \
 	shm/span.c shm/span.h \
+	shm/lpool.c shm/lpool.h \
 	shm/sizeclasses.c shm/sizeclasses.h

@@ -1,5 +1,5 @@
 # The allocator core's tests: one CUnit runner for size classes, heap, span
-# operations, central and the verifier, and the size-class regeneration check.
+# operations, central, the large pool and the verifier, and the size-class regeneration check.
 check_PROGRAMS += tests/test_core
 tests_test_core_SOURCES = \
 	tests/test_core.c tests/test_core.h tests/cutest.h \
@@ -7,6 +7,7 @@ tests_test_core_SOURCES = \
 	tests/test_heap.c \
 	tests/test_span.c \
 	tests/test_central.c \
+	tests/test_lpool.c \
 	tests/test_verify.c
 tests_test_core_CFLAGS = $(AM_CFLAGS) $(CUNIT_CFLAGS) -pthread
 # --wrap: the tests make shm_arena_back fail on purpose (see test_core.h)

@@ -649,6 +649,317 @@ static void test_bogus_frees(void)
     expect_abort(bogus_realloc, "spc_realloc(");
 }
 
+/* ---- suites "large pool": freed large objects kept in the arena ---- */
+
+#define PSZ (256u * 1024)            /* 32 pages: a bucket of the pool */
+
+/* What Stats says about large objects and the heap. */
+typedef struct pstats_s {
+    uint64_t large_allocs, large_frees;   /* the heap's counters */
+    uint64_t large_bytes, pool_bytes, hits, puts, free_bytes;
+} pstats_t;
+
+static bool pool_stats(pstats_t *ps)
+{
+    Spand__StatsRequest body = SPAND__STATS_REQUEST__INIT;
+    Spand__Request req = SPAND__REQUEST__INIT;
+    req.body_case = SPAND__REQUEST__BODY_STATS;
+    req.stats = &body;
+    Spand__Response *r = ct_call(daemon_->sock, &req);
+    if (r == NULL || r->body_case != SPAND__RESPONSE__BODY_STATS) {
+        if (r)
+            spand__response__free_unpacked(r, NULL);
+        return false;
+    }
+    memset(ps, 0, sizeof *ps);
+    ps->large_bytes = r->stats->large_bytes;
+    ps->pool_bytes = r->stats->large_pool_bytes;
+    ps->hits = r->stats->large_pool_hits;
+    ps->puts = r->stats->large_pool_puts;
+    ps->free_bytes = r->stats->free_bytes;
+    for (size_t i = 0; i < r->stats->n_counters; i++) {
+        const Spand__Counter *c = r->stats->counters[i];
+        if (!strcmp(c->name, "large_allocs"))
+            ps->large_allocs = c->value;
+        else if (!strcmp(c->name, "large_frees"))
+            ps->large_frees = c->value;
+    }
+    spand__response__free_unpacked(r, NULL);
+    return true;
+}
+
+static void verify_ok(void)
+{
+    char msg[256];
+    bool ok = ct_verify(daemon_->sock, msg, sizeof msg);
+    CU_ASSERT(ok);
+    if (!ok)
+        fprintf(stderr, "verify: %s\n", msg);
+}
+
+static int pool_suite_start(const char *const *args)
+{
+    daemon_ = dh_new();
+    if (daemon_ == NULL || dh_start(daemon_, args) != 0) {
+        fprintf(stderr, "cannot start spand\n");
+        if (daemon_)
+            dh_dump_log(daemon_);
+        return -1;
+    }
+    setenv("SPAND_SOCKET", daemon_->sock, 1);
+    return 0;
+}
+
+/* no scavenger: an idle bucket would be drained between two steps */
+static int pool_start(void)
+{
+    static const char *const args[] = { "-m", "256M", "--scavenge-interval", "0", NULL };
+    return pool_suite_start(args);
+}
+
+static int pool_1m_start(void)
+{
+    static const char *const args[] = { "-m", "256M", "--scavenge-interval", "0",
+                                        "--large-pool", "1M", NULL };
+    return pool_suite_start(args);
+}
+
+static int pool_off_start(void)
+{
+    static const char *const args[] = { "-m", "256M", "--large-pool", "0", NULL };
+    return pool_suite_start(args);
+}
+
+static int pool_idle_start(void)
+{
+    static const char *const args[] = { "-m", "256M", "--scavenge-interval", "1", NULL };
+    return pool_suite_start(args);
+}
+
+/* malloc, free, malloc: the same span, and no AllocLarge for the second */
+static void test_pool_reuse(void)
+{
+    pstats_t s0, s1, s2, s3;
+    CU_ASSERT_EQUAL_FATAL(spc_attach(NULL), 0);
+    char *p = spc_malloc(PSZ);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    fill(p, PSZ);
+    CU_ASSERT_FATAL(pool_stats(&s0));
+    spc_free(p);
+    CU_ASSERT_FATAL(pool_stats(&s1));
+    CU_ASSERT_EQUAL(s1.pool_bytes, s0.pool_bytes + PSZ);
+    CU_ASSERT_EQUAL(s1.large_bytes, s0.large_bytes - PSZ);
+    CU_ASSERT_EQUAL(s1.puts, s0.puts + 1);
+    CU_ASSERT_EQUAL(s1.large_frees, s0.large_frees);       /* no FreeLarge */
+    char *q = spc_malloc(PSZ - 100);                       /* same page count */
+    CU_ASSERT_PTR_EQUAL(q, p);
+    CU_ASSERT(check(q, PSZ - 100));                        /* the same pages */
+    CU_ASSERT_EQUAL(spc_usable_size(q), PSZ);
+    CU_ASSERT_FATAL(pool_stats(&s2));
+    CU_ASSERT_EQUAL(s2.large_allocs, s0.large_allocs);     /* no AllocLarge */
+    CU_ASSERT_EQUAL(s2.hits, s0.hits + 1);
+    CU_ASSERT_EQUAL(s2.pool_bytes, s0.pool_bytes);
+    CU_ASSERT_EQUAL(s2.large_bytes, s0.large_bytes);
+    verify_ok();
+    /* aligned_alloc up to a page takes it from the pool too; more does not */
+    spc_free(q);
+    void *r = spc_aligned_alloc(8192, PSZ);
+    CU_ASSERT_PTR_EQUAL(r, p);
+    spc_free(r);
+    void *big = spc_aligned_alloc(65536, PSZ);
+    CU_ASSERT_PTR_NOT_NULL(big);
+    CU_ASSERT_EQUAL((uintptr_t)big % 65536, 0);
+    CU_ASSERT_FATAL(pool_stats(&s3));
+    CU_ASSERT_EQUAL(s3.large_allocs, s0.large_allocs + 1);
+    CU_ASSERT_EQUAL(s3.pool_bytes, s0.pool_bytes + PSZ);   /* p waits in the pool */
+    spc_free(big);
+    spc_detach();                   /* no session: Verify walks the pool too */
+    verify_ok();
+}
+
+/* One process frees, another allocates: no round trip either way */
+static void test_pool_cross_process(void)
+{
+    pstats_t s0, s1, s2;
+    CU_ASSERT_EQUAL_FATAL(spc_attach(NULL), 0);
+    char *p = spc_malloc(PSZ);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    fill(p, PSZ);
+    CU_ASSERT_FATAL(pool_stats(&s0));
+    pid_t pid = fork();
+    CU_ASSERT_FATAL(pid >= 0);
+    if (pid == 0) {
+        int bad = !check(p, PSZ);
+        spc_free(p);
+        spc_detach();
+        _exit(bad);
+    }
+    int st = 0;
+    CU_ASSERT_EQUAL(dh_waitpid_timeout(pid, &st, 10000), 0);
+    CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    CU_ASSERT_FATAL(pool_stats(&s1));
+    CU_ASSERT_EQUAL(s1.puts, s0.puts + 1);
+    CU_ASSERT_EQUAL(s1.large_frees, s0.large_frees);
+    CU_ASSERT_EQUAL(s1.pool_bytes, s0.pool_bytes + PSZ);
+    void *q = spc_malloc(PSZ);
+    CU_ASSERT_PTR_EQUAL(q, p);
+    CU_ASSERT_FATAL(pool_stats(&s2));
+    CU_ASSERT_EQUAL(s2.large_allocs, s0.large_allocs);
+    CU_ASSERT_EQUAL(s2.hits, s0.hits + 1);
+    verify_ok();
+    spc_free(q);
+    spc_detach();
+    verify_ok();
+}
+
+static void *pooled_ptr;
+
+/* p was freed into the pool by the parent: this free is a double free */
+static void bogus_double_pooled(void)
+{
+    say_ptr(pooled_ptr);
+    spc_free(pooled_ptr);
+}
+
+static void bogus_double_pooled_local(void)
+{
+    void *p = spc_malloc(PSZ);
+    say_ptr(p);
+    spc_free(p);
+    spc_free(p);
+}
+
+static void test_pool_double_free(void)
+{
+    pstats_t s0, s1;
+    CU_ASSERT_EQUAL_FATAL(spc_attach(NULL), 0);
+    pooled_ptr = spc_malloc(PSZ);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(pooled_ptr);
+    spc_free(pooled_ptr);
+    CU_ASSERT_FATAL(pool_stats(&s0));
+    expect_abort(bogus_double_pooled, "double free of a large object");
+    expect_abort(bogus_double_pooled_local, "double free of a large object");
+    CU_ASSERT_FATAL(pool_stats(&s1));
+    CU_ASSERT_EQUAL(s1.puts, s0.puts + 1);         /* the child's first free only */
+    /* the pool holds pooled_ptr once */
+    void *a = spc_malloc(PSZ), *b = spc_malloc(PSZ);
+    CU_ASSERT(a == pooled_ptr || b == pooled_ptr);
+    CU_ASSERT(a != b);
+    spc_free(a);
+    spc_free(b);
+    spc_detach();
+    verify_ok();
+}
+
+/* Scavenge (spanctl release) gives the pool back to the heap */
+static void test_pool_scavenge(void)
+{
+    pstats_t s0, s1, s2;
+    enum { N = 6 };
+    void *p[N];
+    CU_ASSERT_EQUAL_FATAL(spc_attach(NULL), 0);
+    CU_ASSERT(ct_scavenge(daemon_->sock));
+    for (int i = 0; i < N; i++)
+        CU_ASSERT_PTR_NOT_NULL_FATAL(p[i] = spc_malloc(PSZ + (size_t)i * 8192));
+    CU_ASSERT_FATAL(pool_stats(&s0));
+    CU_ASSERT_EQUAL(s0.pool_bytes, 0);
+    for (int i = 0; i < N; i++)
+        spc_free(p[i]);
+    CU_ASSERT_FATAL(pool_stats(&s1));
+    uint64_t bytes = 0;
+    for (int i = 0; i < N; i++)
+        bytes += PSZ + (uint64_t)i * 8192;
+    CU_ASSERT_EQUAL(s1.pool_bytes, bytes);
+    CU_ASSERT_EQUAL(s1.free_bytes, s0.free_bytes);
+    CU_ASSERT(ct_scavenge(daemon_->sock));
+    CU_ASSERT_FATAL(pool_stats(&s2));
+    CU_ASSERT_EQUAL(s2.pool_bytes, 0);
+    CU_ASSERT_EQUAL(s2.free_bytes, s0.free_bytes + bytes);
+    CU_ASSERT_EQUAL(s2.large_frees, s1.large_frees + N);
+    CU_ASSERT_EQUAL(s2.large_bytes, s0.large_bytes - bytes);
+    verify_ok();
+    spc_detach();
+    verify_ok();
+    assert_nothing_live();
+}
+
+/* --large-pool 1M: four 256 KiB objects fill it, the fifth goes to the heap */
+static void test_pool_cap(void)
+{
+    pstats_t s0, s1;
+    enum { N = 5 };
+    void *p[N];
+    CU_ASSERT_EQUAL_FATAL(spc_attach(NULL), 0);
+    for (int i = 0; i < N; i++)
+        CU_ASSERT_PTR_NOT_NULL_FATAL(p[i] = spc_malloc(PSZ));
+    CU_ASSERT_FATAL(pool_stats(&s0));
+    for (int i = 0; i < N; i++)
+        spc_free(p[i]);
+    spc_detach();                   /* reads the answer of the FreeLarge */
+    CU_ASSERT_FATAL(pool_stats(&s1));
+    CU_ASSERT_EQUAL(s1.pool_bytes, 4 * PSZ);
+    CU_ASSERT_EQUAL(s1.puts, s0.puts + 4);
+    CU_ASSERT_EQUAL(s1.large_frees, s0.large_frees + 1);
+    CU_ASSERT_EQUAL(s1.large_bytes, s0.large_bytes - N * PSZ);
+    verify_ok();
+    /* 2 MiB objects (256 pages) never go to the pool */
+    void *big = spc_malloc(2u << 20);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(big);
+    spc_free(big);
+    spc_detach();
+    CU_ASSERT_FATAL(pool_stats(&s0));
+    CU_ASSERT_EQUAL(s0.pool_bytes, 4 * PSZ);
+    CU_ASSERT_EQUAL(s0.large_frees, s1.large_frees + 1);
+    verify_ok();
+    assert_nothing_live();
+}
+
+/* --large-pool 0: every large object is a round trip, as before */
+static void test_pool_off(void)
+{
+    pstats_t s0, s1;
+    CU_ASSERT_EQUAL_FATAL(spc_attach(NULL), 0);
+    CU_ASSERT_FATAL(pool_stats(&s0));
+    void *p = spc_malloc(PSZ);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    spc_free(p);
+    void *q = spc_malloc(PSZ);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(q);
+    spc_free(q);
+    spc_detach();
+    CU_ASSERT_FATAL(pool_stats(&s1));
+    CU_ASSERT_EQUAL(s1.large_allocs, s0.large_allocs + 2);
+    CU_ASSERT_EQUAL(s1.large_frees, s0.large_frees + 2);
+    CU_ASSERT_EQUAL(s1.puts, 0);
+    CU_ASSERT_EQUAL(s1.hits, 0);
+    CU_ASSERT_EQUAL(s1.pool_bytes, 0);
+    expect_abort(bogus_double_pooled_local, "double free");
+    spc_detach();
+    verify_ok();
+    assert_nothing_live();
+}
+
+/* The scavenger drains a bucket nobody pops from */
+static void test_pool_idle_drain(void)
+{
+    pstats_t s0;
+    CU_ASSERT_EQUAL_FATAL(spc_attach(NULL), 0);
+    void *p = spc_malloc(PSZ);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    spc_free(p);
+    spc_detach();
+    bool drained = false;
+    for (int i = 0; i < 40 && !drained; i++) {     /* ticks every 0.5 s */
+        usleep(100000);
+        CU_ASSERT_FATAL(pool_stats(&s0));
+        drained = s0.pool_bytes == 0;
+    }
+    CU_ASSERT(drained);
+    CU_ASSERT_EQUAL(s0.large_bytes, 0);
+    verify_ok();
+    assert_nothing_live();
+}
+
 /* ---- suite "threads" ---- */
 
 enum { NTHREADS = 4, PER_THREAD = 6000, ROUNDS = 4 };
@@ -1132,8 +1443,32 @@ int main(void)
         { "the daemon dies under an attached process", test_daemon_killed },
         CU_TEST_INFO_NULL,
     };
+    CU_TestInfo pool[] = {
+        { "malloc, free, malloc: the same span, no AllocLarge", test_pool_reuse },
+        { "freed by another process, reused without a round trip",
+          test_pool_cross_process },
+        { "a double free of a pooled object aborts", test_pool_double_free },
+        { "Scavenge empties the pool", test_pool_scavenge },
+        CU_TEST_INFO_NULL,
+    };
+    CU_TestInfo pool_1m[] = {
+        { "over the cap, back to the heap", test_pool_cap },
+        CU_TEST_INFO_NULL,
+    };
+    CU_TestInfo pool_off[] = {
+        { "--large-pool 0 turns it off", test_pool_off },
+        CU_TEST_INFO_NULL,
+    };
+    CU_TestInfo pool_idle[] = {
+        { "the scavenger drains an idle bucket", test_pool_idle_drain },
+        CU_TEST_INFO_NULL,
+    };
     CU_SuiteInfo suites[] = {
         { "client api", suite_start, suite_stop, NULL, NULL, api },
+        { "large pool", pool_start, suite_stop, NULL, NULL, pool },
+        { "large pool, 1 MiB", pool_1m_start, suite_stop, NULL, NULL, pool_1m },
+        { "large pool off", pool_off_start, suite_stop, NULL, NULL, pool_off },
+        { "large pool, idle", pool_idle_start, suite_stop, NULL, NULL, pool_idle },
         { "client threads", suite_start, suite_stop, NULL, NULL, threads },
         { "client processes", suite_start, suite_stop, NULL, NULL, procs },
         { "client, daemon killed", suite_start, suite_stop, NULL, NULL, killed },

@@ -164,6 +164,7 @@ int main(void)
         { "heap", NULL, NULL, fx_setup, fx_teardown, heap_tests },
         { "span", NULL, NULL, fx_setup, fx_teardown, span_tests },
         { "central", NULL, NULL, fx_setup, fx_teardown, central_tests },
+        { "lpool", NULL, NULL, fx_setup, fx_teardown, lpool_tests },
         { "verify", NULL, NULL, fx_setup, fx_teardown, verify_tests },
         CU_SUITE_INFO_NULL,
     };

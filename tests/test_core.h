@@ -90,6 +90,7 @@ extern CU_TestInfo sizeclass_tests[];
 extern CU_TestInfo heap_tests[];
 extern CU_TestInfo span_tests[];
 extern CU_TestInfo central_tests[];
+extern CU_TestInfo lpool_tests[];
 extern CU_TestInfo verify_tests[];
 
 #endif /* TEST_CORE_H */

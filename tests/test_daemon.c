@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "shm/arena.h"
+#include "shm/lpool.h"
 #include "shm/span.h"
 #include "tests/cutest.h"
 #include "tests/daemon_helper.h"
@@ -546,6 +547,58 @@ static void test_large(void)
     CU_ASSERT(r && r->stats && r->stats->large_bytes == 0);
     done(r);
     ctl_close(&c);
+    finish(d);
+}
+
+/* The large pool from the daemon's side: this process maps the arena and
+ * pools a large object as a client would (shm/lpool.h); FreeLarge of it is
+ * refused and the daemon goes on; Stats counts it apart; Scavenge drains
+ * it; a bad --large-pool is refused. */
+static void test_large_pool(void)
+{
+    const char *args[] = { "-m", "64M", "--scavenge-interval", "0", NULL };
+    dh_daemon_t *d = start(args);
+    shm_arena_t a;
+    char err[SHM_ERRLEN];
+    CU_ASSERT_EQUAL_FATAL(shm_arena_open(&a, d->shm, err), 0);
+    CU_ASSERT_EQUAL(a.hdr->lpool.cap_pages, (64u << 20) >> SHM_PAGE_SHIFT);
+    ctl_client_t c;
+    open_client(d, &c);
+    say_hello(&c, "pool");
+    Spand__Response *r = alloc_large(&c, 256 << 10, 0);
+    CU_ASSERT_EQUAL(err_of(r), 0);
+    uint64_t off = r && r->alloc_large ? r->alloc_large->offset : 0;
+    done(r);
+    CU_ASSERT_FATAL(off != 0);
+    shm_span_t *s = shm_span_of(a.base, a.base + off);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    CU_ASSERT_EQUAL(shm_lpool_free(a.base, s), SHM_LFREE_POOLED);
+    r = free_large(&c, off);                             /* pooled: freed already */
+    CU_ASSERT_EQUAL(err_of(r), EINVAL);
+    CU_ASSERT(r && r->message && strstr(r->message, "large pool"));
+    done(r);
+    r = stats(&c, false);
+    CU_ASSERT(r && r->stats && r->stats->large_bytes == 0);
+    CU_ASSERT(r && r->stats && r->stats->large_pool_bytes == 256 << 10);
+    CU_ASSERT(r && r->stats && r->stats->large_pool_puts == 1);
+    CU_ASSERT(r && r->stats && counter(r->stats, "large_frees") == 0);
+    done(r);
+    ctl_close(&c);                                       /* no session: verify walks the pool */
+    check_healthy(d);
+    open_client(d, &c);
+    r = scavenge(&c);
+    CU_ASSERT_EQUAL(err_of(r), 0);
+    done(r);
+    r = stats(&c, false);
+    CU_ASSERT(r && r->stats && r->stats->large_pool_bytes == 0);
+    CU_ASSERT(r && r->stats && counter(r->stats, "large_frees") == 1);
+    done(r);
+    CU_ASSERT_EQUAL(shm_load_relaxed(&a.hdr->lpool.xpages), 0);
+    ctl_close(&c);
+    shm_arena_close(&a);
+    const char *bad[] = { "--large-pool", "lots", NULL };
+    CU_ASSERT_EQUAL(dh_run_expect_exit(d, bad, err, sizeof err), 2);
+    CU_ASSERT(strstr(err, "bad size") != NULL);
     finish(d);
 }
 
@@ -1162,11 +1215,15 @@ static void test_spanctl(void)
 #define WANT_KEY(name, help) CU_ASSERT(strstr(out, "\"" #name "\": ") != NULL);
     SHM_STAT_FIELDS(WANT_KEY)
 #undef WANT_KEY
+    CU_ASSERT(strstr(out, "\"large_pool_bytes\": 0") != NULL);
+    CU_ASSERT(strstr(out, "\"large_pool_hits\": 0") != NULL);
+    CU_ASSERT(strstr(out, "\"large_pool_puts\": 0") != NULL);
 
     const char *text_argv[] = { ctl, "-s", d->sock, "stats", NULL };
     CU_ASSERT_EQUAL(run_capture(text_argv, out, sizeof out), 0);
     CU_ASSERT(strstr(out, "arena_size: 67108864\n") != NULL);
     CU_ASSERT(strstr(out, "\nrefills: 0\n") != NULL);
+    CU_ASSERT(strstr(out, "\nlarge_pool_bytes: 0\n") != NULL);
 
     const char *classes_argv[] = { ctl, "-s", d->sock, "--json", "classes", NULL };
     CU_ASSERT_EQUAL(run_capture(classes_argv, out, sizeof out), 0);
@@ -1438,6 +1495,7 @@ static CU_TestInfo daemon_tests[] = {
     { "release of spans not held is refused", test_release_refused },
     { "bad class, no session", test_bad_class_and_no_session },
     { "large objects, double free", test_large },
+    { "the large pool: FreeLarge refused, Stats, Scavenge", test_large_pool },
     { "full arena: ENOMEM and partial refills", test_arena_full },
     { "bad frames", test_bad_frames },
     { "pipelined frames", test_pipelined },

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "daemon/list.h"
+#include "shm/lpool.h"
 #include "tests/test_core.h"
 
 /* A heap with a bit of everything. */
@@ -392,7 +393,89 @@ static void test_small_shape(void)
     expect_broken(a, "class 3", "objects");
 }
 
+/* ---- the large pool: an arena with no session, three pooled spans ---- */
+
+typedef struct pool_s {
+    shm_arena_t *a;
+    shm_spanid_t x, y, z;        /* x and y pooled in the 6-page bucket, z in 9 */
+} pool_t;
+
+static bool build_pool(pool_t *p)
+{
+    shm_arena_t *a = p->a = fx_new(64ULL << 20);
+    if (a == NULL)
+        return false;
+    a->hdr->lpool.cap_pages = 1024;
+    p->x = lg(a, 6);
+    p->y = lg(a, 6);
+    p->z = lg(a, 9);
+    lg(a, 9);                    /* allocated, tag 0 */
+    CU_ASSERT_EQUAL(shm_lpool_free(a->base, fx_span(a, p->x)), SHM_LFREE_POOLED);
+    CU_ASSERT_EQUAL(shm_lpool_free(a->base, fx_span(a, p->y)), SHM_LFREE_POOLED);
+    CU_ASSERT_EQUAL(shm_lpool_free(a->base, fx_span(a, p->z)), SHM_LFREE_POOLED);
+    char msg[256];
+    int rc = spd_heap_verify(a, msg, sizeof msg);
+    if (rc != 0)
+        fprintf(stderr, "\n    build_pool: %s\n", msg);
+    CU_ASSERT_EQUAL(rc, 0);
+    return rc == 0;
+}
+
+#define POOL(p)                                                                \
+    pool_t p;                                                                  \
+    CU_ASSERT_FATAL(build_pool(&p));                                           \
+    shm_arena_t *a = p.a
+
+static void test_large_tag(void)
+{
+    WORLD(w);
+    shm_store_relaxed(&fx_span(a, w.Lg)->xowner, 1234);
+    expect_broken(a, "large span", "tag");
+}
+
+static void test_pool_xpages(void)
+{
+    POOL(p);
+    shm_fetch_add_relaxed(&a->hdr->lpool.xpages, 1);
+    expect_broken(a, "large pool", "xpages");
+}
+
+static void test_pool_cycle(void)
+{
+    POOL(p);
+    shm_store_relaxed(&fx_span(a, p.x)->xremote, p.y);      /* y -> x -> y */
+    expect_broken(a, "large pool", "twice");
+}
+
+static void test_pool_wrong_size(void)
+{
+    POOL(p);
+    shm_store_relaxed(&fx_span(a, p.x)->xremote, p.z);      /* a 9-page span among 6 */
+    expect_broken(a, "large pool", "of 9 pages");
+}
+
+static void test_pool_untagged(void)
+{
+    POOL(p);
+    shm_store_relaxed(&fx_span(a, p.y)->xowner, 0);
+    expect_broken(a, "large pool", "not a POOLED large span");
+}
+
+static void test_pool_lost(void)
+{
+    POOL(p);
+    shm_store_relaxed(&fx_span(a, p.y)->xremote, 0);        /* x falls off */
+    shm_fetch_sub_relaxed(&a->hdr->lpool.xpages, 6);
+    expect_broken(a, "large pool", "tagged POOLED");
+}
+
 CU_TestInfo verify_tests[] = {
+    { "a large span with a bad tag", test_large_tag },
+    { "large pool: xpages off", test_pool_xpages },
+    { "large pool: a cycle", test_pool_cycle },
+    { "large pool: a span of the wrong size", test_pool_wrong_size },
+    { "large pool: an allocated span in a bucket", test_pool_untagged },
+    { "large pool: a pooled span on no bucket", test_pool_lost },
     { "span map: an in-use page maps to 0", test_spanmap_inuse },
     { "span map: a span's first page maps to 0", test_spanmap_first_page },
     { "span map: a free span's interior maps", test_spanmap_free_interior },

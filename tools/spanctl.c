@@ -98,7 +98,8 @@ static void json_string(const char *s)
 #define STATS_SCALARS(X)                                                        \
     X(daemon_pid) X(uptime_seconds) X(clients) X(spans)                         \
     X(arena_size) X(heap_bytes) X(free_bytes) X(unbacked_bytes)                 \
-    X(resident_bytes) X(small_bytes) X(large_bytes) X(live_objects) X(live_bytes)
+    X(resident_bytes) X(small_bytes) X(large_bytes) X(live_objects)             \
+    X(live_bytes) X(large_pool_bytes) X(large_pool_hits) X(large_pool_puts)
 
 static void print_stats(const Spand__StatsReply *r)
 {

@@ -1,0 +1,321 @@
+/* See shm/layout.h for the overview; shm/lpool.h for the large pool.
+ *
+ * The large pool (shm/lpool.c, daemon/lpool.c) without a daemon: pops in
+ * LIFO order, the head's generation defeating ABA, double frees caught by
+ * the tag's CAS, the cap, draining back to the heap, and processes pushing
+ * and popping at once (fork) with every span seen exactly once at the end.
+ */
+#include "config.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "daemon/lpool.h"
+#include "shm/lpool.h"
+#include "tests/test_core.h"
+
+/* An arena whose pool may hold `cap` pages. */
+static shm_arena_t *pool_arena(uint64_t cap)
+{
+    shm_arena_t *a = fx_new(64ULL << 20);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+    a->hdr->lpool.cap_pages = cap;
+    return a;
+}
+
+static shm_spanid_t large(shm_arena_t *a, uint32_t npages)
+{
+    int err;
+    shm_spanid_t id = spd_heap_alloc_large(a, (uint64_t)npages << SHM_PAGE_SHIFT, 0, &err);
+    CU_ASSERT_FATAL(id != 0);
+    return id;
+}
+
+static uint64_t xpages(shm_arena_t *a)
+{
+    return shm_load_relaxed(&a->hdr->lpool.xpages);
+}
+
+static uint32_t tag(shm_arena_t *a, shm_spanid_t id)
+{
+    return shm_load_relaxed(&fx_span(a, id)->xowner);
+}
+
+static shm_spanid_t pop_id(shm_arena_t *a, uint32_t npages)
+{
+    shm_spanid_t bad = 1;
+    shm_span_t *s = shm_lpool_pop(a->base, npages, &bad);
+    CU_ASSERT_EQUAL(bad, 0);
+    return s ? shm_span_id(a->base, s) : 0;
+}
+
+static void test_lifo(void)
+{
+    shm_arena_t *a = pool_arena(1024);
+    shm_spanid_t x = large(a, 32), y = large(a, 32), z = large(a, 32), w = large(a, 7);
+    CU_ASSERT_EQUAL(shm_lpool_free(a->base, fx_span(a, x)), SHM_LFREE_POOLED);
+    CU_ASSERT_EQUAL(shm_lpool_free(a->base, fx_span(a, y)), SHM_LFREE_POOLED);
+    CU_ASSERT_EQUAL(shm_lpool_free(a->base, fx_span(a, z)), SHM_LFREE_POOLED);
+    CU_ASSERT_EQUAL(shm_lpool_free(a->base, fx_span(a, w)), SHM_LFREE_POOLED);
+    CU_ASSERT_EQUAL(tag(a, x), SHM_LARGE_POOLED);
+    CU_ASSERT_EQUAL(xpages(a), 3 * 32 + 7);
+    VERIFY_OK(a);
+    CU_ASSERT_EQUAL(pop_id(a, 31), 0);             /* no bucket of 31: a miss */
+    CU_ASSERT_EQUAL(pop_id(a, 32), z);
+    CU_ASSERT_EQUAL(tag(a, z), 0);                 /* allocated again */
+    CU_ASSERT_EQUAL(xpages(a), 2 * 32 + 7);
+    VERIFY_OK(a);
+    CU_ASSERT_EQUAL(pop_id(a, 32), y);
+    CU_ASSERT_EQUAL(pop_id(a, 32), x);
+    CU_ASSERT_EQUAL(pop_id(a, 32), 0);
+    CU_ASSERT_EQUAL(pop_id(a, 7), w);
+    CU_ASSERT_EQUAL(xpages(a), 0);
+    const shm_lpool_bucket_t *b = &a->hdr->lpool.bucket[32 - SHM_LPOOL_MIN_PAGES];
+    CU_ASSERT_EQUAL(shm_load_relaxed(&b->xpushes), 3);
+    CU_ASSERT_EQUAL(shm_load_relaxed(&b->xpops), 3);
+    VERIFY_OK(a);
+    /* popped spans are plain large objects: FreeLarge takes them */
+    CU_ASSERT_EQUAL(spd_heap_free_large(a, (uint64_t)fx_span(a, x)->start << SHM_PAGE_SHIFT), 0);
+    VERIFY_OK(a);
+}
+
+/* A popper loads head (gen, y), reads y's link x, and stalls.  Others pop
+ * y and x and push y back: the head's id is y again, but its generation
+ * moved, so the stalled CAS, which would put the popped x back at the
+ * head, fails. */
+static void test_aba(void)
+{
+    shm_arena_t *a = pool_arena(1024);
+    shm_spanid_t x = large(a, 10), y = large(a, 10);
+    shm_lpool_bucket_t *b = &a->hdr->lpool.bucket[10 - SHM_LPOOL_MIN_PAGES];
+    shm_lpool_free(a->base, fx_span(a, x));
+    shm_lpool_free(a->base, fx_span(a, y));
+    uint64_t seen = shm_load_acquire(&b->xhead);
+    CU_ASSERT_EQUAL(SHM_LPOOL_ID(seen), y);
+    shm_spanid_t next = (shm_spanid_t)shm_load_relaxed(&fx_span(a, y)->xremote);
+    CU_ASSERT_EQUAL(next, x);
+    CU_ASSERT_EQUAL(pop_id(a, 10), y);
+    CU_ASSERT_EQUAL(pop_id(a, 10), x);
+    CU_ASSERT_EQUAL(shm_lpool_free(a->base, fx_span(a, y)), SHM_LFREE_POOLED);
+    uint64_t now = shm_load_relaxed(&b->xhead);
+    CU_ASSERT_EQUAL(SHM_LPOOL_ID(now), y);          /* the same id ... */
+    CU_ASSERT_NOT_EQUAL(now, seen);                 /* ... a new generation */
+    uint64_t expected = seen;
+    CU_ASSERT_FALSE(shm_cas_strong_acq_rel(&b->xhead, &expected, SHM_LPOOL_NEXT(seen, next)));
+    CU_ASSERT_EQUAL(pop_id(a, 10), y);
+    CU_ASSERT_EQUAL(pop_id(a, 10), 0);              /* x is not in the pool */
+    CU_ASSERT_EQUAL(tag(a, x), 0);
+    VERIFY_OK(a);
+}
+
+static void test_double_free(void)
+{
+    shm_arena_t *a = pool_arena(1024);
+    shm_spanid_t x = large(a, 16), big = large(a, 200);
+    CU_ASSERT_EQUAL(shm_lpool_free(a->base, fx_span(a, x)), SHM_LFREE_POOLED);
+    CU_ASSERT_EQUAL(shm_lpool_free(a->base, fx_span(a, x)), SHM_LFREE_TWICE);
+    CU_ASSERT_EQUAL(xpages(a), 16);                /* the reservation undone */
+    CU_ASSERT_EQUAL(shm_load_relaxed(&a->hdr->lpool.bucket[16 - SHM_LPOOL_MIN_PAGES].xpushes),
+                    1);
+    VERIFY_OK(a);
+    /* the daemon refuses a pooled span too */
+    CU_ASSERT_EQUAL(spd_heap_free_large(a, (uint64_t)fx_span(a, x)->start << SHM_PAGE_SHIFT),
+                    -EALREADY);
+    CU_ASSERT_EQUAL(pop_id(a, 16), x);
+    CU_ASSERT_EQUAL(pop_id(a, 16), 0);             /* in the pool once only */
+    /* a size the pool does not take: tagged RETURNING, then twice is caught */
+    CU_ASSERT_EQUAL(shm_lpool_free(a->base, fx_span(a, big)), SHM_LFREE_RETURN);
+    CU_ASSERT_EQUAL(tag(a, big), SHM_LARGE_RETURNING);
+    CU_ASSERT_EQUAL(shm_lpool_free(a->base, fx_span(a, big)), SHM_LFREE_TWICE);
+    CU_ASSERT_EQUAL(xpages(a), 0);
+    VERIFY_OK(a);
+    CU_ASSERT_EQUAL(spd_heap_free_large(a, (uint64_t)fx_span(a, big)->start << SHM_PAGE_SHIFT),
+                    0);
+    VERIFY_OK(a);
+}
+
+static void test_cap(void)
+{
+    shm_arena_t *a = pool_arena(70);
+    shm_spanid_t x = large(a, 32), y = large(a, 32), z = large(a, 32), w = large(a, 6);
+    shm_spanid_t tiny = large(a, 4), top = large(a, 129);
+    CU_ASSERT_EQUAL(shm_lpool_free(a->base, fx_span(a, x)), SHM_LFREE_POOLED);
+    CU_ASSERT_EQUAL(shm_lpool_free(a->base, fx_span(a, y)), SHM_LFREE_POOLED);
+    CU_ASSERT_EQUAL(shm_lpool_free(a->base, fx_span(a, z)), SHM_LFREE_RETURN);  /* 96 > 70 */
+    CU_ASSERT_EQUAL(shm_lpool_free(a->base, fx_span(a, w)), SHM_LFREE_POOLED);  /* 70 */
+    CU_ASSERT_EQUAL(shm_lpool_free(a->base, fx_span(a, tiny)), SHM_LFREE_RETURN);
+    CU_ASSERT_EQUAL(shm_lpool_free(a->base, fx_span(a, top)), SHM_LFREE_RETURN);
+    CU_ASSERT_EQUAL(xpages(a), 70);
+    CU_ASSERT_EQUAL(tag(a, z), SHM_LARGE_RETURNING);
+    VERIFY_OK(a);
+    CU_ASSERT_EQUAL(spd_heap_free_large(a, (uint64_t)fx_span(a, z)->start << SHM_PAGE_SHIFT), 0);
+    CU_ASSERT_EQUAL(pop_id(a, 6), w);
+    CU_ASSERT_EQUAL(xpages(a), 64);
+    VERIFY_OK(a);
+    /* cap 0: no pool at all */
+    a->hdr->lpool.cap_pages = 0;
+    CU_ASSERT_EQUAL(shm_lpool_free(a->base, fx_span(a, w)), SHM_LFREE_RETURN);
+    CU_ASSERT_EQUAL(pop_id(a, 32), 0);
+}
+
+static void test_drain(void)
+{
+    shm_arena_t *a = pool_arena(1024);
+    shm_spanid_t ids[8];
+    uint32_t pages = 0;
+    for (unsigned i = 0; i < 8; i++) {
+        ids[i] = large(a, 5 + i % 3);
+        pages += fx_span(a, ids[i])->npages;
+    }
+    uint64_t free0 = a->hdr->heap.free_pages, frees0 = a->hdr->stats.large_frees;
+    for (unsigned i = 0; i < 8; i++)
+        CU_ASSERT_EQUAL(shm_lpool_free(a->base, fx_span(a, ids[i])), SHM_LFREE_POOLED);
+    CU_ASSERT_EQUAL(a->hdr->heap.free_pages, free0);           /* pooled: not free */
+    uint32_t bad = 0;
+    CU_ASSERT_EQUAL(spd_lpool_drain(a, 6 - SHM_LPOOL_MIN_PAGES, &bad), 3);  /* 1, 4, 7 */
+    CU_ASSERT_EQUAL(xpages(a), pages - 3 * 6);
+    VERIFY_OK(a);
+    CU_ASSERT_EQUAL(spd_lpool_drain_all(a, &bad), 5);
+    CU_ASSERT_EQUAL(bad, 0);
+    CU_ASSERT_EQUAL(xpages(a), 0);
+    CU_ASSERT_EQUAL(a->hdr->heap.free_pages, free0 + pages);
+    CU_ASSERT_EQUAL(a->hdr->stats.large_frees, frees0 + 8);
+    CU_ASSERT_EQUAL(pop_id(a, 5), 0);
+    VERIFY_OK(a);
+    /* a broken link stops the walk, counted, without touching the heap */
+    shm_spanid_t x = large(a, 9), y = large(a, 9);
+    shm_lpool_free(a->base, fx_span(a, x));
+    shm_lpool_free(a->base, fx_span(a, y));
+    shm_store_relaxed(&fx_span(a, y)->xremote, 999999);
+    CU_ASSERT_EQUAL(spd_lpool_drain(a, 9 - SHM_LPOOL_MIN_PAGES, &bad), 1);
+    CU_ASSERT_EQUAL(bad, 1);
+}
+
+/* ---- processes at once ---- */
+
+#define ST_SPANS   96u
+#define ST_PROCS   4u
+#define ST_ROUNDS  20000u
+
+/* One child: pop from random buckets of 5..8 pages, claim the span's
+ * first word (0 -> our pid: nobody else may have it), keep up to 8 at a
+ * time, free them back.  Exit 0, or a code that says what went wrong. */
+static void stress_child(shm_arena_t *a, unsigned seed)
+{
+    fx_seed(seed);
+    shm_span_t *held[8];
+    unsigned n = 0;
+    uint32_t me = (uint32_t)getpid();
+    for (unsigned r = 0; r < ST_ROUNDS; r++) {
+        if (n < 8 && (fx_rand() & 1)) {
+            shm_spanid_t bad;
+            shm_span_t *s = shm_lpool_pop(a->base, 5 + fx_rand() % 4, &bad);
+            if (bad != 0)
+                _exit(3);
+            if (s == NULL)
+                continue;
+            _Atomic uint32_t *mark = (_Atomic uint32_t *)shm_span_addr(a->base, s);
+            uint32_t zero = 0;
+            if (!atomic_compare_exchange_strong(mark, &zero, me))
+                _exit(4);                      /* handed out twice */
+            held[n++] = s;
+        } else if (n > 0) {
+            shm_span_t *s = held[--n];
+            atomic_store((_Atomic uint32_t *)shm_span_addr(a->base, s), 0);
+            if (shm_lpool_free(a->base, s) != SHM_LFREE_POOLED)
+                _exit(5);
+        }
+    }
+    while (n > 0) {
+        shm_span_t *s = held[--n];
+        atomic_store((_Atomic uint32_t *)shm_span_addr(a->base, s), 0);
+        if (shm_lpool_free(a->base, s) != SHM_LFREE_POOLED)
+            _exit(5);
+    }
+    _exit(0);
+}
+
+/* Reap child `pid` within 60 s, else kill it.  0, or -1 if killed. */
+static int reap(pid_t pid, int *status)
+{
+    for (unsigned ms = 0; ms < 60000; ms += 10) {
+        if (waitpid(pid, status, WNOHANG) == pid)
+            return 0;
+        usleep(10000);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, status, 0);
+    return -1;
+}
+
+static void test_processes(void)
+{
+    shm_arena_t *a = pool_arena(4096);
+    shm_spanid_t ids[ST_SPANS];
+    uint64_t pages = 0;
+    for (unsigned i = 0; i < ST_SPANS; i++) {
+        ids[i] = large(a, 5 + i % 4);
+        memset(fx_addr(a, ids[i]), 0, 8);
+        pages += fx_span(a, ids[i])->npages;
+    }
+    for (unsigned i = 0; i < ST_SPANS; i++)
+        CU_ASSERT_EQUAL(shm_lpool_free(a->base, fx_span(a, ids[i])), SHM_LFREE_POOLED);
+    pid_t kids[ST_PROCS];
+    fflush(NULL);
+    for (unsigned k = 0; k < ST_PROCS; k++) {
+        kids[k] = fork();
+        CU_ASSERT_FATAL(kids[k] >= 0);
+        if (kids[k] == 0)
+            stress_child(a, 1000 + k);
+    }
+    for (unsigned k = 0; k < ST_PROCS; k++) {
+        int status = -1;
+        if (reap(kids[k], &status) != 0)
+            CU_FAIL("a stress child did not finish in time");
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+            fprintf(stderr, "\n    stress child %u: status %#x\n", k, status);
+        CU_ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+    /* every span back in the pool exactly once (the verifier checks the
+     * chains: no cycle, no span twice, the pages add up to xpages) */
+    CU_ASSERT_EQUAL(xpages(a), pages);
+    VERIFY_OK(a);
+    uint8_t *seen = calloc(a->hdr->spanalloc.hwm, 1);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(seen);
+    unsigned total = 0;
+    for (uint32_t np = 5; np <= 8; np++) {
+        shm_spanid_t id;
+        while ((id = pop_id(a, np)) != 0) {
+            CU_ASSERT_EQUAL(fx_span(a, id)->npages, np);
+            CU_ASSERT_EQUAL(seen[id], 0);
+            seen[id] = 1;
+            total++;
+        }
+    }
+    for (unsigned i = 0; i < ST_SPANS; i++)
+        CU_ASSERT_EQUAL(seen[ids[i]], 1);
+    CU_ASSERT_EQUAL(total, ST_SPANS);
+    CU_ASSERT_EQUAL(xpages(a), 0);
+    uint64_t pushes = 0, pops = 0;
+    for (unsigned b = 0; b < SHM_LPOOL_NBUCKETS; b++) {
+        pushes += a->hdr->lpool.bucket[b].xpushes;
+        pops += a->hdr->lpool.bucket[b].xpops;
+    }
+    CU_ASSERT_EQUAL(pushes, pops);
+    CU_ASSERT(pops > ST_SPANS * 10);               /* they did race */
+    free(seen);
+    VERIFY_OK(a);
+}
+
+CU_TestInfo lpool_tests[] = {
+    { "pops in LIFO order, per page count", test_lifo },
+    { "the head's generation defeats ABA", test_aba },
+    { "a double free fails the tag's CAS", test_double_free },
+    { "the cap and the sizes the pool takes", test_cap },
+    { "draining buckets back to the heap", test_drain },
+    { "processes pushing and popping at once", test_processes },
+    CU_TEST_INFO_NULL,
+};
