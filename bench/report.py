@@ -142,7 +142,8 @@ def memory_table(st, out):
     out.append("### 7. Memory: footprint / live bytes after 1,000,000 objects\n")
     out.append("Footprint: growth of the process's RSS (process-local allocators); the "
                "growth of the arena's resident bytes (st_blocks of the shared-memory "
-               "object) plus the process's anonymous RSS (spand); the segment's resident "
+               "object, a fresh daemon's for each measurement, so the metadata the objects "
+               "need is counted) plus the process's anonymous RSS (spand); the segment's resident "
                "bytes (Boost). Live bytes: 1,000,000 x the requested size.\n")
     out.append("| allocator | 24 B: footprint / live | 24 B: MB | 8 B: footprint / live | 8 B: MB |")
     out.append("|---|---|---|---|---|")

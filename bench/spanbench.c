@@ -245,6 +245,13 @@ int main(int argc, char **argv)
         }
         for (int r = 0; r < bench_opts.reps; r++)
             for (int i = 0; i < ns; i++) {
+                /* memory from a cold arena: a daemon that earlier workloads
+                 * grew has the metadata of its pages backed already */
+                if (bench_opts.spand && w == W_MEMORY) {
+                    bench_daemon_stop();
+                    if (bench_daemon_start() != 0)
+                        return 1;
+                }
                 job_t j = {w, sizes[i]};
                 int rc = bench_in_child(run_job, &j);
                 if (rc != 0) {

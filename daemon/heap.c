@@ -344,9 +344,14 @@ static shm_spanid_t free_at(shm_arena_t *a, uint32_t page)
 
 /* Make room for a free run of `need` pages at the end of the heap: extend
  * end_page by at least SHM_GROW_MIN_PAGES (less only at the end of the
- * reservation), backing the new data pages and the span-map and bitmap
- * slots that describe them, and merge with a free span ending at the old
- * end.  0, or -ENOMEM with the heap unchanged. */
+ * reservation), backing the span-map and bitmap slots that describe the new
+ * pages and the data pages the take that asked for them will use (the
+ * first need - have, after a free span ending at the old end, which the
+ * new pages merge with).  The rest of the step stays unbacked (the run is
+ * SHM_SPAN_UNBACKED_SOME) until a later take backs exactly what it cuts:
+ * backing the whole step at once left up to a step of backed pages that
+ * nobody had asked for (4 % of 24 MB of 24-byte objects from a cold arena).
+ * 0, or -ENOMEM with the heap unchanged. */
 static int heap_grow(shm_arena_t *a, uint64_t need)
 {
     shm_header_t *hdr = a->hdr;
@@ -365,13 +370,15 @@ static int heap_grow(shm_arena_t *a, uint64_t need)
     if (rc != 0)
         return rc;
     uint64_t data = (uint64_t)end << SHM_PAGE_SHIFT, bytes = n << SHM_PAGE_SHIFT;
-    if ((rc = shm_arena_back(a, data, bytes)) != 0)
+    uint64_t used = want << SHM_PAGE_SHIFT;
+    uint8_t fresh = n > want ? SHM_SPAN_UNBACKED_SOME : 0;   /* flags of the new pages */
+    if ((rc = shm_arena_back(a, data, used)) != 0)
         return rc;
     if ((rc = shm_arena_back(a, hdr->spanmap_off + (uint64_t)end * sizeof(uint32_t),
                              n * sizeof(uint32_t))) != 0 ||
         (rc = shm_arena_back(a, hdr->bitmap_off + (uint64_t)end * SHM_BITMAP_PAGE_BYTES,
                              n * SHM_BITMAP_PAGE_BYTES)) != 0) {
-        shm_arena_punch(a, data, bytes);    /* give the data pages back */
+        shm_arena_punch(a, data, used);     /* give the data pages back */
         return rc;
     }
     h->end_page = end + (uint32_t)n;
@@ -382,11 +389,11 @@ static int heap_grow(shm_arena_t *a, uint64_t need)
         free_remove(a, tail);
         map_edges(a, s, 0);
         s->npages += (uint32_t)n;
-        s->flags = flags_with_backed(s->flags);
+        s->flags = flags_with_backed(s->flags) | fresh;
         map_edges(a, s, tail);
         free_insert(a, tail);
     } else {
-        free_piece(a, end, (uint32_t)n, 0, spd_now());
+        free_piece(a, end, (uint32_t)n, fresh, spd_now());
     }
     return 0;
 }

@@ -113,7 +113,8 @@ static void test_small_spans(void)
     CU_ASSERT_EQUAL(err, -EINVAL);
 }
 
-/* The heap grows by >= 1 MiB a time and backs what it grows into. */
+/* The heap grows by >= 1 MiB a time, but backs only the pages taken: the
+ * rest of a step is backed when a later take cuts it. */
 static void test_growth(void)
 {
     shm_arena_t *a = fx_new(64 * MiB);
@@ -123,20 +124,31 @@ static void test_growth(void)
     CU_ASSERT_EQUAL(a->hdr->stats.grows, 1);
     CU_ASSERT_EQUAL(a->hdr->stats.grown_bytes, SHM_GROW_MIN_PAGES * SHM_PAGE_SIZE);
     CU_ASSERT_EQUAL(heap_pages(a), SHM_GROW_MIN_PAGES);
-    CU_ASSERT(shm_arena_resident(a) >= r0 + 1 * MiB);
+    /* the page taken and the step's span-map slots (512 bytes, in at most
+     * two 4 KiB pages) and bitmap slots (16 KiB), not its other 127 pages */
+    uint64_t meta = 6 * 4096;
+    CU_ASSERT(shm_arena_resident(a) >= r0 + SHM_PAGE_SIZE);
+    CU_ASSERT(shm_arena_resident(a) <= r0 + SHM_PAGE_SIZE + meta);
+    if (shm_arena_resident(a) > r0 + SHM_PAGE_SIZE + meta)
+        fprintf(stderr, "grew by %llu bytes\n",
+                (unsigned long long)(shm_arena_resident(a) - r0));
     CU_ASSERT_EQUAL(a->hdr->heap.free_pages, SHM_GROW_MIN_PAGES - 1);
+    CU_ASSERT_EQUAL(fx_span(a, free_span_at(a, fx_span(a, first)->start + 1))->flags,
+                    SHM_SPAN_UNBACKED_SOME);
     VERIFY_OK(a);
-    /* 127 more single pages fit without growing */
+    /* 127 more single pages fit without growing, each backed when taken */
     for (int i = 0; i < 127; i++)
-        large(a, 1);
+        memset(fx_addr(a, large(a, 1)), 0x5a, SHM_PAGE_SIZE);   /* no SIGBUS */
     CU_ASSERT_EQUAL(a->hdr->stats.grows, 1);
     CU_ASSERT_EQUAL(a->hdr->heap.free_pages, 0);
+    CU_ASSERT(shm_arena_resident(a) >= r0 + 1 * MiB);
     VERIFY_OK(a);
     uint64_t r1 = shm_arena_resident(a);
     large(a, 1);
     CU_ASSERT_EQUAL(a->hdr->stats.grows, 2);
     CU_ASSERT_EQUAL(heap_pages(a), 2 * SHM_GROW_MIN_PAGES);
-    CU_ASSERT(shm_arena_resident(a) >= r1 + 1 * MiB);
+    CU_ASSERT(shm_arena_resident(a) >= r1 + SHM_PAGE_SIZE);
+    CU_ASSERT(shm_arena_resident(a) <= r1 + SHM_PAGE_SIZE + meta);
     VERIFY_OK(a);
     /* a request larger than the step grows by exactly what is missing: the
      * free tail (127 pages) is merged with the new pages */
@@ -391,7 +403,8 @@ static void test_scavenge(void)
     got += spd_heap_scavenge(a, now + 5, 0, UINT64_MAX);
     CU_ASSERT_EQUAL(a->hdr->heap.unbacked_pages, a->hdr->heap.free_pages);
     CU_ASSERT_EQUAL(a->hdr->stats.scavenged_bytes, got);
-    CU_ASSERT(got >= a->hdr->heap.free_pages * SHM_PAGE_SIZE);
+    /* A and B were backed (the rest of the heap's step may never have been) */
+    CU_ASSERT(got >= 100 * SHM_PAGE_SIZE);
     CU_ASSERT_EQUAL(fx_span(a, free_span_at(a, a0))->flags, SHM_SPAN_UNBACKED_ALL);
     CU_ASSERT_EQUAL(fx_span(a, free_span_at(a, b0))->flags, SHM_SPAN_UNBACKED_ALL);
     VERIFY_OK(a);
