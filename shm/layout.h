@@ -68,9 +68,10 @@
  *
  * The whole range is reserved by ftruncate (tmpfs keeps it sparse) and mapped
  * once; the daemon backs pages with fallocate before it hands them out (the
- * data pages in steps of at least SHM_GROW_MIN_PAGES, with the span map and
- * bitmap slots that describe them), so a full /dev/shm shows up as ENOMEM at
- * the caller, never as SIGBUS.
+ * heap grows in steps of at least SHM_GROW_MIN_PAGES, backing the span map
+ * and bitmap slots that describe them; data pages are backed as they are
+ * taken), so a full /dev/shm shows up as ENOMEM at the caller, never as
+ * SIGBUS.
  *
  * Invariants (checked by spd_heap_verify, daemon/verify.c)
  * -------------------------------------------------------
