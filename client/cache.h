@@ -161,7 +161,7 @@ static inline void spci_free_fast(void *p)
     shm_span_t *s = m->spans + id;      /* id 0: descriptor 0, never owned */
     spci_cache_t *c = spci_tc;
     if (SPCI_UNLIKELY(shm_load_relaxed(&s->xowner) != c->tid)) {
-        spci_free_slow(p);              /* another holder, large, bogus */
+        spci_free_other(p, s, off);     /* another holder, large, bogus */
         return;
     }
     /* we hold s: its identity is stable and its state is HELD */

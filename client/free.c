@@ -188,6 +188,31 @@ static void large_free(void *p, shm_span_t *s)
                  strerror(-rc));
 }
 
+/* The free fast path found p's span (off is p's offset, inside the data
+ * pages) held by someone else: the common remote free without checking
+ * again what the fast path checked.  Anything unusual goes to
+ * spci_free_slow, which checks everything from scratch. */
+void spci_free_other(void *p, shm_span_t *s, uint64_t off)
+{
+    uint8_t state = shm_load_acquire(&s->xstate);
+    unsigned cls = s->sizeclass;
+    spci_cache_t *c = spci_tc;
+    if (SPCI_UNLIKELY((state != SHM_SPAN_HELD && state != SHM_SPAN_CENTRAL) ||
+                      cls == SHM_CLASS_TINY || c == &spci_empty_cache)) {
+        spci_free_slow(p);              /* large, tiny, bogus; or no cache yet */
+        return;
+    }
+    uint64_t rel = off - ((uint64_t)s->start << SHM_PAGE_SHIFT);
+    const spci_bin_t *b = &c->bins[cls];
+    uint32_t i = (uint32_t)((rel * b->divmul) >> 32);
+    if (SPCI_UNLIKELY(rel >= ((uint64_t)s->npages << SHM_PAGE_SHIFT) ||
+                      (uint64_t)i * b->size != rel || i >= s->nelems)) {
+        spci_free_slow(p);              /* reports it */
+        return;
+    }
+    remote_free(c, s, i, p);            /* its bit is tested at the push */
+}
+
 void spci_free_slow(void *p)
 {
     if (spci_map.base == NULL && spci_ensure_attached() != 0)

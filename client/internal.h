@@ -111,6 +111,9 @@ void spci_cache_flush_locked(spci_cache_t *c, bool session);
 
 /* Any free the fast path does not finish: checks p from scratch. */
 void spci_free_slow(void *p);
+/* A free whose span (s, found from off, p's offset) this thread does not
+ * hold: the remote free, or spci_free_slow for anything unusual. */
+void spci_free_other(void *p, shm_span_t *s, uint64_t off);
 /* Free object i (checked allocated) of span s, held by the thread of c. */
 void spci_free_owned(spci_cache_t *c, shm_span_t *s, uint32_t i);
 SPCI_NORETURN void spci_bogus_free(const char *fn, const void *p, const char *why);

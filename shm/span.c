@@ -162,27 +162,47 @@ void shm_span_free_local(uint8_t *base, shm_span_t *s, uint32_t i)
     }
 }
 
+/* The list is built in locals and stored into the descriptor once: freers
+ * read the descriptor's identity on the same cache line for every free, so
+ * a store per node would pull the line back and forth for the whole drain. */
 int shm_span_drain_remote(uint8_t *base, shm_span_t *s, uint64_t *bad_off)
 {
     uint64_t off = shm_exchange_acquire(&s->xremote, 0);
     uint64_t first = (uint64_t)s->start << SHM_PAGE_SHIFT;
     uint64_t end = first + ((uint64_t)s->npages << SHM_PAGE_SHIFT);
+    uint32_t nelems = s->nelems, hscan = s->hscan;
     unsigned cls = s->sizeclass;
-    uint32_t size = shm_classes[cls].size;
+    uint32_t size = shm_classes[cls].size, nreserved = shm_classes[cls].nreserved;
     uint64_t *bm = shm_span_bitmap(base, s);
-    int n = 0;
-    for (uint32_t walked = 0; off != 0; walked++) {
+    uint64_t hfree = s->hfree;
+    uint32_t hcount = s->hcount;
+    int n = 0, rc;
+    for (uint32_t walked = 0;; walked++) {
+        if (off == 0) {
+            rc = n;
+            break;
+        }
         uint32_t i = shm_obj_index(cls, off - first);
-        if (walked >= s->nelems || off < first || off >= end ||
-            (uint64_t)i * size != off - first || i >= s->nelems ||
-            i < shm_classes[cls].nreserved || !shm_bit_test(bm, i)) {
+        if (walked >= nelems || off < first || off >= end ||
+            (uint64_t)i * size != off - first || i >= nelems ||
+            i < nreserved || !shm_bit_test(bm, i)) {
             *bad_off = off;
-            return -1;
+            rc = -1;
+            break;
         }
         uint64_t next = *(uint64_t *)(base + off);
-        shm_span_free_local(base, s, i);
+        shm_bit_clear(bm, i);
+        if (i < hscan) {                /* shm_span_free_local, list in locals */
+            *(uint64_t *)(base + off) = hfree;
+            hfree = (uint64_t)(uintptr_t)(base + off);
+            hcount++;
+        }
         n++;
         off = next;
     }
-    return n;
+    if (hfree != s->hfree) {
+        s->hfree = hfree;
+        s->hcount = hcount;
+    }
+    return rc;
 }
