@@ -13,7 +13,7 @@ bench_spanbench_LDADD = client/libspanclient.la tools/libctl.la $(PROTOBUF_C_LIB
 bench_spanbench_LDFLAGS = -static
 
 
-EXTRA_DIST += bench/run-bench.sh bench/report.py bench/README.md bench/RESULTS.md
+EXTRA_DIST += bench/run-bench.sh bench/report.py bench/README.md bench/RESULTS.md bench/TRIED.md
 CLEANFILES += bench/results-raw.tsv bench/results-meta.tsv
 
 # make bench [BENCH_FLAGS='--quick | --reps N --secs S | --only glibc,spand']

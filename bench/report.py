@@ -348,8 +348,8 @@ def targets(st, out):
 
 
 def main():
-    if len(sys.argv) != 3:
-        sys.exit("usage: report.py RAW.tsv META.txt")
+    if len(sys.argv) not in (3, 4):
+        sys.exit("usage: report.py RAW.tsv META.txt [TRIED.md]")
     vals, skips = load(sys.argv[1])
     meta = load_meta(sys.argv[2])
     st = Stats(vals)
@@ -389,6 +389,11 @@ def main():
                 continue
             seen.add(key)
             out.append("- %s %s%s: %s" % (impl, w, "" if size == 0 else " " + size_name(size), why))
+        out.append("")
+    if len(sys.argv) == 4:
+        out.append("## What was tried, and what each change bought\n")
+        with open(sys.argv[3]) as f:
+            out.append(f.read().rstrip("\n"))
         out.append("")
     print("\n".join(out))
 
