@@ -67,6 +67,26 @@ static void *pool_alloc(uint64_t size, uint64_t align)
     return NULL;
 }
 
+/* A span of this thread's own cache of freed large spans (cache.h lcache)
+ * with exactly the pages `size` needs, or NULL. */
+static void *lcache_alloc(uint64_t size, uint64_t align)
+{
+    spci_cache_t *c = spci_tc;
+    if (c == &spci_empty_cache || spci_map.base == NULL || align > SHM_PAGE_SIZE)
+        return NULL;
+    uint64_t npages = (size + SHM_PAGE_SIZE - 1) >> SHM_PAGE_SHIFT;
+    for (unsigned k = 0; k < SPCI_LCACHE_SLOTS; k++) {
+        shm_span_t *s = c->lcache[k];
+        if (s != NULL && s->npages == npages) {
+            c->lcache[k] = NULL;
+            shm_store_relaxed(&s->xremote, 0);
+            shm_store_release(&s->xowner, 0);      /* CACHED -> 0: allocated */
+            return shm_span_addr(spci_map.base, s);
+        }
+    }
+    return NULL;
+}
+
 void *spci_alloc_large(uint64_t size, uint64_t align)
 {
     /* nothing bigger than the arena can ever fit: say so without a round trip */
@@ -74,7 +94,10 @@ void *spci_alloc_large(uint64_t size, uint64_t align)
         errno = ENOMEM;
         return NULL;
     }
-    void *p = pool_alloc(size, align);
+    void *p = lcache_alloc(size, align);
+    if (p != NULL)
+        return p;
+    p = pool_alloc(size, align);
     if (p != NULL)
         return p;
     uint64_t off = 0;

@@ -436,6 +436,7 @@ void spci_cache_flush_locked(spci_cache_t *c, bool session)
     if (spci_map.base != NULL)
         spci_rfree_flush(c);
     memset(c->rfree, 0, sizeof c->rfree);
+    spci_lcache_flush(c);
     if (session && spci_map.base != NULL) {
         static shm_spanid_t ids[SPCI_RELEASE_CHUNK];   /* under spci_proc.lock */
         uint32_t n = 0;

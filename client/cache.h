@@ -48,6 +48,7 @@ enum {
 #define SPCI_PENDING_MAX 64u      /* spans waiting to be released */
 #define SPCI_RFREE_SLOTS 8u       /* spans with remote frees waiting, per thread */
 #define SPCI_RFREE_BATCH 32u      /* remote frees pushed with one CAS */
+#define SPCI_LCACHE_SLOTS 4u      /* freed large spans a thread keeps */
 
 /* Hot per-class state: 40 bytes, written by the owning thread only. */
 typedef struct spci_bin_s {
@@ -105,6 +106,11 @@ struct spci_cache_s {
     /* cold: the slow paths */
     spci_class_t cls[SHM_NCLASSES] __attribute__((aligned(64)));
     spci_rfree_t rfree[SPCI_RFREE_SLOTS] __attribute__((aligned(64))); /* by span id */
+    /* freed large spans (tag SHM_LARGE_CACHED) kept for this thread's next
+     * allocation of their size: the large pool's bucket heads are shared
+     * by every process, a CAS on them a cache miss when two processes
+     * allocate at once; NULL: slot empty (client/api.c, free.c) */
+    shm_span_t *lcache[SPCI_LCACHE_SLOTS];
     shm_spanid_t pending[SPCI_PENDING_MAX]; /* xowner cleared, off every list */
     uint32_t npending;
     spci_cache_t *next, *prev;  /* spci_proc.caches, under spci_proc.lock */

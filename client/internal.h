@@ -121,6 +121,9 @@ SPCI_NORETURN void spci_bogus_free(const char *fn, const void *p, const char *wh
 shm_bad_t spci_check(const void *p, shm_span_t **span, uint32_t *index);
 /* Push every remote free the thread of c has waiting (spci_rfree_t). */
 void spci_rfree_flush(spci_cache_t *c);
+/* Free on (to the large pool or the daemon) every large span the thread of
+ * c keeps; forget them when the arena is not mapped. */
+void spci_lcache_flush(spci_cache_t *c);
 /* Tiny block i of span s, whose count dropped to zero, freed as an object
  * by the thread of cache c. */
 void spci_tiny_block_free(spci_cache_t *c, shm_span_t *s, uint32_t i);

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <time.h>
 
+#include "daemon/heap.h"
 #include "daemon/list.h"
 #include "daemon/session.h"
 #include "shm/atomic.h"
@@ -78,6 +79,7 @@ uint32_t spd_session_close(shm_arena_t *a, uint32_t slot)
         spd_session_release(a, slot, ss->spans);
         n++;
     }
+    n += spd_heap_free_cached_large(a, slot + 1);
     h->stats.adopted_spans += n;
     ss->pid = 0;
     ss->uid = 0;

@@ -68,8 +68,8 @@ static void walk_spans(spd_call_t *call, Spand__StatsReply *r, Spand__ClassStats
         shm_span_t *s = shm_span(base, id);
         uint8_t state = shm_load_acquire(&s->xstate);
         uint64_t bytes = (uint64_t)s->npages << SHM_PAGE_SHIFT;
-        if (state == SHM_SPAN_LARGE &&
-            shm_load_relaxed(&s->xowner) == SHM_LARGE_POOLED) {
+        uint32_t tag = state == SHM_SPAN_LARGE ? shm_load_relaxed(&s->xowner) : 0;
+        if (tag == SHM_LARGE_POOLED || tag == SHM_LARGE_CACHED) {
             r->large_pool_bytes += bytes;       /* freed, kept for reuse */
             continue;
         }

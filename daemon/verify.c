@@ -456,11 +456,22 @@ static int check_span(vctx_t *v, shm_spanid_t id, uint32_t p, bool *was_free)
         return bad(v, "central: quarantined span %u is not on a full list", id);
     if (st == SHM_SPAN_LARGE) {
         uint32_t tag = shm_load_relaxed(&s->xowner);
-        if (tag != 0 && tag != SHM_LARGE_POOLED && tag != SHM_LARGE_RETURNING)
-            return bad(v, "large span %u has tag (xowner) %#x, not 0, POOLED or "
-                       "RETURNING", id, tag);
+        if (tag != 0 && tag != SHM_LARGE_POOLED && tag != SHM_LARGE_RETURNING &&
+            tag != SHM_LARGE_CACHED)
+            return bad(v, "large span %u has tag (xowner) %#x, not 0, POOLED, "
+                       "RETURNING or CACHED", id, tag);
         if (tag == SHM_LARGE_POOLED)
             v->pooled++;
+        if (tag == SHM_LARGE_CACHED) {
+            /* 0: the caching thread is between its CAS and naming its
+             * session, possible only while some session is open */
+            uint64_t sess = shm_load_relaxed(&s->xremote);
+            bool open = sess == 0 ? v->a->hdr->nsessions > 0
+                        : sess <= SHM_MAX_SESSIONS && v->a->hdr->sessions[sess - 1].pid != 0;
+            if (!open)
+                return bad(v, "large span %u is cached by session %llu, which is not open",
+                           id, (unsigned long long)sess);
+        }
         return s->sizeclass == 0 ? 0
                : bad(v, "large span %u has size class %u", id, s->sizeclass);
     }

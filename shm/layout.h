@@ -89,7 +89,8 @@
  *   - a span is on exactly one daemon list: its heap list (FREE), its class's
  *     central list (CENTRAL) or its session's list (HELD); LARGE spans are on
  *     none;
- *   - a LARGE span's xowner is 0, SHM_LARGE_POOLED or SHM_LARGE_RETURNING;
+ *   - a LARGE span's xowner is 0, SHM_LARGE_POOLED, SHM_LARGE_RETURNING or
+ *     SHM_LARGE_CACHED;
  *     with no session open, every POOLED span is on its page count's
  *     large-pool bucket once, and lpool.xpages is their pages.
  */
@@ -135,10 +136,23 @@ enum {
  *   0                    allocated: in a user's hands
  *   SHM_LARGE_POOLED     on a large-pool bucket, or being pushed or popped
  *   SHM_LARGE_RETURNING  a client claimed it to send FreeLarge
+ *   SHM_LARGE_CACHED     freed into a client thread's cache of large spans
+ *                        (client/cache.h), kept for that thread's next
+ *                        allocation of its size; xremote holds the caching
+ *                        session's id (stored relaxed by that thread after
+ *                        its CAS), so that the daemon frees the span when the
+ *                        session ends with it still cached (a process killed)
  * Transitions, each by whoever does it, all on xowner:
  *   0 -> POOLED          a freeing client: CAS acq_rel, after reserving
  *                        capacity in lpool.xpages; then it pushes the span
  *   0 -> RETURNING       a freeing client that takes the RPC path: CAS acq_rel
+ *   0 -> CACHED          a freeing client thread with room in its cache: CAS
+ *                        acq_rel
+ *   CACHED -> 0          that thread, allocating it again, or before it frees
+ *                        it on to the pool or the daemon (thread exit,
+ *                        detach): store_release
+ *   CACHED -> RETURNING  the daemon closing the session named in xremote
+ *                        (CAS), then FreeLarge's path
  *   POOLED -> 0          the client that popped it (store_release, after the
  *                        pop's CAS)
  *   POOLED -> RETURNING  the daemon draining a bucket (store_release: the
@@ -148,6 +162,7 @@ enum {
  * A failed 0 -> x CAS is a double free: the object is not in a user's hands. */
 #define SHM_LARGE_POOLED     0xfffffff1u
 #define SHM_LARGE_RETURNING  0xfffffff2u
+#define SHM_LARGE_CACHED     0xfffffff3u
 
 /* The large pool: freed LARGE spans of SHM_LPOOL_MIN_PAGES (just over
  * SHM_MAX_SMALL) to SHM_LPOOL_MAX_PAGES (1 MiB) pages, kept for reuse by

@@ -433,6 +433,26 @@ static void test_large_tag(void)
     expect_broken(a, "large span", "tag");
 }
 
+/* A large span kept by a thread's cache names the caching session in
+ * xremote; an open session is fine, a closed one is a span nobody will
+ * ever free (the daemon frees them when a session ends). */
+static void test_large_cached_closed(void)
+{
+    WORLD(w);
+    shm_span_t *s = fx_span(a, w.Lg);
+    uint32_t slot = SHM_MAX_SESSIONS - 2;                   /* the world uses the first */
+    CU_ASSERT_EQUAL_FATAL(a->hdr->sessions[slot].pid, 0);
+    CU_ASSERT_EQUAL_FATAL(a->hdr->sessions[slot + 1].pid, 0);
+    a->hdr->sessions[slot].pid = 4242;                      /* an open session */
+    a->hdr->nsessions++;
+    shm_store_relaxed(&s->xowner, SHM_LARGE_CACHED);
+    shm_store_relaxed(&s->xremote, slot + 1);
+    char msg[256];
+    CU_ASSERT_EQUAL(spd_heap_verify(a, msg, sizeof msg), 0);
+    shm_store_relaxed(&s->xremote, slot + 2);               /* not open */
+    expect_broken(a, "large span", "not open");
+}
+
 static void test_pool_xpages(void)
 {
     POOL(p);
@@ -471,6 +491,7 @@ static void test_pool_lost(void)
 
 CU_TestInfo verify_tests[] = {
     { "a large span with a bad tag", test_large_tag },
+    { "a large span cached by a session that is not open", test_large_cached_closed },
     { "large pool: xpages off", test_pool_xpages },
     { "large pool: a cycle", test_pool_cycle },
     { "large pool: a span of the wrong size", test_pool_wrong_size },
