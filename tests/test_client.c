@@ -34,9 +34,10 @@ static dh_daemon_t *daemon_;
 
 /* ---- helpers ---- */
 
-static int suite_start(void)
+/* Start a spand with `args` for a suite; libspanclient finds it through
+ * SPAND_SOCKET. */
+static int daemon_start_with(const char *const *args)
 {
-    static const char *const args[] = { "-m", "256M", NULL };
     daemon_ = dh_new();
     if (daemon_ == NULL || dh_start(daemon_, args) != 0) {
         fprintf(stderr, "cannot start spand\n");
@@ -46,6 +47,12 @@ static int suite_start(void)
     }
     setenv("SPAND_SOCKET", daemon_->sock, 1);
     return 0;
+}
+
+static int suite_start(void)
+{
+    static const char *const args[] = { "-m", "256M", NULL };
+    return daemon_start_with(args);
 }
 
 static int suite_stop(void)
@@ -697,43 +704,30 @@ static void verify_ok(void)
         fprintf(stderr, "verify: %s\n", msg);
 }
 
-static int pool_suite_start(const char *const *args)
-{
-    daemon_ = dh_new();
-    if (daemon_ == NULL || dh_start(daemon_, args) != 0) {
-        fprintf(stderr, "cannot start spand\n");
-        if (daemon_)
-            dh_dump_log(daemon_);
-        return -1;
-    }
-    setenv("SPAND_SOCKET", daemon_->sock, 1);
-    return 0;
-}
-
 /* no scavenger: an idle bucket would be drained between two steps */
 static int pool_start(void)
 {
     static const char *const args[] = { "-m", "256M", "--scavenge-interval", "0", NULL };
-    return pool_suite_start(args);
+    return daemon_start_with(args);
 }
 
 static int pool_1m_start(void)
 {
     static const char *const args[] = { "-m", "256M", "--scavenge-interval", "0",
                                         "--large-pool", "1M", NULL };
-    return pool_suite_start(args);
+    return daemon_start_with(args);
 }
 
 static int pool_off_start(void)
 {
     static const char *const args[] = { "-m", "256M", "--large-pool", "0", NULL };
-    return pool_suite_start(args);
+    return daemon_start_with(args);
 }
 
 static int pool_idle_start(void)
 {
     static const char *const args[] = { "-m", "256M", "--scavenge-interval", "1", NULL };
-    return pool_suite_start(args);
+    return daemon_start_with(args);
 }
 
 /* Free the objects of a free_list_t in a thread of their own, which then
