@@ -48,14 +48,30 @@ static int rpc_errno(int rc)
     }
 }
 
-/* A span of the large pool (shm/lpool.h) for `size` bytes, or NULL. */
-static void *pool_alloc(uint64_t size, uint64_t align)
+/* A freed large span of exactly the pages `size` needs, with no round
+ * trip: from this thread's own cache (cache.h lcache), else from the large
+ * pool (shm/lpool.h).  NULL when neither has one, or for an alignment over
+ * a page (any span is page aligned, no more) or a size the pool does not
+ * take (bucket NULL: the thread caches only keep what the pool would). */
+static void *reuse_large(uint64_t size, uint64_t align)
 {
     uint8_t *base = spci_map.base;
     if (base == NULL || align > SHM_PAGE_SIZE ||
         size > (uint64_t)SHM_LPOOL_MAX_PAGES << SHM_PAGE_SHIFT)
         return NULL;
     uint64_t npages = (size + SHM_PAGE_SIZE - 1) >> SHM_PAGE_SHIFT;
+    if (shm_lpool_bucket(base, npages) == NULL)
+        return NULL;
+    spci_cache_t *c = spci_tc;
+    for (unsigned k = 0; k < SPCI_LCACHE_SLOTS; k++) {   /* the empty cache: all NULL */
+        shm_span_t *s = c->lcache[k];
+        if (s != NULL && s->npages == npages) {
+            c->lcache[k] = NULL;
+            shm_store_relaxed(&s->xremote, 0);
+            shm_store_release(&s->xowner, 0);      /* CACHED -> 0: allocated */
+            return shm_span_addr(base, s);
+        }
+    }
     shm_spanid_t bad;
     shm_span_t *s = shm_lpool_pop(base, npages, &bad);
     if (s != NULL)
@@ -67,26 +83,6 @@ static void *pool_alloc(uint64_t size, uint64_t align)
     return NULL;
 }
 
-/* A span of this thread's own cache of freed large spans (cache.h lcache)
- * with exactly the pages `size` needs, or NULL. */
-static void *lcache_alloc(uint64_t size, uint64_t align)
-{
-    spci_cache_t *c = spci_tc;
-    if (c == &spci_empty_cache || spci_map.base == NULL || align > SHM_PAGE_SIZE)
-        return NULL;
-    uint64_t npages = (size + SHM_PAGE_SIZE - 1) >> SHM_PAGE_SHIFT;
-    for (unsigned k = 0; k < SPCI_LCACHE_SLOTS; k++) {
-        shm_span_t *s = c->lcache[k];
-        if (s != NULL && s->npages == npages) {
-            c->lcache[k] = NULL;
-            shm_store_relaxed(&s->xremote, 0);
-            shm_store_release(&s->xowner, 0);      /* CACHED -> 0: allocated */
-            return shm_span_addr(spci_map.base, s);
-        }
-    }
-    return NULL;
-}
-
 void *spci_alloc_large(uint64_t size, uint64_t align)
 {
     /* nothing bigger than the arena can ever fit: say so without a round trip */
@@ -94,10 +90,7 @@ void *spci_alloc_large(uint64_t size, uint64_t align)
         errno = ENOMEM;
         return NULL;
     }
-    void *p = lcache_alloc(size, align);
-    if (p != NULL)
-        return p;
-    p = pool_alloc(size, align);
+    void *p = reuse_large(size, align);
     if (p != NULL)
         return p;
     uint64_t off = 0;

@@ -147,75 +147,26 @@ static void tiny_free(void *p, shm_span_t *s, uint32_t i)
         spci_tiny_block_free(spci_tc, s, i);
 }
 
-/* A large object goes to the large pool (shm/lpool.h) when there is room
- * and the pool takes its size: no round trip.  The pool's tag (xowner)
- * catches a double free at once, whichever process freed it first.
- * Otherwise, tagged RETURNING, it goes back by FreeLarge, without waiting
- * for the answer (client/rpc.c): a refused free aborts at this process's
- * next request or detach.  When an earlier free of the same object is
- * still unanswered, rpc.c reads that answer first and we look again: still
- * a large object starting at p means another process got those pages as a
- * new large object meanwhile; anything else is a double free. */
-static bool lcache_put(void *p, shm_span_t *s);
-static void large_free_shared(void *p, shm_span_t *s);
+#define LARGE_TWICE "double free of a large object (it is in the large pool or a " \
+                    "thread's cache already, or another free of it is under way)"
 
-static void large_free(void *p, shm_span_t *s)
-{
-    if (lcache_put(p, s))
-        return;
-    large_free_shared(p, s);
-}
-
-/* Keep large span s (at p, just freed) in this thread's cache when a slot
- * is free and the pool would take its size (so --large-pool 0 turns this
- * off too): one CAS of its tag 0 -> CACHED, which catches a double free
- * as the pool's does. */
-static bool lcache_put(void *p, shm_span_t *s)
-{
-    spci_cache_t *c = spci_tc;
-    if (shm_lpool_bucket(spci_map.base, s->npages) == NULL)
-        return false;
-    if (c == &spci_empty_cache && (c = spci_cache_create()) == NULL)
-        return false;               /* a thread that only ever had large objects */
-    for (unsigned k = 0; k < SPCI_LCACHE_SLOTS; k++) {
-        if (c->lcache[k] != NULL)
-            continue;
-        uint32_t tag = 0;
-        if (!shm_cas_strong_acq_rel(&s->xowner, &tag, SHM_LARGE_CACHED))
-            spci_bogus_free("spc_free", p, "double free of a large object (it is in the "
-                            "large pool already, or another free of it is under way)");
-        /* whose cache: the daemon frees it when this session ends unflushed */
-        shm_store_relaxed(&s->xremote, spci_proc.session);
-        c->lcache[k] = s;
-        return true;
-    }
-    return false;
-}
-
-void spci_lcache_flush(spci_cache_t *c)
-{
-    for (unsigned k = 0; k < SPCI_LCACHE_SLOTS; k++) {
-        shm_span_t *s = c->lcache[k];
-        if (s == NULL)
-            continue;
-        c->lcache[k] = NULL;
-        if (spci_map.base == NULL)
-            continue;                           /* unmapped: nothing to give */
-        shm_store_relaxed(&s->xremote, 0);
-        shm_store_release(&s->xowner, 0);       /* CACHED -> 0, then a free */
-        large_free_shared(shm_span_addr(spci_map.base, s), s);
-    }
-}
-
-/* The free of a large object that this thread does not keep. */
+/* A large object that this thread does not keep goes to the large pool
+ * (shm/lpool.h) when there is room and the pool takes its size: no round
+ * trip.  The tag (xowner) CAS catches a double free at once, whichever
+ * process freed it first.  Otherwise, tagged RETURNING, it goes back by
+ * FreeLarge, without waiting for the answer (client/rpc.c): a refused free
+ * aborts at this process's next request or detach.  When an earlier free of
+ * the same object is still unanswered, rpc.c reads that answer first and we
+ * look again: still a large object starting at p means another process got
+ * those pages as a new large object meanwhile; anything else is a double
+ * free. */
 static void large_free_shared(void *p, shm_span_t *s)
 {
     switch (shm_lpool_free(spci_map.base, s)) {
     case SHM_LFREE_POOLED:
         return;
     case SHM_LFREE_TWICE:
-        spci_bogus_free("spc_free", p, "double free of a large object (it is in the "
-                        "large pool already, or another free of it is under way)");
+        spci_bogus_free("spc_free", p, LARGE_TWICE);
     case SHM_LFREE_RETURN:
         break;
     }
@@ -238,6 +189,47 @@ static void large_free_shared(void *p, shm_span_t *s)
     if (rc != 0)
         spci_log("FreeLarge of %p failed: %s; the object stays allocated", p,
                  strerror(-rc));
+}
+
+/* Free large span s at p: kept in this thread's cache when a slot is free
+ * and the pool would take its size (so --large-pool 0 turns this off too),
+ * with one CAS of its tag 0 -> CACHED, which catches a double free as the
+ * pool's does; else large_free_shared. */
+static void large_free(void *p, shm_span_t *s)
+{
+    spci_cache_t *c = spci_tc;
+    if (shm_lpool_bucket(spci_map.base, s->npages) == NULL ||
+        (c == &spci_empty_cache && (c = spci_cache_create()) == NULL)) {
+        large_free_shared(p, s);
+        return;
+    }
+    for (unsigned k = 0; k < SPCI_LCACHE_SLOTS; k++) {
+        if (c->lcache[k] != NULL)
+            continue;
+        uint32_t tag = 0;
+        if (!shm_cas_strong_acq_rel(&s->xowner, &tag, SHM_LARGE_CACHED))
+            spci_bogus_free("spc_free", p, LARGE_TWICE);
+        /* whose cache: the daemon frees it when this session ends unflushed */
+        shm_store_relaxed(&s->xremote, spci_proc.session);
+        c->lcache[k] = s;
+        return;
+    }
+    large_free_shared(p, s);
+}
+
+void spci_lcache_flush(spci_cache_t *c)
+{
+    for (unsigned k = 0; k < SPCI_LCACHE_SLOTS; k++) {
+        shm_span_t *s = c->lcache[k];
+        if (s == NULL)
+            continue;
+        c->lcache[k] = NULL;
+        if (spci_map.base == NULL)
+            continue;                           /* unmapped: nothing to give */
+        shm_store_relaxed(&s->xremote, 0);
+        shm_store_release(&s->xowner, 0);       /* CACHED -> 0, then a free */
+        large_free_shared(shm_span_addr(spci_map.base, s), s);
+    }
 }
 
 /* The free fast path found p's span (off is p's offset, inside the data

@@ -38,6 +38,14 @@
 #define SPD_SWEEP_BUDGET          131072u    /* central spans a look */
 #define SPD_SCAVENGE_BUDGET_PAGES (131072u)  /* 1 GiB a look */
 
+/* A drain of the large pool stopped at links that are no POOLED span. */
+static void warn_bad_links(uint32_t bad)
+{
+    if (bad)
+        log_warnx("large pool: %u bad links (corrupt pool); the rest of those "
+                  "buckets is leaked", bad);
+}
+
 static void scavenger_tick(evutil_socket_t fd, short what, void *arg)
 {
     spd_daemon_t *d = arg;
@@ -53,9 +61,7 @@ static void scavenger_tick(evutil_socket_t fd, short what, void *arg)
             drained += spd_lpool_drain(a, b, &bad);
         d->lpool_pops[b] = pops;
     }
-    if (bad)
-        log_warnx("large pool: %u bad links (corrupt pool); the rest of those "
-                  "buckets is leaked", bad);
+    warn_bad_links(bad);
     uint32_t swept = spd_central_sweep(a, SPD_SWEEP_BUDGET);
     /* half an interval, less one clock tick: a span that went free at one
      * look is punched at the next, whatever the timer's jitter */
@@ -86,9 +92,7 @@ uint64_t spd_scavenge_all(spd_daemon_t *d)
 {
     shm_arena_t *a = &d->arena;
     uint32_t bad = 0, drained = spd_lpool_drain_all(a, &bad);
-    if (bad)
-        log_warnx("large pool: %u bad links (corrupt pool); the rest of those "
-                  "buckets is leaked", bad);
+    warn_bad_links(bad);
     uint32_t ncentral = 0;
     for (unsigned cls = 1; cls < SHM_NCLASSES; cls++)
         ncentral += a->hdr->central[cls].nfull + a->hdr->central[cls].npartial;

@@ -8,7 +8,8 @@
  * "as last seen", which is all a statistic needs.  Spans in central are the
  * daemon's own: Stats first drains their remote-free stacks (a sweep), so
  * objects other processes freed into them no longer count as live.  Large
- * spans in the large pool (tag POOLED) are counted apart, as freed; the
+ * spans in the large pool or a client thread's cache of them (tag POOLED or
+ * CACHED) are counted apart, as freed; the
  * pool's hits and puts are the sums of its buckets' counters.
  */
 #include "config.h"

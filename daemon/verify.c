@@ -22,8 +22,9 @@
  *   4. totals: heap.free_pages and heap.unbacked_pages are the sums over
  *      FREE spans, and every descriptor that is not DEAD was reached by the
  *      page walk;
- *   5. the large pool: a LARGE span's tag (xowner) is 0, POOLED or
- *      RETURNING (checked in the page walk); when no session is open
+ *   5. the large pool: a LARGE span's tag (xowner) is 0, POOLED,
+ *      RETURNING or CACHED, and a CACHED one names an open session
+ *      (checked in the page walk); when no session is open
  *      (nothing can race), each bucket holds only POOLED LARGE spans of its
  *      page count, with no cycle and no span twice, the buckets hold every
  *      POOLED span, and their pages add up to lpool.xpages (<= cap_pages).
