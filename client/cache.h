@@ -74,18 +74,18 @@ typedef struct spci_slist_s {
 } spci_slist_t;
 
 /* Remote frees of one span that this thread has checked but not pushed yet
- * (client/free.c): a private chain through the objects' first words, pushed
- * onto the span's remote-free stack with one CAS when it holds
- * SPCI_RFREE_BATCH objects, when another span needs the slot, or when the
- * cache is flushed (thread exit, detach).  One CAS a batch instead of one a
- * object: a locked instruction waits for every store before it, so per
- * object it would wait for the cache miss of writing the link. */
+ * (client/free.c): their indices, pushed onto the span's remote-free stack
+ * as records (shm/span.h) with one CAS when SPCI_RFREE_BATCH are waiting,
+ * when another span needs the slot, or when the cache is flushed (thread
+ * exit, detach).  One CAS a batch instead of one an object: a locked
+ * instruction waits for every store before it.  And nothing is written into
+ * a freed object until the push, and then only into the first of each
+ * record: the objects' lines stay with the core that wrote them last. */
 typedef struct spci_rfree_s {
     shm_span_t *span;           /* NULL: slot empty */
-    uint64_t head;              /* offset of the newest object; 0 ends the chain */
-    void *tail;                 /* oldest object: its link is set at the push */
-    uint64_t mask;              /* bit (i & 63) of every object i on the chain */
-    uint32_t n;                 /* objects on the chain */
+    uint64_t mask;              /* bit (i & 63) of every object i waiting */
+    uint32_t n;                 /* objects waiting */
+    uint16_t idx[SPCI_RFREE_BATCH]; /* their indices, in the order freed */
 } spci_rfree_t;
 
 /* Cold per-class state, slow path only. */

@@ -50,22 +50,22 @@ static const char *free_reason(shm_bad_t why)
 
 /* ---- remote frees, batched per span (spci_rfree_t in cache.h) ---- */
 
-/* Test the alloc bit of every object on e's chain, then push the chain.
- * The bits were not tested at the frees: a bit written by the holder's
- * core is a cache miss, and here the misses of a whole batch overlap
- * (remote_free prefetched them too).  A clear bit is a double free in
- * this process: it aborts here, naming the object. */
+/* Test the alloc bit of every object waiting in e, then push them.  The
+ * bits were not tested at the frees: a bit written by the holder's core is
+ * a cache miss, and here the misses of a whole batch overlap (remote_free
+ * prefetched them too).  A clear bit is a double free in this process: it
+ * aborts here, naming the object. */
 static void rfree_push(spci_rfree_t *e)
 {
     shm_span_t *s = e->span;
     uint8_t *base = spci_map.base;
     const uint64_t *bm = shm_span_bitmap(base, s);
-    uint64_t first = (uint64_t)s->start << SHM_PAGE_SHIFT;
-    unsigned cls = s->sizeclass;
-    for (uint64_t off = e->head; off != 0; off = *(const uint64_t *)(base + off))
-        if (!shm_bit_test(bm, shm_obj_index(cls, off - first)))
-            spci_bogus_free("spc_free", base + off, free_reason(SHM_PTR_NOT_ALLOCATED));
-    shm_remote_push_chain(s, e->head, e->tail);
+    for (uint32_t k = 0; k < e->n; k++)
+        if (!shm_bit_test(bm, e->idx[k]))
+            spci_bogus_free("spc_free", shm_span_addr(base, s) +
+                            (uint64_t)e->idx[k] * shm_classes[s->sizeclass].size,
+                            free_reason(SHM_PTR_NOT_ALLOCATED));
+    shm_remote_push_batch(base, s, e->idx, e->n);
     e->span = NULL;
 }
 
@@ -76,21 +76,17 @@ void spci_rfree_flush(spci_cache_t *c)
             rfree_push(&c->rfree[k]);
 }
 
-/* Is p on the chain of e already?  Asked only when p's mask bit is set. */
-static bool rfree_has(const spci_rfree_t *e, const void *p)
+/* Is object i waiting in e already?  Asked only when its mask bit is set. */
+static bool rfree_has(const spci_rfree_t *e, uint32_t i)
 {
-    uint64_t want = (uint64_t)((const uint8_t *)p - spci_map.base);
-    uint64_t off = e->head;
-    for (uint32_t k = 0; k < e->n && off != 0; k++) {
-        if (off == want)
+    for (uint32_t k = 0; k < e->n; k++)
+        if (e->idx[k] == i)
             return true;
-        off = *(const uint64_t *)(spci_map.base + off);
-    }
     return false;
 }
 
 /* Free object i (checked allocated) at p of span s, which this thread does
- * not hold: onto the thread's chain for s.  Its bit stays set until the
+ * not hold: into the thread's batch for s.  Its bit stays set until the
  * holder drains the stack, so a second free of p anywhere else still passes
  * the check; a second free in this thread is caught here. */
 static void remote_free(spci_cache_t *c, shm_span_t *s, uint32_t i, void *p)
@@ -105,17 +101,14 @@ static void remote_free(spci_cache_t *c, shm_span_t *s, uint32_t i, void *p)
         if (e->span != NULL)
             rfree_push(e);
         e->span = s;
-        e->head = 0;
-        e->tail = p;
         e->mask = 0;
         e->n = 0;
-    } else if (SPCI_UNLIKELY(e->mask & bit) && rfree_has(e, p)) {
+    } else if (SPCI_UNLIKELY(e->mask & bit) && rfree_has(e, i)) {
         spci_bogus_free("spc_free", p, "double free detected (this thread freed it "
                         "already)");
     }
     __builtin_prefetch(shm_span_bitmap(spci_map.base, s) + (i >> 6));
-    *(uint64_t *)p = e->head;
-    e->head = (uint64_t)((uint8_t *)p - spci_map.base);
+    e->idx[e->n] = (uint16_t)i;
     e->mask |= bit;
     if (++e->n == SPCI_RFREE_BATCH)
         rfree_push(e);

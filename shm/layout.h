@@ -28,8 +28,9 @@
  *                       the bitmap alone.
  *   remote-free stack   per span: any process pushes objects it frees into
  *                       a span that it does not hold (one CAS per batch of
- *                       up to 32); the holder takes the whole stack with
- *                       one exchange.
+ *                       up to 32, as records: a freed object holding the
+ *                       indices of others, shm/span.h); the holder takes
+ *                       the whole stack with one exchange.
  *   fixed allocator     span descriptors come from a fixed-size pool in the
  *                       metadata region, never from object pages.
  *   large pool          freed large spans of 5..128 pages, one lock-free
@@ -103,7 +104,7 @@
 #include "shm/sizeclasses.h"
 
 #define SHM_MAGIC           0x314e4144444e5053ULL  /* "SPNDDAN1" little-endian */
-#define SHM_LAYOUT_VERSION  2u   /* 2: the large pool in the header */
+#define SHM_LAYOUT_VERSION  3u   /* 2: the large pool in the header; 3: remote-free records */
 
 #define SHM_PAGE_SHIFT      13
 #define SHM_PAGE_SIZE       (1u << SHM_PAGE_SHIFT)          /* 8 KiB */
@@ -235,9 +236,11 @@ typedef struct shm_span_s {
                                 (CAS by freers, store_release by a popper) */
     uint32_t hcount;         /* holder: objects on the local free list */
     uint64_t hfree;          /* holder: local free list head (address), 0 empty */
-    _Atomic uint64_t xremote; /* remote-free stack: offset of the first object,
-                                 0 empty; the next offset is in the object's
-                                 first 8 bytes.  Anyone pushes: CAS release.
+    _Atomic uint64_t xremote; /* remote-free stack: offset of the first
+                                 record, 0 empty; a record's first 8 bytes
+                                 hold the next record's offset and its
+                                 count (shm/span.h).  Anyone pushes: CAS
+                                 release (the records written before it).
                                  The holder takes all: exchange acquire.
                                  LARGE and POOLED: the large-pool link, the
                                  next span id of its bucket (low 32 bits), 0

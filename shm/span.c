@@ -162,9 +162,35 @@ void shm_span_free_local(uint8_t *base, shm_span_t *s, uint32_t i)
     }
 }
 
+void shm_remote_push_batch(uint8_t *base, shm_span_t *s, const uint16_t *idx, uint32_t n)
+{
+    unsigned cls = s->sizeclass;
+    uint32_t size = shm_classes[cls].size, cap = shm_remote_cap(cls);
+    uint8_t *start = shm_span_addr(base, s);
+    uint64_t head = 0, tail_bits = 0, *tail = NULL;
+    for (uint32_t k = 0; k < n; k += cap) {
+        uint32_t m = n - k < cap ? n - k : cap;
+        uint8_t *r = start + (uint64_t)idx[k] * size;
+        uint64_t bits = (uint64_t)(m - 1) << 48;
+        memcpy(r + 8, &idx[k + 1], (size_t)(m - 1) * sizeof idx[0]);
+        if (tail == NULL) {             /* the first built is the last on the stack */
+            tail = (uint64_t *)r;
+            tail_bits = bits;
+        } else {
+            *(uint64_t *)r = head | bits;
+        }
+        head = (uint64_t)(r - base);
+    }
+    uint64_t old = shm_load_relaxed(&s->xremote);
+    do {
+        *tail = old | tail_bits;
+    } while (!shm_cas_weak_release(&s->xremote, &old, head));
+}
+
 /* The list is built in locals and stored into the descriptor once: freers
  * read the descriptor's identity on the same cache line for every free, so
- * a store per node would pull the line back and forth for the whole drain. */
+ * a store per object would pull the line back and forth for the whole
+ * drain. */
 int shm_span_drain_remote(uint8_t *base, shm_span_t *s, uint64_t *bad_off)
 {
     uint64_t off = shm_exchange_acquire(&s->xremote, 0);
@@ -173,33 +199,54 @@ int shm_span_drain_remote(uint8_t *base, shm_span_t *s, uint64_t *bad_off)
     uint32_t nelems = s->nelems, hscan = s->hscan;
     unsigned cls = s->sizeclass;
     uint32_t size = shm_classes[cls].size, nreserved = shm_classes[cls].nreserved;
+    uint32_t cap = shm_remote_cap(cls);
+    uint8_t *start = base + first;
     uint64_t *bm = shm_span_bitmap(base, s);
     uint64_t hfree = s->hfree;
     uint32_t hcount = s->hcount;
     int n = 0, rc;
-    for (uint32_t walked = 0;; walked++) {
+    for (;;) {
         if (off == 0) {
             rc = n;
             break;
         }
         uint32_t i = shm_obj_index(cls, off - first);
-        if (walked >= nelems || off < first || off >= end ||
-            (uint64_t)i * size != off - first || i >= nelems ||
+        if (off < first || off >= end || (uint64_t)i * size != off - first || i >= nelems ||
             i < nreserved || !shm_bit_test(bm, i)) {
             *bad_off = off;
             rc = -1;
             break;
         }
-        uint64_t next = *(uint64_t *)(base + off);
-        shm_bit_clear(bm, i);
-        if (i < hscan) {                /* shm_span_free_local, list in locals */
-            *(uint64_t *)(base + off) = hfree;
-            hfree = (uint64_t)(uintptr_t)(base + off);
-            hcount++;
+        uint64_t hdr = *(uint64_t *)(base + off);
+        uint32_t m = (uint32_t)(hdr >> 48) + 1;
+        if (m > cap) {
+            *bad_off = off;
+            rc = -1;
+            break;
         }
-        n++;
-        off = next;
+        uint16_t idx[SHM_REMOTE_MAX];
+        idx[0] = (uint16_t)i;
+        memcpy(&idx[1], base + off + 8, (size_t)(m - 1) * sizeof idx[0]);
+        uint64_t rec = off;
+        off = hdr & SHM_REMOTE_OFF_MASK;
+        for (uint32_t k = 0; k < m; k++) {
+            uint32_t j = idx[k];
+            if (j >= nelems || j < nreserved || !shm_bit_test(bm, j)) {
+                *bad_off = j < nelems ? first + (uint64_t)j * size : rec;
+                rc = -1;
+                goto out;
+            }
+            shm_bit_clear(bm, j);
+            if (j < hscan) {            /* shm_span_free_local, list in locals */
+                uint8_t *p = start + (uint64_t)j * size;
+                *(uint64_t *)p = hfree;
+                hfree = (uint64_t)(uintptr_t)p;
+                hcount++;
+            }
+            n++;
+        }
     }
+out:
     if (hfree != s->hfree) {
         s->hfree = hfree;
         s->hcount = hcount;

@@ -106,9 +106,29 @@ void shm_span_free_local(uint8_t *base, shm_span_t *s, uint32_t i);
 
 /* ---- the remote-free stack ---- */
 
-/* Anyone: push object `p` of span `s`.  One CAS (release), retried only when
- * another push won the race.  Push-only with take-all is ABA-free: a push
- * needs nothing of the old head but its value at the moment of the CAS. */
+/* The stack holds records.  A record is a freed object of the span whose
+ * first 8 bytes are its header:
+ *     bits 0..47   offset of the next record, 0 for the last
+ *     bits 48..63  m - 1: the record frees m objects, itself first, then the
+ *                  m - 1 whose indices (uint16_t) follow the header
+ * so a record of class cls frees up to shm_remote_cap(cls) objects, and an
+ * object pushed alone (m = 1) is a record too.  The holder reads one header
+ * and one index run per record instead of chasing one link per object, and
+ * the freer writes nothing into the objects of a record but its first (the
+ * objects' lines can stay in the cache of the core that will reuse them). */
+#define SHM_REMOTE_MAX       32u                 /* objects a record frees, at most */
+#define SHM_REMOTE_OFF_MASK  ((1ull << 48) - 1)  /* arena offsets are < 2^40 */
+
+static inline uint32_t shm_remote_cap(unsigned cls)
+{
+    uint32_t cap = 1 + (shm_classes[cls].size - 8) / 2;
+    return cap < SHM_REMOTE_MAX ? cap : SHM_REMOTE_MAX;
+}
+
+/* Anyone: push object `p` of span `s` alone.  One CAS (release), retried
+ * only when another push won the race.  Push-only with take-all is
+ * ABA-free: a push needs nothing of the old head but its value at the
+ * moment of the CAS. */
 static inline void shm_remote_push(uint8_t *base, shm_span_t *s, void *p)
 {
     uint64_t off = (uint64_t)((uint8_t *)p - base);
@@ -118,23 +138,20 @@ static inline void shm_remote_push(uint8_t *base, shm_span_t *s, void *p)
     } while (!shm_cas_weak_release(&s->xremote, &head, off));
 }
 
-/* Anyone: push a chain of objects of span `s` built privately, newest
- * first: `head` is the offset of the first object, each object's first 8
- * bytes the offset of the next, and `tail` (the last) is linked here.  One
- * CAS (release) for the whole chain. */
-static inline void shm_remote_push_chain(shm_span_t *s, uint64_t head, void *tail)
-{
-    uint64_t old = shm_load_relaxed(&s->xremote);
-    do {
-        *(uint64_t *)tail = old;
-    } while (!shm_cas_weak_release(&s->xremote, &old, head));
-}
+/* Anyone: push objects idx[0..n) of span `s` (checked allocated by the
+ * caller, n >= 1), as ceil(n / shm_remote_cap) records chained privately,
+ * with one CAS (release) for them all. */
+void shm_remote_push_batch(uint8_t *base, shm_span_t *s, const uint16_t *idx, uint32_t n);
 
-/* The holder: take every object on the remote stack (one exchange,
- * acquire), clear their bits and push those below hscan on the local free
- * list.  At most nelems nodes are walked.  Returns the number freed, or -1
- * when a node is not an allocated object of this span (a double or bogus
- * free); then *bad_off is its offset and the rest of the stack is dropped. */
+/* The holder: take every record on the remote stack (one exchange,
+ * acquire), clear the bits of the objects they free and push those below
+ * hscan on the local free list.  Returns the number freed, or -1 when a
+ * record is not an allocated object of this span, has a count above the
+ * class's cap, or names an object that is not allocated (a double or bogus
+ * free); then *bad_off is that object's offset (the record's, when the
+ * index is out of range) and the rest of the stack is dropped.  Each object
+ * freed clears a bit, and one seen again fails the test, so the walk ends
+ * even on a corrupt stack. */
 int shm_span_drain_remote(uint8_t *base, shm_span_t *s, uint64_t *bad_off);
 
 /* ---- tiny blocks ---- */

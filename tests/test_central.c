@@ -303,13 +303,16 @@ static void objs_add(objs_t *o, uint32_t i)
     o->idx[o->n++] = i;
 }
 
-/* Objects on the span's remote stack, not drained yet (a read-only walk). */
+/* Objects on the span's remote stack, not drained yet (a read-only walk
+ * over its records). */
 static uint32_t remote_len(shm_arena_t *a, const shm_span_t *s)
 {
     uint32_t n = 0;
-    for (uint64_t off = shm_load_acquire(&s->xremote); off != 0 && n <= s->nelems;
-         off = *(uint64_t *)(a->base + off))
-        n++;
+    for (uint64_t off = shm_load_acquire(&s->xremote); off != 0 && n <= s->nelems;) {
+        uint64_t hdr = *(uint64_t *)(a->base + off);
+        n += (uint32_t)(hdr >> 48) + 1;
+        off = hdr & SHM_REMOTE_OFF_MASK;
+    }
     return n;
 }
 

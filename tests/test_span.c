@@ -132,32 +132,29 @@ typedef struct pusher_s {
     pthread_barrier_t *go;
 } pusher_t;
 
-/* Even threads push one object at a time; odd ones build private chains of
- * up to 5 and push each with one CAS (the client's batched remote frees). */
+/* Even threads push one object at a time; odd ones collect batches of up
+ * to 37 indices and push each with one CAS, as records of up to the class's
+ * cap (the client's batched remote frees: a batch spans several records in
+ * the small classes). */
 static void *pusher(void *arg)
 {
     pusher_t *p = arg;
-    uint64_t head = 0;
-    void *tail = NULL;
+    uint16_t idx[37];
     unsigned n = 0;
     pthread_barrier_wait(p->go);
     for (uint32_t i = p->t; i < p->s->nelems; i += NTHREADS) {
-        uint8_t *obj = obj_addr(p->a, p->s, i);
         if (p->t % 2 == 0) {
-            shm_remote_push(p->a->base, p->s, obj);
+            shm_remote_push(p->a->base, p->s, obj_addr(p->a, p->s, i));
             continue;
         }
-        *(uint64_t *)obj = head;
-        head = (uint64_t)(obj - p->a->base);
-        if (tail == NULL)
-            tail = obj;
-        if (++n == 5) {
-            shm_remote_push_chain(p->s, head, tail);
-            head = 0, tail = NULL, n = 0;
+        idx[n++] = (uint16_t)i;
+        if (n == sizeof idx / sizeof idx[0]) {
+            shm_remote_push_batch(p->a->base, p->s, idx, n);
+            n = 0;
         }
     }
     if (n > 0)
-        shm_remote_push_chain(p->s, head, tail);
+        shm_remote_push_batch(p->a->base, p->s, idx, n);
     return NULL;
 }
 
@@ -291,6 +288,66 @@ static void test_drain_bogus(void)
     shm_remote_push(a->base, s, obj_addr(a, s, 5));
     CU_ASSERT_EQUAL(shm_span_drain_remote(a->base, s, &bad), 2);
     CU_ASSERT_EQUAL(shm_span_count(a->base, s), 10 - 3);   /* 3, 4, 5 came back */
+}
+
+/* Hand-made records a drain must refuse: too many objects, an index out of
+ * the span, an object freed twice inside one record. */
+static void test_drain_bogus_records(void)
+{
+    shm_arena_t *a = fx_new(64ULL << 20);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+    int err;
+    shm_spanid_t id = spd_heap_alloc_small(a, 8, &err);   /* 64-byte objects */
+    CU_ASSERT_FATAL(id != 0);
+    shm_span_t *s = fx_span(a, id);
+    shm_span_extend(a->base, s, 20);
+    for (int i = 0; i < 20; i++)
+        CU_ASSERT_PTR_NOT_NULL(shm_span_pop(a->base, s));
+    shm_span_reset_holder(s);
+    uint64_t *bm = shm_span_bitmap(a->base, s);
+    uint64_t bad = 0, base_off = (uint64_t)(obj_addr(a, s, 0) - a->base);
+    uint32_t cap = shm_remote_cap(8);
+    CU_ASSERT_EQUAL(cap, 1 + (64 - 8) / 2);
+
+    /* a count above the class's cap */
+    uint16_t many[SHM_REMOTE_MAX];
+    for (uint32_t k = 0; k < cap; k++)
+        many[k] = (uint16_t)(k % 20);
+    uint8_t *r = obj_addr(a, s, 0);
+    *(uint64_t *)r = (uint64_t)cap << 48;                /* m = cap + 1 */
+    memcpy(r + 8, many, (cap - 1) * sizeof many[0]);
+    shm_remote_push(a->base, s, r);
+    *(uint64_t *)r |= (uint64_t)cap << 48;               /* the push wrote the link */
+    CU_ASSERT_EQUAL(shm_span_drain_remote(a->base, s, &bad), -1);
+    CU_ASSERT_EQUAL(bad, base_off);
+    CU_ASSERT(shm_bit_test(bm, 0));                      /* nothing freed */
+
+    /* an index past the span's objects: the record is named */
+    uint16_t far[2] = { 1, (uint16_t)s->nelems };
+    shm_remote_push_batch(a->base, s, far, 2);
+    CU_ASSERT_EQUAL(shm_span_drain_remote(a->base, s, &bad), -1);
+    CU_ASSERT_EQUAL(bad, base_off + 1 * 64);
+    CU_ASSERT_FALSE(shm_bit_test(bm, 1));                /* the record itself came back */
+
+    /* one object twice in a record: the second is named */
+    uint16_t twice[3] = { 2, 3, 3 };
+    shm_remote_push_batch(a->base, s, twice, 3);
+    CU_ASSERT_EQUAL(shm_span_drain_remote(a->base, s, &bad), -1);
+    CU_ASSERT_EQUAL(bad, base_off + 3 * 64);
+
+    /* a record naming an object never allocated */
+    uint16_t never[2] = { 4, 50 };
+    shm_remote_push_batch(a->base, s, never, 2);
+    CU_ASSERT_EQUAL(shm_span_drain_remote(a->base, s, &bad), -1);
+    CU_ASSERT_EQUAL(bad, base_off + 50 * 64);
+
+    /* a batch longer than a record still comes back whole, and only it */
+    uint16_t good[15];
+    for (int k = 0; k < 15; k++)
+        good[k] = (uint16_t)(5 + k);
+    shm_remote_push_batch(a->base, s, good, 15);
+    CU_ASSERT_EQUAL(shm_span_drain_remote(a->base, s, &bad), 15);
+    CU_ASSERT_EQUAL(shm_span_count(a->base, s), 1);      /* object 0 */
 }
 
 /* ---- a second process ---- */
@@ -453,8 +510,9 @@ static void test_second_process(void)
 
 CU_TestInfo span_tests[] = {
     { "bitmap and free list keep the hscan invariant", test_bitmap_freelist },
-    { "remote frees from several threads, one by one and in chains, each once", test_remote_threads },
+    { "remote frees from several threads, one by one and in records, each once", test_remote_threads },
     { "drains stop at bogus nodes", test_drain_bogus },
+    { "drains refuse bogus records", test_drain_bogus_records },
     { "a second process sees the same spans", test_second_process },
     CU_TEST_INFO_NULL,
 };
