@@ -127,20 +127,26 @@ typedef struct bench_gate_s {
 
 /* Single-producer single-consumer ring of 64-bit values, usable between
  * threads or, placed in bench_shared_map memory, between processes.  Each
- * side keeps its last look at the other side's index on its own cache line
- * and loads the shared one again only when the ring looks full (producer) or
- * empty (consumer), so the two cores exchange slot lines, not an index line
- * per item (the same ring drives every allocator; boostbench.cc has a copy). */
+ * side counts in a private index and publishes it every BENCH_RING_PUBLISH
+ * items (one slot line), and before it waits; it looks at the other side's
+ * index again only when the ring looks full (producer) or empty (consumer).
+ * So the two cores exchange one slot line and at most one index line per
+ * eight items, not an index line per item, whatever the ring's fill (the
+ * same ring drives every allocator; boostbench.cc has a copy). */
+#define BENCH_RING_PUBLISH 8
 typedef struct bench_ring_s {
     _Alignas(64) _Atomic uint64_t head;  /* producer: store release */
+    uint64_t head_priv;                  /* producer only: items put */
     uint64_t tail_seen;                  /* producer only: tail at its last look */
     _Alignas(64) _Atomic uint64_t tail;  /* consumer: store release */
+    uint64_t tail_priv;                  /* consumer only: items taken */
     uint64_t head_seen;                  /* consumer only: head at its last look */
     _Alignas(64) uint64_t slot[BENCH_RING];
     _Atomic int stop;                    /* producer: no more items */
 } bench_ring_t;
 
 void bench_ring_put(bench_ring_t *r, uint64_t v);
+void bench_ring_close(bench_ring_t *r);              /* producer: publish, then stop */
 bool bench_ring_get(bench_ring_t *r, uint64_t *v);  /* false: stopped and empty */
 
 /* ---- memory ---- */

@@ -197,41 +197,61 @@ void backoff(unsigned &spins)
 }
 
 // The ring of bench/bench.h (bench_ring_t), the same algorithm: each side
-// looks at the other's index again only when the ring looks full or empty.
+// publishes its index every kPublish items and before it waits, and looks at
+// the other's index again only when the ring looks full or empty.
+constexpr uint64_t kPublish = 8;
 struct Ring {
     alignas(64) std::atomic<uint64_t> head{0};
+    uint64_t head_priv = 0;    // producer only
     uint64_t tail_seen = 0;    // producer only
     alignas(64) std::atomic<uint64_t> tail{0};
+    uint64_t tail_priv = 0;    // consumer only
     uint64_t head_seen = 0;    // consumer only
     alignas(64) uint64_t slot[kRing];
     std::atomic<int> stop{0};
     void put(uint64_t v)
     {
-        uint64_t h = head.load(std::memory_order_relaxed);
-        unsigned spins = 0;
-        while (h - tail_seen >= kRing) {
-            tail_seen = tail.load(std::memory_order_acquire);
-            if (h - tail_seen >= kRing)
+        uint64_t h = head_priv;
+        if (h - tail_seen >= kRing) {
+            unsigned spins = 0;
+            head.store(h, std::memory_order_release);
+            for (;;) {
+                tail_seen = tail.load(std::memory_order_acquire);
+                if (h - tail_seen < kRing)
+                    break;
                 backoff(spins);
+            }
         }
         slot[h % kRing] = v;
-        head.store(h + 1, std::memory_order_release);
+        head_priv = ++h;
+        if (h % kPublish == 0)
+            head.store(h, std::memory_order_release);
+    }
+    void close()
+    {
+        head.store(head_priv, std::memory_order_release);
+        stop.store(1, std::memory_order_release);
     }
     bool get(uint64_t &v)
     {
-        uint64_t t = tail.load(std::memory_order_relaxed);
-        unsigned spins = 0;
-        while (head_seen == t) {
-            head_seen = head.load(std::memory_order_acquire);
-            if (head_seen != t)
-                break;
-            if (stop.load(std::memory_order_acquire) &&
-                (head_seen = head.load(std::memory_order_acquire)) == t)
-                return false;
-            backoff(spins);
+        uint64_t t = tail_priv;
+        if (head_seen == t) {
+            unsigned spins = 0;
+            tail.store(t, std::memory_order_release);
+            for (;;) {
+                head_seen = head.load(std::memory_order_acquire);
+                if (head_seen != t)
+                    break;
+                if (stop.load(std::memory_order_acquire) &&
+                    (head_seen = head.load(std::memory_order_acquire)) == t)
+                    return false;
+                backoff(spins);
+            }
         }
         v = slot[t % kRing];
-        tail.store(t + 1, std::memory_order_release);
+        tail_priv = ++t;
+        if (t % kPublish == 0)
+            tail.store(t, std::memory_order_release);
         return true;
     }
 };
@@ -339,10 +359,10 @@ void produce(Seg &s, Ring &r, size_t size, double secs)
                 r.put(uint64_t(s.m.get_handle_from_address(s.alloc(size))));
         } while (now_ns() < end);
     } catch (...) {
-        r.stop.store(1, std::memory_order_release);   // let the consumer finish
+        r.close();   // let the consumer finish
         throw;
     }
-    r.stop.store(1, std::memory_order_release);
+    r.close();
 }
 
 uint64_t consume(Seg &s, Ring &r)

@@ -217,32 +217,49 @@ static void backoff(unsigned *spins)
 
 void bench_ring_put(bench_ring_t *r, uint64_t v)
 {
-    uint64_t h = atomic_load_explicit(&r->head, memory_order_relaxed);
-    unsigned spins = 0;
-    while (h - r->tail_seen >= BENCH_RING) {
-        r->tail_seen = atomic_load_explicit(&r->tail, memory_order_acquire);
-        if (h - r->tail_seen >= BENCH_RING)
+    uint64_t h = r->head_priv;
+    if (h - r->tail_seen >= BENCH_RING) {
+        unsigned spins = 0;
+        atomic_store_explicit(&r->head, h, memory_order_release);
+        for (;;) {
+            r->tail_seen = atomic_load_explicit(&r->tail, memory_order_acquire);
+            if (h - r->tail_seen < BENCH_RING)
+                break;
             backoff(&spins);
+        }
     }
     r->slot[h % BENCH_RING] = v;
-    atomic_store_explicit(&r->head, h + 1, memory_order_release);
+    r->head_priv = ++h;
+    if (h % BENCH_RING_PUBLISH == 0)
+        atomic_store_explicit(&r->head, h, memory_order_release);
+}
+
+void bench_ring_close(bench_ring_t *r)
+{
+    atomic_store_explicit(&r->head, r->head_priv, memory_order_release);
+    atomic_store_explicit(&r->stop, 1, memory_order_release);
 }
 
 bool bench_ring_get(bench_ring_t *r, uint64_t *v)
 {
-    uint64_t t = atomic_load_explicit(&r->tail, memory_order_relaxed);
-    unsigned spins = 0;
-    while (r->head_seen == t) {
-        r->head_seen = atomic_load_explicit(&r->head, memory_order_acquire);
-        if (r->head_seen != t)
-            break;
-        if (atomic_load_explicit(&r->stop, memory_order_acquire) &&
-            (r->head_seen = atomic_load_explicit(&r->head, memory_order_acquire)) == t)
-            return false;
-        backoff(&spins);
+    uint64_t t = r->tail_priv;
+    if (r->head_seen == t) {
+        unsigned spins = 0;
+        atomic_store_explicit(&r->tail, t, memory_order_release);
+        for (;;) {
+            r->head_seen = atomic_load_explicit(&r->head, memory_order_acquire);
+            if (r->head_seen != t)
+                break;
+            if (atomic_load_explicit(&r->stop, memory_order_acquire) &&
+                (r->head_seen = atomic_load_explicit(&r->head, memory_order_acquire)) == t)
+                return false;
+            backoff(&spins);
+        }
     }
     *v = r->slot[t % BENCH_RING];
-    atomic_store_explicit(&r->tail, t + 1, memory_order_release);
+    r->tail_priv = ++t;
+    if (t % BENCH_RING_PUBLISH == 0)
+        atomic_store_explicit(&r->tail, t, memory_order_release);
     return true;
 }
 

@@ -232,7 +232,7 @@ static void WL(produce)(size_t size, bench_ring_t *ring, double secs, uint64_t (
             bench_ring_put(ring, wire(p));
         }
     } while (bench_now_ns() < end);
-    atomic_store_explicit(&ring->stop, 1, memory_order_release);
+    bench_ring_close(ring);
 }
 
 static uint64_t WL(ptr_wire)(void *p)
