@@ -135,11 +135,12 @@ typedef struct bench_gate_s {
  * same ring drives every allocator; boostbench.cc has a copy). */
 #define BENCH_RING_PUBLISH 8
 typedef struct bench_ring_s {
+    /* the shared indices, each alone on its line: the other side polls it */
     _Alignas(64) _Atomic uint64_t head;  /* producer: store release */
-    uint64_t head_priv;                  /* producer only: items put */
-    uint64_t tail_seen;                  /* producer only: tail at its last look */
     _Alignas(64) _Atomic uint64_t tail;  /* consumer: store release */
-    uint64_t tail_priv;                  /* consumer only: items taken */
+    _Alignas(64) uint64_t head_priv;     /* producer only: items put */
+    uint64_t tail_seen;                  /* producer only: tail at its last look */
+    _Alignas(64) uint64_t tail_priv;     /* consumer only: items taken */
     uint64_t head_seen;                  /* consumer only: head at its last look */
     _Alignas(64) uint64_t slot[BENCH_RING];
     _Atomic int stop;                    /* producer: no more items */

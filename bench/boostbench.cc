@@ -201,12 +201,13 @@ void backoff(unsigned &spins)
 // the other's index again only when the ring looks full or empty.
 constexpr uint64_t kPublish = 8;
 struct Ring {
+    // the shared indices, each alone on its line: the other side polls it
     alignas(64) std::atomic<uint64_t> head{0};
-    uint64_t head_priv = 0;    // producer only
-    uint64_t tail_seen = 0;    // producer only
     alignas(64) std::atomic<uint64_t> tail{0};
-    uint64_t tail_priv = 0;    // consumer only
-    uint64_t head_seen = 0;    // consumer only
+    alignas(64) uint64_t head_priv = 0;    // producer only
+    uint64_t tail_seen = 0;                // producer only
+    alignas(64) uint64_t tail_priv = 0;    // consumer only
+    uint64_t head_seen = 0;                // consumer only
     alignas(64) uint64_t slot[kRing];
     std::atomic<int> stop{0};
     void put(uint64_t v)
