@@ -47,8 +47,10 @@ static void usage(FILE *f)
 "      --large-pool SIZE   freed large objects of 40 KiB..1 MiB that clients\n"
 "                          keep for reuse, up to SIZE bytes in the shared\n"
 "                          pool (each client thread also keeps up to 4 of\n"
-"                          its own); K, M, G suffixes (default 64M; 0 turns\n"
-"                          both off)\n"
+"                          its own); K, M, G suffixes (default an eighth of\n"
+"                          the arena, 512M with the default 4G; 0 turns both\n"
+"                          off); idle ones go back to the heap within one\n"
+"                          scavenge interval whatever the size\n"
 "  -c, --config FILE       read `key = value` lines (long option names)\n"
 "  -v, --verbose           log more (twice: libevent too)\n"
 "      --allow-uid UID     let this user connect too (repeatable)\n"
@@ -202,7 +204,7 @@ static void defaults(spd_config_t *cfg)
     cfg->arena_size = SHM_DEFAULT_ARENA_SIZE;
     cfg->base = SHM_DEFAULT_BASE;
     cfg->scavenge_interval = SPD_DEFAULT_SCAVENGE_SECS;
-    cfg->large_pool = SPD_DEFAULT_LARGE_POOL;
+    cfg->large_pool = SPD_LARGE_POOL_AUTO;
 }
 
 static const struct option longopts[] = {
@@ -258,4 +260,6 @@ void spd_config_parse(spd_config_t *cfg, int argc, char **argv)
     }
     if (optind < argc)
         die_usage("unexpected argument: %s", argv[optind]);
+    if (cfg->large_pool == SPD_LARGE_POOL_AUTO)
+        cfg->large_pool = cfg->arena_size / SPD_LARGE_POOL_SHARE;
 }

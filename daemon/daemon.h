@@ -20,7 +20,8 @@
 
 #define SPD_MAX_ALLOW_UIDS        16
 #define SPD_DEFAULT_SCAVENGE_SECS 5      /* scavenger period and idle threshold */
-#define SPD_DEFAULT_LARGE_POOL    (64ULL << 20) /* --large-pool, bytes */
+#define SPD_LARGE_POOL_AUTO       UINT64_MAX  /* --large-pool unset: arena / 8 */
+#define SPD_LARGE_POOL_SHARE      8           /* the default pool: this part of the arena */
 
 typedef struct spd_config_s {
     bool foreground;                 /* -f: no fork, log to stderr */
