@@ -63,19 +63,29 @@ static void *reuse_large(uint64_t size, uint64_t align)
     if (shm_lpool_bucket(base, npages) == NULL)
         return NULL;
     spci_cache_t *c = spci_tc;
+    unsigned nfree = 0, free_slot[SPCI_LCACHE_SLOTS];
     for (unsigned k = 0; k < SPCI_LCACHE_SLOTS; k++) {   /* the empty cache: all NULL */
         shm_span_t *s = c->lcache[k];
-        if (s != NULL && s->npages == npages) {
+        if (s == NULL) {
+            free_slot[nfree++] = k;
+        } else if (s->npages == npages) {
             c->lcache[k] = NULL;
             shm_store_relaxed(&s->xremote, 0);
             shm_store_release(&s->xowner, 0);      /* CACHED -> 0: allocated */
             return shm_span_addr(base, s);
         }
     }
+    /* a whole batch from the pool: the first allocated, the rest into this
+     * thread's free slots (none in the empty cache: one span only) */
+    if (c == &spci_empty_cache)
+        nfree = 0;
+    shm_span_t *got[SPCI_LCACHE_SLOTS + 1];
     shm_spanid_t bad;
-    shm_span_t *s = shm_lpool_pop(base, npages, &bad);
-    if (s != NULL)
-        return shm_span_addr(base, s);
+    uint32_t n = shm_lpool_pop_batch(base, npages, got, 1 + nfree, spci_proc.session, &bad);
+    for (uint32_t k = 1; k < n; k++)
+        c->lcache[free_slot[k - 1]] = got[k];
+    if (n > 0)
+        return shm_span_addr(base, got[0]);
     if (bad != 0)
         spci_log("the large pool's bucket of %llu pages gave span %u, which is not a "
                  "pooled large span of that size; dropped it", (unsigned long long)npages,

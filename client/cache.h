@@ -33,6 +33,7 @@
 #define SPCI_CACHE_H
 
 #include "client/internal.h"
+#include "shm/lpool.h"
 
 /* hstate of a span a thread holds (the holder field of shm_span_t) */
 enum {
@@ -48,7 +49,8 @@ enum {
 #define SPCI_PENDING_MAX 64u      /* spans waiting to be released */
 #define SPCI_RFREE_SLOTS 8u       /* spans with remote frees waiting, per thread */
 #define SPCI_RFREE_BATCH 32u      /* remote frees pushed with one CAS */
-#define SPCI_LCACHE_SLOTS 4u      /* freed large spans a thread keeps */
+#define SPCI_LCACHE_SLOTS 8u      /* freed large spans a thread keeps */
+_Static_assert(SPCI_LCACHE_SLOTS + 1 <= SHM_LPOOL_BATCH_MAX, "a full cache and one more span make a batch");
 
 /* Hot per-class state: 40 bytes, written by the owning thread only. */
 typedef struct spci_bin_s {

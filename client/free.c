@@ -184,10 +184,13 @@ static void large_free_shared(void *p, shm_span_t *s)
                  strerror(-rc));
 }
 
-/* Free large span s at p: kept in this thread's cache when a slot is free
- * and the pool would take its size (so --large-pool 0 turns this off too),
- * with one CAS of its tag 0 -> CACHED, which catches a double free as the
- * pool's does; else large_free_shared. */
+/* Free large span s at p: kept in this thread's cache (the pool would take
+ * its size, so --large-pool 0 turns this off too), with one CAS of its tag
+ * 0 -> CACHED, which catches a double free as the pool's does.  A full
+ * cache first gives the pool every span it keeps of s's size, s with them,
+ * as one batch (one CAS: a thread that only frees, the consumer of a
+ * producer, pays the shared lines once a batch); s alone when it keeps none
+ * of that size, or when the pool is full (then large_free_shared). */
 static void large_free(void *p, shm_span_t *s)
 {
     spci_cache_t *c = spci_tc;
@@ -196,17 +199,29 @@ static void large_free(void *p, shm_span_t *s)
         large_free_shared(p, s);
         return;
     }
+    uint32_t tag = 0;
+    if (!shm_cas_strong_acq_rel(&s->xowner, &tag, SHM_LARGE_CACHED))
+        spci_bogus_free("spc_free", p, LARGE_TWICE);
+    /* whose cache: the daemon frees it when this session ends unflushed */
+    shm_store_relaxed(&s->xremote, spci_proc.session);
+    shm_span_t *batch[SPCI_LCACHE_SLOTS + 1];
+    unsigned n = 0, taken[SPCI_LCACHE_SLOTS];
     for (unsigned k = 0; k < SPCI_LCACHE_SLOTS; k++) {
-        if (c->lcache[k] != NULL)
-            continue;
-        uint32_t tag = 0;
-        if (!shm_cas_strong_acq_rel(&s->xowner, &tag, SHM_LARGE_CACHED))
-            spci_bogus_free("spc_free", p, LARGE_TWICE);
-        /* whose cache: the daemon frees it when this session ends unflushed */
-        shm_store_relaxed(&s->xremote, spci_proc.session);
-        c->lcache[k] = s;
+        if (c->lcache[k] == NULL) {
+            c->lcache[k] = s;
+            return;
+        }
+        if (c->lcache[k]->npages == s->npages)
+            taken[n] = k, batch[n++] = c->lcache[k];
+    }
+    batch[n++] = s;
+    if (shm_lpool_push_cached(spci_map.base, batch, n)) {
+        for (unsigned k = 0; k + 1 < n; k++)
+            c->lcache[taken[k]] = NULL;
         return;
     }
+    shm_store_relaxed(&s->xremote, 0);
+    shm_store_release(&s->xowner, 0);           /* CACHED -> 0, then a free */
     large_free_shared(p, s);
 }
 

@@ -46,7 +46,7 @@ static void usage(FILE *f)
 "                          half that long go (default 5; 0 turns it off)\n"
 "      --large-pool SIZE   freed large objects of 40 KiB..1 MiB that clients\n"
 "                          keep for reuse, up to SIZE bytes in the shared\n"
-"                          pool (each client thread also keeps up to 4 of\n"
+"                          pool (each client thread also keeps up to 8 of\n"
 "                          its own); K, M, G suffixes (default an eighth of\n"
 "                          the arena, 512M with the default 4G; 0 turns both\n"
 "                          off); idle ones go back to the heap within one\n"

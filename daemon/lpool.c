@@ -1,8 +1,8 @@
 /* See shm/layout.h for the overview; shm/lpool.h for the large pool.
  *
- * Draining a bucket: one CAS takes its whole chain (head -> generation + 1,
- * empty), so clients pushing and popping meanwhile see an empty bucket and
- * the chain is the daemon's alone.  Each span is tagged RETURNING (as if a
+ * Draining a bucket: one CAS takes its whole chain of batches (head ->
+ * generation + 1, empty), so clients pushing and popping meanwhile see an
+ * empty bucket and the chain is the daemon's alone.  Each span is tagged RETURNING (as if a
  * client had sent FreeLarge), unreserved (xpages) and freed through
  * spd_heap_free_large, the path of FreeLarge: merged with its free
  * neighbours and counted in large_frees.
@@ -25,23 +25,31 @@ uint32_t spd_lpool_drain(shm_arena_t *a, unsigned b, uint32_t *bad)
         if (SHM_LPOOL_ID(head) == 0)
             return 0;
     } while (!shm_cas_strong_acq_rel(&bk->xhead, &head, SHM_LPOOL_NEXT(head, 0)));
-    shm_spanid_t id = SHM_LPOOL_ID(head);
-    for (uint32_t n = 0; id != 0; n++) {
-        shm_span_t *s = id < hwm ? shm_span(a->base, id) : NULL;
-        if (n >= hwm || s == NULL || shm_load_acquire(&s->xstate) != SHM_SPAN_LARGE ||
-            s->npages != npages || shm_load_relaxed(&s->xowner) != SHM_LARGE_POOLED) {
-            (*bad)++;
-            break;
+    /* batch after batch; n bounds the walk on a corrupt chain */
+    shm_spanid_t batch = SHM_LPOOL_ID(head);
+    for (uint32_t n = 0; batch != 0;) {
+        shm_spanid_t id = batch;
+        batch = 0;
+        for (uint32_t k = 0; id != 0; k++, n++) {
+            shm_span_t *s = id < hwm ? shm_span(a->base, id) : NULL;
+            if (n >= hwm || k >= SHM_LPOOL_BATCH_MAX || s == NULL ||
+                shm_load_acquire(&s->xstate) != SHM_SPAN_LARGE || s->npages != npages ||
+                shm_load_relaxed(&s->xowner) != SHM_LARGE_POOLED) {
+                (*bad)++;
+                return freed;
+            }
+            uint64_t x = shm_load_relaxed(&s->xremote);
+            if (k == 0)
+                batch = SHM_LPOOL_NEXT_BATCH(x);
+            shm_store_relaxed(&s->xremote, 0);
+            /* the span is ours alone now; RETURNING (not 0) keeps a client's
+             * double free of it failing its CAS until the heap has it */
+            shm_store_release(&s->xowner, SHM_LARGE_RETURNING);
+            shm_fetch_sub_relaxed(&h->lpool.xpages, npages);
+            spd_heap_free_large(a, (uint64_t)s->start << SHM_PAGE_SHIFT);
+            freed++;
+            id = SHM_LPOOL_IN_BATCH(x);
         }
-        shm_spanid_t next = (shm_spanid_t)shm_load_relaxed(&s->xremote);
-        shm_store_relaxed(&s->xremote, 0);
-        /* the span is ours alone now; RETURNING (not 0) keeps a client's
-         * double free of it failing its CAS until the heap has it */
-        shm_store_release(&s->xowner, SHM_LARGE_RETURNING);
-        shm_fetch_sub_relaxed(&h->lpool.xpages, npages);
-        spd_heap_free_large(a, (uint64_t)s->start << SHM_PAGE_SHIFT);
-        freed++;
-        id = next;
     }
     return freed;
 }

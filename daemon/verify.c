@@ -563,26 +563,39 @@ static int check_lpool(vctx_t *v)
     uint32_t spans = 0;
     for (unsigned b = 0; b < SHM_LPOOL_NBUCKETS; b++) {
         uint32_t npages = SHM_LPOOL_MIN_PAGES + b, n = 0;
-        shm_spanid_t id = SHM_LPOOL_ID(shm_load_acquire(&lp->bucket[b].xhead));
-        for (; id != 0; n++) {
-            if (id >= v->hwm)
-                return bad(v, "large pool: bucket of %u pages links to span %u, outside "
-                           "[1, %u)", npages, id, v->hwm);
-            const shm_span_t *s = span_at(v, id);
-            uint8_t st = state_of(s);
-            if (v->where[id] & W_POOL)
-                return bad(v, "large pool: bucket of %u pages reaches span %u twice "
-                           "(a cycle, or on two buckets)", npages, id);
-            v->where[id] |= W_POOL;
-            if (st != SHM_SPAN_LARGE || shm_load_relaxed(&s->xowner) != SHM_LARGE_POOLED)
-                return bad(v, "large pool: bucket of %u pages holds span %u, which is %s "
-                           "with tag %#x, not a POOLED large span", npages, id,
-                           state_name(st), shm_load_relaxed(&s->xowner));
-            if (s->npages != npages)
-                return bad(v, "large pool: bucket of %u pages holds span %u of %u pages",
-                           npages, id, s->npages);
-            pages += npages;
-            id = (shm_spanid_t)shm_load_relaxed(&s->xremote);
+        shm_spanid_t batch = SHM_LPOOL_ID(shm_load_acquire(&lp->bucket[b].xhead));
+        while (batch != 0) {
+            shm_spanid_t id = batch;
+            batch = 0;
+            for (uint32_t k = 0; id != 0; k++, n++) {
+                if (id >= v->hwm)
+                    return bad(v, "large pool: bucket of %u pages links to span %u, "
+                               "outside [1, %u)", npages, id, v->hwm);
+                if (k == SHM_LPOOL_BATCH_MAX)
+                    return bad(v, "large pool: bucket of %u pages has a batch of more "
+                               "than %u spans", npages, SHM_LPOOL_BATCH_MAX);
+                const shm_span_t *s = span_at(v, id);
+                uint8_t st = state_of(s);
+                if (v->where[id] & W_POOL)
+                    return bad(v, "large pool: bucket of %u pages reaches span %u twice "
+                               "(a cycle, or on two buckets)", npages, id);
+                v->where[id] |= W_POOL;
+                if (st != SHM_SPAN_LARGE || shm_load_relaxed(&s->xowner) != SHM_LARGE_POOLED)
+                    return bad(v, "large pool: bucket of %u pages holds span %u, which is "
+                               "%s with tag %#x, not a POOLED large span", npages, id,
+                               state_name(st), shm_load_relaxed(&s->xowner));
+                if (s->npages != npages)
+                    return bad(v, "large pool: bucket of %u pages holds span %u of %u "
+                               "pages", npages, id, s->npages);
+                uint64_t x = shm_load_relaxed(&s->xremote);
+                if (k == 0)
+                    batch = SHM_LPOOL_NEXT_BATCH(x);
+                else if (SHM_LPOOL_NEXT_BATCH(x) != 0)
+                    return bad(v, "large pool: span %u inside a batch links to another "
+                               "batch", id);
+                pages += npages;
+                id = SHM_LPOOL_IN_BATCH(x);
+            }
         }
         spans += n;
     }

@@ -104,7 +104,8 @@
 #include "shm/sizeclasses.h"
 
 #define SHM_MAGIC           0x314e4144444e5053ULL  /* "SPNDDAN1" little-endian */
-#define SHM_LAYOUT_VERSION  3u   /* 2: the large pool in the header; 3: remote-free records */
+#define SHM_LAYOUT_VERSION  3u   /* 2: the large pool in the header; 3: remote-free
+                                    records, large-pool batches */
 
 #define SHM_PAGE_SHIFT      13
 #define SHM_PAGE_SIZE       (1u << SHM_PAGE_SHIFT)          /* 8 KiB */
@@ -152,10 +153,16 @@ enum {
  *   CACHED -> 0          that thread, allocating it again, or before it frees
  *                        it on to the pool or the daemon (thread exit,
  *                        detach): store_release
+ *   CACHED -> POOLED     that thread, pushing its cached spans of one size
+ *                        as a batch: store_release, after reserving their
+ *                        capacity, before its push
  *   CACHED -> RETURNING  the daemon closing the session named in xremote
  *                        (CAS), then FreeLarge's path
  *   POOLED -> 0          the client that popped it (store_release, after the
  *                        pop's CAS)
+ *   POOLED -> CACHED     the client that popped its batch, for the spans it
+ *                        keeps in its thread's cache: xremote (its session)
+ *                        stored relaxed, then the tag with store_release
  *   POOLED -> RETURNING  the daemon draining a bucket (store_release: the
  *                        chain is its own), then FreeLarge's path
  *   0, RETURNING -> RETURNING  the daemon's FreeLarge claims it (CAS), then
@@ -242,8 +249,10 @@ typedef struct shm_span_s {
                                  count (shm/span.h).  Anyone pushes: CAS
                                  release (the records written before it).
                                  The holder takes all: exchange acquire.
-                                 LARGE and POOLED: the large-pool link, the
-                                 next span id of its bucket (low 32 bits), 0
+                                 LARGE and POOLED: the large-pool links:
+                                 the next span of its batch (low 32 bits)
+                                 and, on a batch's first span, the first
+                                 span of the next batch (high 32 bits), 0
                                  last.  The pusher stores it relaxed before
                                  its CAS release of the head; a popper loads
                                  it relaxed after its acquire load of the
@@ -320,13 +329,15 @@ typedef struct shm_stats_s {
 
 /* One bucket of the large pool: a Treiber stack of POOLED spans of one page
  * count, on its own cache line with its counters.
- *   xhead    (generation << 32) | first span id, id 0 = empty.  Every push
- *            and pop CASes it with generation + 1 (ABA: a pop that read the
- *            link of a span popped and pushed again meanwhile fails).  Push:
+ *   xhead    (generation << 32) | first span id of the top batch, id 0 =
+ *            empty.  Every push and pop of a batch CASes it with generation
+ *            + 1 (ABA: a pop that read the link of a span popped and pushed
+ *            again meanwhile fails).  Push:
  *            CAS release; pop: load acquire, CAS acq_rel; the daemon's drain
  *            takes all with one CAS acq_rel to (generation + 1, 0).
- *   xpops, xpushes  pops that got a span, spans pushed: anyone, fetch_add
- *            relaxed; statistics only (and the scavenger's idle test). */
+ *   xpops, xpushes  spans popped, spans pushed (the rest of a batch a pop
+ *            gives back is neither): anyone, fetch_add relaxed; statistics
+ *            only (and the scavenger's idle test). */
 typedef struct shm_lpool_bucket_s {
     _Atomic uint64_t xhead;
     _Atomic uint64_t xpops;

@@ -10,6 +10,25 @@ static inline uint32_t id_limit(uint8_t *base)
     return (uint32_t)((h->data_off - h->spans_off) / sizeof(shm_span_t));
 }
 
+/* Push spans v[0..n), linked here and tagged POOLED by the caller, as one
+ * batch: one CAS (release) of the head, retried only when another push or
+ * pop won the race.  `count`: new pushes for xpushes (not the rest of a
+ * batch a pop gives back). */
+static void push_batch(uint8_t *base, shm_lpool_bucket_t *b, shm_span_t *const *v, uint32_t n,
+                       bool count)
+{
+    for (uint32_t k = 1; k < n; k++)
+        shm_store_relaxed(&v[k]->xremote, k + 1 < n ? (uint64_t)shm_span_id(base, v[k + 1]) : 0);
+    uint64_t in_batch = n > 1 ? (uint64_t)shm_span_id(base, v[1]) : 0;
+    shm_spanid_t id = shm_span_id(base, v[0]);
+    uint64_t head = shm_load_relaxed(&b->xhead);
+    do {
+        shm_store_relaxed(&v[0]->xremote, ((uint64_t)SHM_LPOOL_ID(head) << 32) | in_batch);
+    } while (!shm_cas_weak_release(&b->xhead, &head, SHM_LPOOL_NEXT(head, id)));
+    if (count)
+        shm_fetch_add_relaxed(&b->xpushes, n);
+}
+
 shm_lfree_t shm_lpool_free(uint8_t *base, shm_span_t *s)
 {
     shm_lpool_t *lp = &((shm_header_t *)base)->lpool;
@@ -28,48 +47,86 @@ shm_lfree_t shm_lpool_free(uint8_t *base, shm_span_t *s)
     }
     if (b == NULL)
         return SHM_LFREE_RETURN;
-    shm_spanid_t id = shm_span_id(base, s);
-    uint64_t head = shm_load_relaxed(&b->xhead);
-    do {
-        shm_store_relaxed(&s->xremote, (uint64_t)SHM_LPOOL_ID(head));
-    } while (!shm_cas_weak_release(&b->xhead, &head, SHM_LPOOL_NEXT(head, id)));
-    shm_fetch_add_relaxed(&b->xpushes, 1);
+    push_batch(base, b, &s, 1, true);
     return SHM_LFREE_POOLED;
 }
 
-shm_span_t *shm_lpool_pop(uint8_t *base, uint64_t npages, shm_spanid_t *bad)
+bool shm_lpool_push_cached(uint8_t *base, shm_span_t *const *v, uint32_t n)
+{
+    if (n == 0 || n > SHM_LPOOL_BATCH_MAX)
+        return false;
+    shm_lpool_t *lp = &((shm_header_t *)base)->lpool;
+    uint64_t npages = v[0]->npages, pages = npages * n;
+    shm_lpool_bucket_t *b = shm_lpool_bucket(base, npages);
+    if (b == NULL)
+        return false;
+    if (shm_fetch_add_relaxed(&lp->xpages, pages) + pages > lp->cap_pages) {
+        shm_fetch_sub_relaxed(&lp->xpages, pages);
+        return false;
+    }
+    for (uint32_t k = 0; k < n; k++)
+        shm_store_release(&v[k]->xowner, SHM_LARGE_POOLED);   /* CACHED -> POOLED */
+    push_batch(base, b, v, n, true);
+    return true;
+}
+
+uint32_t shm_lpool_pop_batch(uint8_t *base, uint64_t npages, shm_span_t **out, uint32_t max,
+                             uint32_t session, shm_spanid_t *bad)
 {
     *bad = 0;
     shm_lpool_bucket_t *b = shm_lpool_bucket(base, npages);
-    if (b == NULL)
-        return NULL;
+    if (b == NULL || max == 0)
+        return 0;
     uint32_t limit = id_limit(base);
     shm_spanid_t id;
-    shm_span_t *s;
     uint64_t head = shm_load_acquire(&b->xhead);
     for (;;) {
         id = SHM_LPOOL_ID(head);
         if (id == 0)
-            return NULL;
+            return 0;
         if (id >= limit) {
             *bad = id;       /* a head no push could have made: leave it */
-            return NULL;
+            return 0;
         }
-        s = shm_span(base, id);
-        /* s may have been popped (even freed to the heap and reused) since
-         * we loaded head: then the CAS fails, as the generation moved */
-        shm_spanid_t next = (shm_spanid_t)shm_load_relaxed(&s->xremote);
-        if (shm_cas_strong_acq_rel(&b->xhead, &head, SHM_LPOOL_NEXT(head, next)))
+        /* the span may have been popped (even freed to the heap and reused)
+         * since we loaded head: then the CAS fails, as the generation moved */
+        uint64_t x = shm_load_relaxed(&shm_span(base, id)->xremote);
+        if (shm_cas_strong_acq_rel(&b->xhead, &head, SHM_LPOOL_NEXT(head, SHM_LPOOL_NEXT_BATCH(x))))
             break;
     }
-    shm_fetch_add_relaxed(&b->xpops, 1);
-    shm_fetch_sub_relaxed(&((shm_header_t *)base)->lpool.xpages, npages);
-    if (shm_load_acquire(&s->xstate) != SHM_SPAN_LARGE || s->npages != npages ||
-        shm_load_relaxed(&s->xowner) != SHM_LARGE_POOLED) {
-        *bad = id;
-        return NULL;
+    /* the batch is ours alone now */
+    uint32_t n = 0;
+    while (id != 0) {
+        shm_span_t *s = id < limit ? shm_span(base, id) : NULL;
+        if (s == NULL || n == SHM_LPOOL_BATCH_MAX ||
+            shm_load_acquire(&s->xstate) != SHM_SPAN_LARGE || s->npages != npages ||
+            shm_load_relaxed(&s->xowner) != SHM_LARGE_POOLED) {
+            *bad = id;
+            break;
+        }
+        shm_spanid_t next = SHM_LPOOL_IN_BATCH(shm_load_relaxed(&s->xremote));
+        if (n == max) {                 /* the rest, from s on, goes back */
+            shm_span_t *rest[SHM_LPOOL_BATCH_MAX];
+            uint32_t r = 0;
+            for (shm_spanid_t k = id; k != 0 && k < limit && r < SHM_LPOOL_BATCH_MAX; r++) {
+                rest[r] = shm_span(base, k);
+                k = SHM_LPOOL_IN_BATCH(shm_load_relaxed(&rest[r]->xremote));
+            }
+            push_batch(base, b, rest, r, false);
+            break;
+        }
+        out[n++] = s;
+        id = next;
     }
-    shm_store_relaxed(&s->xremote, 0);
-    shm_store_release(&s->xowner, 0);
-    return s;
+    if (n == 0)
+        return 0;
+    shm_fetch_add_relaxed(&b->xpops, n);
+    shm_fetch_sub_relaxed(&((shm_header_t *)base)->lpool.xpages, n * npages);
+    shm_store_relaxed(&out[0]->xremote, 0);
+    shm_store_release(&out[0]->xowner, 0);                 /* POOLED -> 0 */
+    for (uint32_t k = 1; k < n; k++) {
+        shm_store_relaxed(&out[k]->xremote, session);
+        shm_store_release(&out[k]->xowner, SHM_LARGE_CACHED);  /* POOLED -> CACHED */
+    }
+    return n;
 }

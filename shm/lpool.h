@@ -2,8 +2,10 @@
  *
  * The large pool: freed LARGE spans of SHM_LPOOL_MIN_PAGES..MAX_PAGES pages
  * that any process can take again without asking the daemon.  One Treiber
- * stack per page count (shm_lpool_bucket_t), linked through the spans'
- * xremote, with a generation in the head against ABA; the span's xowner
+ * stack per page count (shm_lpool_bucket_t) of batches: a batch is 1 to
+ * SHM_LPOOL_BATCH_MAX spans pushed and popped with one CAS, linked through
+ * the spans' xremote (SHM_LPOOL_IN_BATCH, SHM_LPOOL_NEXT_BATCH below), with
+ * a generation in the head against ABA; the span's xowner
  * carries the large-object tag (SHM_LARGE_*, shm/layout.h) so that a double
  * free fails a CAS before anything is pushed.  Capacity is counted in
  * lpool.xpages and reserved before a push, so the pool never holds more
@@ -17,6 +19,7 @@
 #ifndef SHM_LPOOL_H
 #define SHM_LPOOL_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "shm/atomic.h"
@@ -26,6 +29,16 @@
 #define SHM_LPOOL_GEN(head)  ((uint64_t)(head) >> 32)
 /* The head after `head` whose first span is `id`. */
 #define SHM_LPOOL_NEXT(head, id) (((SHM_LPOOL_GEN(head) + 1) << 32) | (uint64_t)(id))
+
+/* A POOLED span's xremote: the next span of its batch (0: the batch's
+ * last) and, on the first span of a batch, the first span of the next batch
+ * on the bucket (0: the bucket's last).  Written by the pusher (relaxed,
+ * before its CAS release of the head), read by a popper (relaxed, after its
+ * acquire load of the head; a stale value fails the CAS) and by whoever
+ * owns the batch after taking it (a pop, the daemon's drain). */
+#define SHM_LPOOL_IN_BATCH(x)    ((shm_spanid_t)((x) & 0xffffffffu))
+#define SHM_LPOOL_NEXT_BATCH(x)  ((shm_spanid_t)((uint64_t)(x) >> 32))
+#define SHM_LPOOL_BATCH_MAX      16u   /* spans a batch may hold */
 
 /* The bucket of spans of `npages` pages, or NULL when the pool is off or
  * takes no spans of that size. */
@@ -49,11 +62,29 @@ typedef enum shm_lfree_e {
  * with a CAS of xowner 0 -> POOLED (or -> RETURNING), then push it. */
 shm_lfree_t shm_lpool_free(uint8_t *base, shm_span_t *s);
 
-/* Pop a span of `npages` pages.  NULL when the bucket is empty or the pool
- * takes no such size.  When the popped span is not a POOLED LARGE span of
- * npages pages (which must never happen: the pool is corrupt) it is
- * dropped, NULL is returned and *bad gets its id (else *bad = 0).  On
- * success the span is allocated (xowner 0, stored with release). */
-shm_span_t *shm_lpool_pop(uint8_t *base, uint64_t npages, shm_spanid_t *bad);
+/* Push spans v[0..n) (1 <= n <= SHM_LPOOL_BATCH_MAX), all of one page
+ * count the pool takes and all tagged CACHED by the calling thread (their
+ * owner), as one batch: reserve their pages in xpages (over cap_pages:
+ * false, nothing changed), tag them POOLED (store_release), one CAS. */
+bool shm_lpool_push_cached(uint8_t *base, shm_span_t *const *v, uint32_t n);
+
+/* Pop the top batch of spans of `npages` pages (one CAS) and take up to
+ * `max` (>= 1) of its spans into out[]; a rest goes back as a batch of its
+ * own (one more CAS).  out[0] comes back allocated (xowner 0), the others
+ * tagged CACHED for the session `session` (xremote), for the caller's
+ * thread cache; every one with store_release.  Returns how many: 0 when the
+ * bucket is empty or the pool takes no such size.  A link to a span that
+ * is not a POOLED LARGE span of npages pages (which must never happen: the
+ * pool is corrupt) ends the walk there, the rest of that batch is dropped
+ * and *bad gets its id (else *bad = 0). */
+uint32_t shm_lpool_pop_batch(uint8_t *base, uint64_t npages, shm_span_t **out, uint32_t max,
+                             uint32_t session, shm_spanid_t *bad);
+
+/* One span of `npages` pages, allocated: shm_lpool_pop_batch with max 1. */
+static inline shm_span_t *shm_lpool_pop(uint8_t *base, uint64_t npages, shm_spanid_t *bad)
+{
+    shm_span_t *s;
+    return shm_lpool_pop_batch(base, npages, &s, 1, 0, bad) ? s : NULL;
+}
 
 #endif /* SHM_LPOOL_H */

@@ -2,8 +2,10 @@
  *
  * The large pool (shm/lpool.c, daemon/lpool.c) without a daemon: pops in
  * LIFO order, the head's generation defeating ABA, double frees caught by
- * the tag's CAS, the cap, draining back to the heap, and processes pushing
- * and popping at once (fork) with every span seen exactly once at the end.
+ * the tag's CAS, the cap, batches pushed and popped whole or in part,
+ * draining back to the heap, and processes pushing and popping at once
+ * (fork), one span or a batch at a time, with every span seen exactly once
+ * at the end.
  */
 #include "config.h"
 
@@ -95,7 +97,7 @@ static void test_aba(void)
     shm_lpool_free(a->base, fx_span(a, y));
     uint64_t seen = shm_load_acquire(&b->xhead);
     CU_ASSERT_EQUAL(SHM_LPOOL_ID(seen), y);
-    shm_spanid_t next = (shm_spanid_t)shm_load_relaxed(&fx_span(a, y)->xremote);
+    shm_spanid_t next = SHM_LPOOL_NEXT_BATCH(shm_load_relaxed(&fx_span(a, y)->xremote));
     CU_ASSERT_EQUAL(next, x);
     CU_ASSERT_EQUAL(pop_id(a, 10), y);
     CU_ASSERT_EQUAL(pop_id(a, 10), x);
@@ -194,16 +196,137 @@ static void test_drain(void)
     CU_ASSERT_EQUAL(bad, 1);
 }
 
+/* Batches: a thread cache's spans pushed with one CAS; a pop takes what
+ * it has room for (the first allocated, the rest CACHED for its session)
+ * and gives the rest back as a batch; the cap counts a batch whole; the
+ * drain and the verifier walk batches. */
+static void test_batches(void)
+{
+    shm_arena_t *a = pool_arena(40);
+    shm_spanid_t ids[5];
+    shm_span_t *v[5];
+    for (unsigned i = 0; i < 5; i++) {
+        ids[i] = large(a, 6);
+        v[i] = fx_span(a, ids[i]);
+        shm_store_relaxed(&v[i]->xowner, SHM_LARGE_CACHED);
+    }
+    shm_spanid_t lone = large(a, 6);
+    CU_ASSERT_EQUAL(shm_lpool_free(a->base, fx_span(a, lone)), SHM_LFREE_POOLED);
+    CU_ASSERT_TRUE(shm_lpool_push_cached(a->base, v, 4));
+    CU_ASSERT_EQUAL(xpages(a), 5 * 6);
+    CU_ASSERT_TRUE(shm_lpool_push_cached(a->base, &v[4], 1));   /* 36 of 40 pages */
+    CU_ASSERT_EQUAL(tag(a, ids[4]), SHM_LARGE_POOLED);
+    /* over the cap: nothing changes */
+    shm_spanid_t over = large(a, 6);
+    shm_span_t *o = fx_span(a, over);
+    shm_store_relaxed(&o->xowner, SHM_LARGE_CACHED);
+    CU_ASSERT_FALSE(shm_lpool_push_cached(a->base, &o, 1));
+    CU_ASSERT_EQUAL(tag(a, over), SHM_LARGE_CACHED);
+    CU_ASSERT_EQUAL(xpages(a), 6 * 6);
+    shm_store_relaxed(&o->xowner, 0);                 /* allocated again */
+    CU_ASSERT_EQUAL(shm_load_relaxed(&a->hdr->lpool.bucket[1].xpushes), 6);
+    VERIFY_OK(a);
+    shm_span_t *got[4];
+    shm_spanid_t bad;
+    /* the top batch is ids[4] alone */
+    CU_ASSERT_EQUAL(shm_lpool_pop_batch(a->base, 6, got, 4, 9, &bad), 1);
+    CU_ASSERT(got[0] == v[4] && bad == 0 && tag(a, ids[4]) == 0);
+    /* then ids[0..3]: two taken, two back as a batch on top */
+    CU_ASSERT_EQUAL(shm_lpool_pop_batch(a->base, 6, got, 2, 9, &bad), 2);
+    CU_ASSERT(got[0] == v[0] && got[1] == v[1]);
+    CU_ASSERT_EQUAL(tag(a, ids[0]), 0);
+    CU_ASSERT_EQUAL(shm_load_relaxed(&v[0]->xremote), 0);
+    CU_ASSERT_EQUAL(tag(a, ids[1]), SHM_LARGE_CACHED);
+    CU_ASSERT_EQUAL(shm_load_relaxed(&v[1]->xremote), 9);
+    shm_store_relaxed(&v[1]->xowner, 0);             /* its thread allocates it */
+    CU_ASSERT_EQUAL(xpages(a), 3 * 6);
+    CU_ASSERT_EQUAL(shm_load_relaxed(&a->hdr->lpool.bucket[1].xpops), 3);
+    CU_ASSERT_EQUAL(shm_load_relaxed(&a->hdr->lpool.bucket[1].xpushes), 6);
+    VERIFY_OK(a);
+    CU_ASSERT_EQUAL(pop_id(a, 6), ids[2]);
+    /* ids[3] is back alone, a batch over lone's: a second span in its
+     * batch that links to another batch is corrupt */
+    uint64_t link = shm_load_relaxed(&v[3]->xremote);
+    CU_ASSERT_EQUAL(link, (uint64_t)lone << 32);
+    shm_store_relaxed(&v[3]->xremote, link | ids[4]);
+    shm_store_relaxed(&v[4]->xowner, SHM_LARGE_POOLED);
+    shm_store_relaxed(&v[4]->xremote, (uint64_t)lone << 32);
+    char m[256];
+    CU_ASSERT_NOT_EQUAL(spd_heap_verify(a, m, sizeof m), 0);
+    CU_ASSERT(strstr(m, "inside a batch links") != NULL);
+    shm_store_relaxed(&v[3]->xremote, link);
+    shm_store_relaxed(&v[4]->xowner, 0);
+    shm_store_relaxed(&v[4]->xremote, 0);
+    VERIFY_OK(a);
+    /* the drain takes every batch: ids[3], then lone */
+    uint32_t nbad = 0;
+    CU_ASSERT_EQUAL(spd_lpool_drain(a, 6 - SHM_LPOOL_MIN_PAGES, &nbad), 2);
+    CU_ASSERT_EQUAL(nbad, 0);
+    CU_ASSERT_EQUAL(xpages(a), 0);
+    CU_ASSERT_EQUAL(tag(a, lone), 0);                   /* freed: FREE, tag 0 */
+    VERIFY_OK(a);
+}
+
 /* ---- processes at once ---- */
 
 #define ST_SPANS   96u
 #define ST_PROCS   4u
 #define ST_ROUNDS  20000u
 
-/* One child: pop from random buckets of 5..8 pages, claim the span's
- * first word (0 -> our pid: nobody else may have it), keep up to 8 at a
- * time, free them back.  Exit 0, or a code that says what went wrong. */
-static void stress_child(shm_arena_t *a, unsigned seed)
+/* Claim span s for this child: its first word 0 -> our pid (nobody else
+ * may have it).  Exit 4 if someone has it. */
+static void stress_claim(shm_arena_t *a, shm_span_t *s, uint32_t me)
+{
+    _Atomic uint32_t *mark = (_Atomic uint32_t *)shm_span_addr(a->base, s);
+    uint32_t zero = 0;
+    if (!atomic_compare_exchange_strong(mark, &zero, me))
+        _exit(4);                              /* handed out twice */
+}
+
+static void stress_unclaim(shm_arena_t *a, shm_span_t *s)
+{
+    atomic_store((_Atomic uint32_t *)shm_span_addr(a->base, s), 0);
+}
+
+/* Free held[n-1], and in batch mode every other held span of its size with
+ * it, as a client thread's cache does (tag CACHED, then one batch). */
+static void stress_free(shm_arena_t *a, shm_span_t **held, unsigned *n, bool batches)
+{
+    shm_span_t *s = held[--*n];
+    stress_unclaim(a, s);
+    if (!batches) {
+        if (shm_lpool_free(a->base, s) != SHM_LFREE_POOLED)
+            _exit(5);
+        return;
+    }
+    shm_span_t *v[8];
+    unsigned m = 0;
+    v[m++] = s;
+    for (unsigned k = 0; k < *n;) {
+        if (held[k]->npages == s->npages) {
+            stress_unclaim(a, held[k]);
+            v[m++] = held[k];
+            held[k] = held[--*n];
+        } else {
+            k++;
+        }
+    }
+    for (unsigned k = 0; k < m; k++) {
+        uint32_t tag = shm_load_relaxed(&v[k]->xowner);
+        if (tag == 0)
+            shm_store_relaxed(&v[k]->xowner, SHM_LARGE_CACHED);   /* the free's CAS */
+        else if (tag != SHM_LARGE_CACHED)
+            _exit(6);
+    }
+    if (!shm_lpool_push_cached(a->base, v, m))
+        _exit(5);
+}
+
+/* One child: pop from random buckets of 5..8 pages, claim what it got, keep
+ * up to 8 at a time, free them back; one span at a time, or (batches)
+ * whole batches as client thread caches do.  Exit 0, or a code that says
+ * what went wrong. */
+static void stress_child(shm_arena_t *a, unsigned seed, bool batches)
 {
     fx_seed(seed);
     shm_span_t *held[8];
@@ -212,29 +335,24 @@ static void stress_child(shm_arena_t *a, unsigned seed)
     for (unsigned r = 0; r < ST_ROUNDS; r++) {
         if (n < 8 && (fx_rand() & 1)) {
             shm_spanid_t bad;
-            shm_span_t *s = shm_lpool_pop(a->base, 5 + fx_rand() % 4, &bad);
+            shm_span_t *got[8];
+            uint32_t want = batches ? 8 - n : 1;
+            uint32_t m = shm_lpool_pop_batch(a->base, 5 + fx_rand() % 4, got, want, 7, &bad);
             if (bad != 0)
                 _exit(3);
-            if (s == NULL)
-                continue;
-            _Atomic uint32_t *mark = (_Atomic uint32_t *)shm_span_addr(a->base, s);
-            uint32_t zero = 0;
-            if (!atomic_compare_exchange_strong(mark, &zero, me))
-                _exit(4);                      /* handed out twice */
-            held[n++] = s;
+            for (uint32_t k = 0; k < m; k++) {
+                if (shm_load_relaxed(&got[k]->xowner) != (k == 0 ? 0 : SHM_LARGE_CACHED) ||
+                    (k > 0 && shm_load_relaxed(&got[k]->xremote) != 7))
+                    _exit(7);
+                stress_claim(a, got[k], me);
+                held[n++] = got[k];
+            }
         } else if (n > 0) {
-            shm_span_t *s = held[--n];
-            atomic_store((_Atomic uint32_t *)shm_span_addr(a->base, s), 0);
-            if (shm_lpool_free(a->base, s) != SHM_LFREE_POOLED)
-                _exit(5);
+            stress_free(a, held, &n, batches);
         }
     }
-    while (n > 0) {
-        shm_span_t *s = held[--n];
-        atomic_store((_Atomic uint32_t *)shm_span_addr(a->base, s), 0);
-        if (shm_lpool_free(a->base, s) != SHM_LFREE_POOLED)
-            _exit(5);
-    }
+    while (n > 0)
+        stress_free(a, held, &n, batches);
     _exit(0);
 }
 
@@ -269,7 +387,7 @@ static void test_processes(void)
         kids[k] = fork();
         CU_ASSERT_FATAL(kids[k] >= 0);
         if (kids[k] == 0)
-            stress_child(a, 1000 + k);
+            stress_child(a, 1000 + k, k % 2 == 1);   /* two of each */
     }
     for (unsigned k = 0; k < ST_PROCS; k++) {
         int status = -1;
@@ -315,6 +433,7 @@ CU_TestInfo lpool_tests[] = {
     { "the head's generation defeats ABA", test_aba },
     { "a double free fails the tag's CAS", test_double_free },
     { "the cap and the sizes the pool takes", test_cap },
+    { "batches pushed, popped in part, drained", test_batches },
     { "draining buckets back to the heap", test_drain },
     { "processes pushing and popping at once", test_processes },
     CU_TEST_INFO_NULL,
