@@ -12,6 +12,11 @@ bench_spanbench_CFLAGS = $(AM_CFLAGS) -O2 $(PROTOBUF_C_CFLAGS)
 bench_spanbench_LDADD = client/libspanclient.la tools/libctl.la $(PROTOBUF_C_LIBS) -ldl
 bench_spanbench_LDFLAGS = -static
 
+# the machine's core-to-core cache-line round trip, for the report
+noinst_PROGRAMS += bench/c2c
+bench_c2c_SOURCES = bench/c2c.c
+bench_c2c_CFLAGS = $(AM_CFLAGS) -O2
+bench_c2c_LDADD = -lpthread
 
 EXTRA_DIST += bench/run-bench.sh bench/report.py bench/README.md bench/RESULTS.md bench/TRIED.md
 CLEANFILES += bench/results-raw.tsv bench/results-meta.tsv

@@ -361,6 +361,11 @@ def main():
     out.append("- command: `%s`" % m1("command"))
     out.append("- machine: %s, %s cores, kernel %s" % (m1("cpu"), m1("cores"), m1("kernel")))
     out.append("- load while running: %s" % m1("load"))
+    if "c2c" in meta:
+        out.append("- core-to-core round trip of one cache line (bench/c2c: two threads pinned to "
+                   "the first two CPUs), measured before each allocator's run: %s. On a virtual "
+                   "machine it moves with where the host runs the virtual CPUs, and the cross-core "
+                   "workloads (4, 5) move with it" % m1("c2c"))
     out.append("- repetitions: %s per measurement; each cell is the median [min-max]; %s s timed per throughput measurement" % (
         m1("reps"), m1("secs")))
     out.append("- spand: %s" % m1("spand"))

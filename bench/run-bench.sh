@@ -75,9 +75,11 @@ raw=$builddir/bench/results-raw.tsv
 meta=$builddir/bench/results-meta.tsv
 : >"$raw"
 status=0
+c2c=()
 run() {   # label, then the command
     local label=$1; shift
     want "$label" || return 0
+    [ -x "$builddir/bench/c2c" ] && c2c+=("$label $("$builddir/bench/c2c") ns")
     echo "run-bench.sh: $label ..."
     local t0=$SECONDS
     "$@" >>"$raw" || { echo "run-bench.sh: $label failed (status $?), its rows are partial" >&2; status=1; }
@@ -105,6 +107,7 @@ elapsed=$((SECONDS - start))
     printf 'kernel\t%s\n' "$(uname -r)"
     printf 'load\t%s (1, 5, 15 min load average at the end); the run took %s s\n' \
         "$(cut -d' ' -f1-3 /proc/loadavg)" "$elapsed"
+    [ ${#c2c[@]} -gt 0 ] && printf 'c2c\t%s\n' "$(IFS=,; echo "${c2c[*]}" | sed 's/,/, /g')"
     if [ -n "$quick" ]; then printf 'reps\t1 (--quick)\nsecs\t0.03\n'; else printf 'reps\t%s\nsecs\t%s\n' "$reps" "$secs"; fi
     printf 'spand\t%s (git %s)\n' "$builddir/daemon/spand" "$(git -C "$srcdir" rev-parse --short HEAD 2>/dev/null || echo '?')"
     dpkg-query -W -f='version\t${Package} ${Version}\n' libc6 libjemalloc2 libmimalloc2.0 \
