@@ -165,14 +165,28 @@ void shm_span_free_local(uint8_t *base, shm_span_t *s, uint32_t i)
 void shm_remote_push_batch(uint8_t *base, shm_span_t *s, const uint16_t *idx, uint32_t n)
 {
     unsigned cls = s->sizeclass;
-    uint32_t size = shm_classes[cls].size, cap = shm_remote_cap(cls);
+    uint32_t size = shm_classes[cls].size, emax = shm_remote_entries(cls);
     uint8_t *start = shm_span_addr(base, s);
     uint64_t head = 0, tail_bits = 0, *tail = NULL;
-    for (uint32_t k = 0; k < n; k += cap) {
-        uint32_t m = n - k < cap ? n - k : cap;
+    uint32_t k = 0;
+    while (k < n) {
         uint8_t *r = start + (uint64_t)idx[k] * size;
-        uint64_t bits = (uint64_t)(m - 1) << 48;
-        memcpy(r + 8, &idx[k + 1], (size_t)(m - 1) * sizeof idx[0]);
+        uint16_t *ent = (uint16_t *)(r + 8);
+        uint32_t prev = idx[k++], e = 0;
+        while (k < n && e < emax) {
+            uint32_t run = 0;
+            while (k + run < n && idx[k + run] == prev + run + 1 && run < 0x7fff)
+                run++;
+            if (run > 1) {              /* a run entry, 2 objects or more */
+                ent[e++] = (uint16_t)(SHM_REMOTE_RUN | run);
+                prev += run;
+                k += run;
+            } else {
+                prev = idx[k++];
+                ent[e++] = (uint16_t)prev;
+            }
+        }
+        uint64_t bits = (uint64_t)e << 48;
         if (tail == NULL) {             /* the first built is the last on the stack */
             tail = (uint64_t *)r;
             tail_bits = bits;
@@ -199,51 +213,58 @@ int shm_span_drain_remote(uint8_t *base, shm_span_t *s, uint64_t *bad_off)
     uint32_t nelems = s->nelems, hscan = s->hscan;
     unsigned cls = s->sizeclass;
     uint32_t size = shm_classes[cls].size, nreserved = shm_classes[cls].nreserved;
-    uint32_t cap = shm_remote_cap(cls);
+    uint32_t emax = shm_remote_entries(cls);
     uint8_t *start = base + first;
     uint64_t *bm = shm_span_bitmap(base, s);
     uint64_t hfree = s->hfree;
     uint32_t hcount = s->hcount;
-    int n = 0, rc;
-    for (;;) {
-        if (off == 0) {
-            rc = n;
-            break;
-        }
+    int n = 0, rc = 0;
+    while (off != 0) {
         uint32_t i = shm_obj_index(cls, off - first);
-        if (off < first || off >= end || (uint64_t)i * size != off - first || i >= nelems ||
-            i < nreserved || !shm_bit_test(bm, i)) {
+        if (off < first || off >= end || (uint64_t)i * size != off - first || i >= nelems) {
             *bad_off = off;
             rc = -1;
             break;
         }
         uint64_t hdr = *(uint64_t *)(base + off);
-        uint32_t m = (uint32_t)(hdr >> 48) + 1;
-        if (m > cap) {
+        uint32_t ne = SHM_REMOTE_ENTRIES(hdr);
+        if (ne > emax || (hdr >> 56) != 0) {
             *bad_off = off;
             rc = -1;
             break;
         }
-        uint16_t idx[SHM_REMOTE_MAX];
-        idx[0] = (uint16_t)i;
-        memcpy(&idx[1], base + off + 8, (size_t)(m - 1) * sizeof idx[0]);
+        uint16_t ent[SHM_REMOTE_ENTRIES_MAX];
+        memcpy(ent, base + off + 8, (size_t)ne * sizeof ent[0]);
         uint64_t rec = off;
         off = hdr & SHM_REMOTE_OFF_MASK;
-        for (uint32_t k = 0; k < m; k++) {
-            uint32_t j = idx[k];
-            if (j >= nelems || j < nreserved || !shm_bit_test(bm, j)) {
-                *bad_off = j < nelems ? first + (uint64_t)j * size : rec;
-                rc = -1;
-                goto out;
+        /* the record itself, then each entry: one index, or a run after
+         * the previous object */
+        uint32_t j = i, run = 1;
+        for (uint32_t k = 0;;) {
+            for (; run > 0; run--, j++) {
+                if (j >= nelems || j < nreserved || !shm_bit_test(bm, j)) {
+                    *bad_off = j < nelems ? first + (uint64_t)j * size : rec;
+                    rc = -1;
+                    goto out;
+                }
+                shm_bit_clear(bm, j);
+                if (j < hscan) {        /* shm_span_free_local, list in locals */
+                    uint8_t *p = start + (uint64_t)j * size;
+                    *(uint64_t *)p = hfree;
+                    hfree = (uint64_t)(uintptr_t)p;
+                    hcount++;
+                }
+                n++;
             }
-            shm_bit_clear(bm, j);
-            if (j < hscan) {            /* shm_span_free_local, list in locals */
-                uint8_t *p = start + (uint64_t)j * size;
-                *(uint64_t *)p = hfree;
-                hfree = (uint64_t)(uintptr_t)p;
-                hcount++;
+            if (k == ne)
+                break;
+            uint16_t e = ent[k++];
+            if (e & SHM_REMOTE_RUN) {
+                run = e & ~SHM_REMOTE_RUN;      /* j is already the one after */
+            } else {
+                j = e;
+                run = 1;
             }
-            n++;
         }
     }
 out:
@@ -251,5 +272,5 @@ out:
         s->hfree = hfree;
         s->hcount = hcount;
     }
-    return rc;
+    return rc < 0 ? rc : n;
 }

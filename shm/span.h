@@ -109,20 +109,40 @@ void shm_span_free_local(uint8_t *base, shm_span_t *s, uint32_t i);
 /* The stack holds records.  A record is a freed object of the span whose
  * first 8 bytes are its header:
  *     bits 0..47   offset of the next record, 0 for the last
- *     bits 48..63  m - 1: the record frees m objects, itself first, then the
- *                  m - 1 whose indices (uint16_t) follow the header
- * so a record of class cls frees up to shm_remote_cap(cls) objects, and an
- * object pushed alone (m = 1) is a record too.  The holder reads one header
- * and one index run per record instead of chasing one link per object, and
- * the freer writes nothing into the objects of a record but its first (the
- * objects' lines can stay in the cache of the core that will reuse them). */
-#define SHM_REMOTE_MAX       32u                 /* objects a record frees, at most */
-#define SHM_REMOTE_OFF_MASK  ((1ull << 48) - 1)  /* arena offsets are < 2^40 */
+ *     bits 48..55  e: how many uint16_t entries follow the header
+ *     bits 56..63  0
+ * The record frees itself, then what its entries say, in order: an entry
+ * with bit 15 clear is the index of one more object; an entry with bit 15
+ * set is a run, the (entry & 0x7fff) objects right after the previous one
+ * (the record itself before the first entry).  A record of class cls holds
+ * up to shm_remote_entries(cls) entries, so an object pushed alone (e = 0)
+ * is a record too.  Objects freed in address order (a queue's consumer
+ * frees in the order the producer allocated) make one run: one record for
+ * a whole batch.  The holder reads one header and one entry run per record
+ * instead of chasing one link per object, and the freer writes nothing
+ * into the objects but the first of each record (the other objects' lines
+ * stay in the cache of the core that will reuse them). */
+#define SHM_REMOTE_ENTRIES_MAX 31u                 /* entries a record holds, at most */
+#define SHM_REMOTE_RUN         0x8000u             /* entry: a run of (e & 0x7fff) */
+#define SHM_REMOTE_OFF_MASK    ((1ull << 48) - 1)  /* arena offsets are < 2^40 */
+#define SHM_REMOTE_ENTRIES(hdr) ((uint32_t)((hdr) >> 48) & 0xffu)
 
-static inline uint32_t shm_remote_cap(unsigned cls)
+static inline uint32_t shm_remote_entries(unsigned cls)
 {
-    uint32_t cap = 1 + (shm_classes[cls].size - 8) / 2;
-    return cap < SHM_REMOTE_MAX ? cap : SHM_REMOTE_MAX;
+    uint32_t e = (shm_classes[cls].size - 8) / 2;
+    return e < SHM_REMOTE_ENTRIES_MAX ? e : SHM_REMOTE_ENTRIES_MAX;
+}
+
+/* Objects the record at `rec` frees (read-only, for walks that only
+ * count: tests, diagnostics). */
+static inline uint32_t shm_remote_record_count(const uint8_t *rec)
+{
+    uint64_t hdr = *(const uint64_t *)rec;
+    const uint16_t *e = (const uint16_t *)(rec + 8);
+    uint32_t n = 1;
+    for (uint32_t k = 0; k < SHM_REMOTE_ENTRIES(hdr); k++)
+        n += e[k] & SHM_REMOTE_RUN ? e[k] & ~SHM_REMOTE_RUN : 1;
+    return n;
 }
 
 /* Anyone: push object `p` of span `s` alone.  One CAS (release), retried
@@ -139,19 +159,20 @@ static inline void shm_remote_push(uint8_t *base, shm_span_t *s, void *p)
 }
 
 /* Anyone: push objects idx[0..n) of span `s` (checked allocated by the
- * caller, n >= 1), as ceil(n / shm_remote_cap) records chained privately,
- * with one CAS (release) for them all. */
+ * caller, n >= 1), as records chained privately (runs of consecutive
+ * indices as run entries), with one CAS (release) for them all. */
 void shm_remote_push_batch(uint8_t *base, shm_span_t *s, const uint16_t *idx, uint32_t n);
 
 /* The holder: take every record on the remote stack (one exchange,
  * acquire), clear the bits of the objects they free and push those below
  * hscan on the local free list.  Returns the number freed, or -1 when a
- * record is not an allocated object of this span, has a count above the
- * class's cap, or names an object that is not allocated (a double or bogus
- * free); then *bad_off is that object's offset (the record's, when the
- * index is out of range) and the rest of the stack is dropped.  Each object
- * freed clears a bit, and one seen again fails the test, so the walk ends
- * even on a corrupt stack. */
+ * record is not an allocated object of this span, has a bad header (more
+ * entries than its class holds, high bits set), or names an object that is
+ * not allocated or past the span (a double or bogus free); then *bad_off is
+ * that object's offset (the record's, when the index is past the span) and
+ * the rest of the stack is dropped.  Each object freed clears a bit, and
+ * one seen again fails the test, so the walk ends even on a corrupt
+ * stack. */
 int shm_span_drain_remote(uint8_t *base, shm_span_t *s, uint64_t *bad_off);
 
 /* ---- tiny blocks ---- */

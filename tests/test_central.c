@@ -309,9 +309,8 @@ static uint32_t remote_len(shm_arena_t *a, const shm_span_t *s)
 {
     uint32_t n = 0;
     for (uint64_t off = shm_load_acquire(&s->xremote); off != 0 && n <= s->nelems;) {
-        uint64_t hdr = *(uint64_t *)(a->base + off);
-        n += (uint32_t)(hdr >> 48) + 1;
-        off = hdr & SHM_REMOTE_OFF_MASK;
+        n += shm_remote_record_count(a->base + off);
+        off = *(uint64_t *)(a->base + off) & SHM_REMOTE_OFF_MASK;
     }
     return n;
 }

@@ -290,9 +290,10 @@ static void test_drain_bogus(void)
     CU_ASSERT_EQUAL(shm_span_count(a->base, s), 10 - 3);   /* 3, 4, 5 came back */
 }
 
-/* Hand-made records a drain must refuse: too many objects, an index out of
- * the span, an object freed twice inside one record. */
-static void test_drain_bogus_records(void)
+/* Records: runs of consecutive objects in one entry, and hand-made records
+ * a drain must refuse (too many entries, high header bits, an index or a
+ * run past the span, an object freed twice inside one record). */
+static void test_drain_records(void)
 {
     shm_arena_t *a = fx_new(64ULL << 20);
     CU_ASSERT_PTR_NOT_NULL_FATAL(a);
@@ -300,34 +301,77 @@ static void test_drain_bogus_records(void)
     shm_spanid_t id = spd_heap_alloc_small(a, 8, &err);   /* 64-byte objects */
     CU_ASSERT_FATAL(id != 0);
     shm_span_t *s = fx_span(a, id);
-    shm_span_extend(a->base, s, 20);
-    for (int i = 0; i < 20; i++)
+    uint32_t nel = s->nelems;
+    shm_span_extend(a->base, s, nel);
+    for (uint32_t i = 0; i < nel; i++)
         CU_ASSERT_PTR_NOT_NULL(shm_span_pop(a->base, s));
     shm_span_reset_holder(s);
     uint64_t *bm = shm_span_bitmap(a->base, s);
     uint64_t bad = 0, base_off = (uint64_t)(obj_addr(a, s, 0) - a->base);
-    uint32_t cap = shm_remote_cap(8);
-    CU_ASSERT_EQUAL(cap, 1 + (64 - 8) / 2);
+    uint32_t emax = shm_remote_entries(8);
+    CU_ASSERT_EQUAL(emax, (64 - 8) / 2);
 
-    /* a count above the class's cap */
-    uint16_t many[SHM_REMOTE_MAX];
-    for (uint32_t k = 0; k < cap; k++)
-        many[k] = (uint16_t)(k % 20);
+    /* 40 objects in address order, then 3 apart, then 2 in order: one
+     * record (a run, three indices, a run of 2), whatever its size */
+    uint16_t idx[45];
+    for (int k = 0; k < 40; k++)
+        idx[k] = (uint16_t)(100 + k);
+    idx[40] = 300, idx[41] = 200, idx[42] = 250, idx[43] = 251, idx[44] = 252;
+    shm_remote_push_batch(a->base, s, idx, 45);
+    uint64_t head = shm_load_relaxed(&s->xremote);
+    CU_ASSERT_EQUAL(head, base_off + 100 * 64);
+    uint64_t hdr = *(uint64_t *)(a->base + head);
+    CU_ASSERT_EQUAL(hdr & SHM_REMOTE_OFF_MASK, 0);
+    CU_ASSERT_EQUAL(SHM_REMOTE_ENTRIES(hdr), 5);
+    const uint16_t *e = (const uint16_t *)(a->base + head + 8);
+    CU_ASSERT_EQUAL(e[0], SHM_REMOTE_RUN | 39);
+    CU_ASSERT(e[1] == 300 && e[2] == 200 && e[3] == 250 && e[4] == (SHM_REMOTE_RUN | 2));
+    CU_ASSERT_EQUAL(shm_remote_record_count(a->base + head), 45);
+    CU_ASSERT_EQUAL(shm_span_drain_remote(a->base, s, &bad), 45);
+    CU_ASSERT_EQUAL(shm_span_count(a->base, s), nel - 45);
+    CU_ASSERT(!shm_bit_test(bm, 139) && shm_bit_test(bm, 140) && !shm_bit_test(bm, 252));
+
+    /* scattered indices fill records of emax entries: 2 records for 40 */
+    uint16_t sc[40];
+    for (int k = 0; k < 40; k++)
+        sc[k] = (uint16_t)(400 + 2 * k);
+    shm_remote_push_batch(a->base, s, sc, 40);
+    head = shm_load_relaxed(&s->xremote);
+    CU_ASSERT_EQUAL(shm_remote_record_count(a->base + head), 40 - (1 + emax));
+    CU_ASSERT_EQUAL(shm_span_drain_remote(a->base, s, &bad), 40);
+
+    /* more entries than the class holds */
     uint8_t *r = obj_addr(a, s, 0);
-    *(uint64_t *)r = (uint64_t)cap << 48;                /* m = cap + 1 */
-    memcpy(r + 8, many, (cap - 1) * sizeof many[0]);
     shm_remote_push(a->base, s, r);
-    *(uint64_t *)r |= (uint64_t)cap << 48;               /* the push wrote the link */
+    *(uint64_t *)r |= (uint64_t)(emax + 1) << 48;
     CU_ASSERT_EQUAL(shm_span_drain_remote(a->base, s, &bad), -1);
     CU_ASSERT_EQUAL(bad, base_off);
     CU_ASSERT(shm_bit_test(bm, 0));                      /* nothing freed */
 
+    /* high header bits */
+    shm_remote_push(a->base, s, r);
+    *(uint64_t *)r |= 1ull << 60;
+    CU_ASSERT_EQUAL(shm_span_drain_remote(a->base, s, &bad), -1);
+    CU_ASSERT_EQUAL(bad, base_off);
+    CU_ASSERT(shm_bit_test(bm, 0));
+
     /* an index past the span's objects: the record is named */
-    uint16_t far[2] = { 1, (uint16_t)s->nelems };
+    uint16_t far[2] = { 1, (uint16_t)nel };
     shm_remote_push_batch(a->base, s, far, 2);
     CU_ASSERT_EQUAL(shm_span_drain_remote(a->base, s, &bad), -1);
     CU_ASSERT_EQUAL(bad, base_off + 1 * 64);
     CU_ASSERT_FALSE(shm_bit_test(bm, 1));                /* the record itself came back */
+
+    /* a run past the span's end: the record is named, the run's objects
+     * inside the span came back */
+    uint16_t tail[2] = { (uint16_t)(nel - 3), (uint16_t)(SHM_REMOTE_RUN | 5) };
+    r = obj_addr(a, s, nel - 3);
+    shm_remote_push(a->base, s, r);
+    *(uint64_t *)r |= 1ull << 48;
+    memcpy(r + 8, &tail[1], 2);
+    CU_ASSERT_EQUAL(shm_span_drain_remote(a->base, s, &bad), -1);
+    CU_ASSERT_EQUAL(bad, base_off + (uint64_t)(nel - 3) * 64);
+    CU_ASSERT(!shm_bit_test(bm, nel - 1) && !shm_bit_test(bm, nel - 3));
 
     /* one object twice in a record: the second is named */
     uint16_t twice[3] = { 2, 3, 3 };
@@ -335,19 +379,14 @@ static void test_drain_bogus_records(void)
     CU_ASSERT_EQUAL(shm_span_drain_remote(a->base, s, &bad), -1);
     CU_ASSERT_EQUAL(bad, base_off + 3 * 64);
 
-    /* a record naming an object never allocated */
-    uint16_t never[2] = { 4, 50 };
-    shm_remote_push_batch(a->base, s, never, 2);
+    /* a run over an object freed already: that object is named */
+    uint16_t over[2] = { 4, 5 };
+    shm_remote_push_batch(a->base, s, &over[1], 1);
+    CU_ASSERT_EQUAL(shm_span_drain_remote(a->base, s, &bad), 1);
+    uint16_t run3[3] = { 4, 5, 6 };
+    shm_remote_push_batch(a->base, s, run3, 3);
     CU_ASSERT_EQUAL(shm_span_drain_remote(a->base, s, &bad), -1);
-    CU_ASSERT_EQUAL(bad, base_off + 50 * 64);
-
-    /* a batch longer than a record still comes back whole, and only it */
-    uint16_t good[15];
-    for (int k = 0; k < 15; k++)
-        good[k] = (uint16_t)(5 + k);
-    shm_remote_push_batch(a->base, s, good, 15);
-    CU_ASSERT_EQUAL(shm_span_drain_remote(a->base, s, &bad), 15);
-    CU_ASSERT_EQUAL(shm_span_count(a->base, s), 1);      /* object 0 */
+    CU_ASSERT_EQUAL(bad, base_off + 5 * 64);
 }
 
 /* ---- a second process ---- */
@@ -512,7 +551,7 @@ CU_TestInfo span_tests[] = {
     { "bitmap and free list keep the hscan invariant", test_bitmap_freelist },
     { "remote frees from several threads, one by one and in records, each once", test_remote_threads },
     { "drains stop at bogus nodes", test_drain_bogus },
-    { "drains refuse bogus records", test_drain_bogus_records },
+    { "records: runs, and bogus ones refused", test_drain_records },
     { "a second process sees the same spans", test_second_process },
     CU_TEST_INFO_NULL,
 };
