@@ -64,7 +64,7 @@
  *   [bitmap_off, spans_off)   alloc bitmaps: 128 bytes (1024 bits) per page;
  *                             a span's bitmap starts at its first page's slot,
  *                             so it never needs allocating
- *   [spans_off, data_off)     span descriptors, 64 bytes each, id 0 unused
+ *   [spans_off, data_off)     span descriptors, 128 bytes each, id 0 unused
  *   [data_off, arena_size)    object pages, handed out by the page heap
  *
  * The whole range is reserved by ftruncate (tmpfs keeps it sparse) and mapped
@@ -104,8 +104,9 @@
 #include "shm/sizeclasses.h"
 
 #define SHM_MAGIC           0x314e4144444e5053ULL  /* "SPNDDAN1" little-endian */
-#define SHM_LAYOUT_VERSION  3u   /* 2: the large pool in the header; 3: remote-free
-                                    records, large-pool batches */
+#define SHM_LAYOUT_VERSION  4u   /* 2: the large pool in the header; 3: remote-free
+                                    records, large-pool batches; 4: 128-byte
+                                    span descriptors */
 
 #define SHM_PAGE_SHIFT      13
 #define SHM_PAGE_SIZE       (1u << SHM_PAGE_SHIFT)          /* 8 KiB */
@@ -188,7 +189,15 @@ enum {
                                           node; kept on the full list for good */
 };
 
-/* A run of pages.  64 bytes, one cache line.
+/* A run of pages.  128 bytes, two cache lines:
+ *   line 0  identity, daemon lists and xowner: written when the span
+ *           changes hands (and by the daemon's list operations), read by
+ *           every free into the span, so it stays in every freer's cache
+ *           while a client holds the span;
+ *   line 1  the holder's fields and the remote-free stack: written by the
+ *           holder as it allocates and drains, and by freers once a batch.
+ * With both on one line every drain of the holder took the line away from
+ * the freers, and their next free into the span missed on it.
  *
  * Publication: the daemon fills every field, THEN stores xstate with
  * release; a reader loads xstate with acquire before trusting the rest.
@@ -208,6 +217,7 @@ enum {
  *     for i >= hscan: object i is on no list; a clear bit means free
  */
 typedef struct shm_span_s {
+    /* ---- line 0 ---- */
     /* identity: daemon, while no client holds the span */
     uint32_t start;          /* first page, counted from the arena base */
     uint32_t npages;         /* pages in the span, >= 1 */
@@ -215,7 +225,7 @@ typedef struct shm_span_s {
     _Atomic uint8_t xstate;  /* SHM_SPAN_*; daemon store_release, anyone load_acquire */
     uint8_t  flags;          /* daemon: SHM_SPAN_UNBACKED_* while FREE,
                                 SHM_SPAN_CORRUPT while CENTRAL */
-    uint8_t  hstate;         /* holder: which private list the span is on */
+    uint8_t  pad0;
     uint32_t nelems;         /* daemon: objects in a small span */
 
     /* daemon lists: one at a time, by state (see the invariants above) */
@@ -226,27 +236,27 @@ typedef struct shm_span_s {
         uint32_t free_since; /* daemon, FREE: when it went free, in spd_now()
                                 ticks (monotonic, 1/16 s) */
     };
-    union {
-        struct {             /* daemon, FREE with npages >= 128: treap children */
-            shm_spanid_t left, right;
-        };
-        struct {             /* holder, HELD: the client's own span lists */
-            shm_spanid_t hnext, hprev;
-        };
-    };
-    uint32_t hscan;          /* holder: next object index never put on a list */
+    shm_spanid_t left, right; /* daemon, FREE with npages >= 128: treap children */
 
     _Atomic uint32_t xowner; /* holder: tid of the holding thread, 0 if none;
                                 stored relaxed by the holder, loaded relaxed by
                                 a freer (only the holder can see its own tid).
                                 LARGE: the large-object tag, SHM_LARGE_* above
                                 (CAS by freers, store_release by a popper) */
+    uint8_t  pad1[24];
+
+    /* ---- line 1 ---- */
+    /* holder: the client's own span lists and index into the bitmap */
+    shm_spanid_t hnext, hprev; /* holder, HELD: the client's own span lists */
+    uint32_t hscan;          /* holder: next object index never put on a list */
     uint32_t hcount;         /* holder: objects on the local free list */
     uint64_t hfree;          /* holder: local free list head (address), 0 empty */
+    uint8_t  hstate;         /* holder: which private list the span is on */
+    uint8_t  pad2[7];
     _Atomic uint64_t xremote; /* remote-free stack: offset of the first
                                  record, 0 empty; a record's first 8 bytes
                                  hold the next record's offset and its
-                                 count (shm/span.h).  Anyone pushes: CAS
+                                 entries (shm/span.h).  Anyone pushes: CAS
                                  release (the records written before it).
                                  The holder takes all: exchange acquire.
                                  LARGE and POOLED: the large-pool links:
@@ -258,8 +268,10 @@ typedef struct shm_span_s {
                                  it relaxed after its acquire load of the
                                  head (a stale value fails the CAS: the
                                  head's generation moved). */
-} shm_span_t;
-_Static_assert(sizeof(shm_span_t) == 64, "shm ABI: bump SHM_LAYOUT_VERSION");
+    uint8_t  pad3[24];
+} __attribute__((aligned(64))) shm_span_t;
+_Static_assert(sizeof(shm_span_t) == 128, "shm ABI: bump SHM_LAYOUT_VERSION");
+_Static_assert(offsetof(shm_span_t, hnext) == 64, "holder fields start line 1");
 
 /* The page heap.  Daemon only; clients never read it. */
 typedef struct shm_heap_s {
