@@ -237,13 +237,29 @@ int shm_span_drain_remote(uint8_t *base, shm_span_t *s, uint64_t *bad_off)
         memcpy(ent, base + off + 8, (size_t)ne * sizeof ent[0]);
         uint64_t rec = off;
         off = hdr & SHM_REMOTE_OFF_MASK;
-        /* the record itself, then each entry: one index, or a run after
-         * the previous object */
-        uint32_t j = i, run = 1;
-        for (uint32_t k = 0;;) {
-            for (; run > 0; run--, j++) {
-                if (j >= nelems || j < nreserved || !shm_bit_test(bm, j)) {
-                    *bad_off = j < nelems ? first + (uint64_t)j * size : rec;
+        /* the record's objects as runs [from, from + len): itself, then one
+         * per entry (one index, or the run after the previous object); a
+         * run past the span makes the whole record bogus */
+        uint32_t from[SHM_REMOTE_ENTRIES_MAX + 1], len[SHM_REMOTE_ENTRIES_MAX + 1];
+        uint32_t nr = 0, next = i;
+        for (uint32_t k = 0; k <= ne; k++) {
+            uint32_t e = k == 0 ? i : ent[k - 1];
+            from[nr] = e & SHM_REMOTE_RUN && k > 0 ? next : e;
+            len[nr] = e & SHM_REMOTE_RUN && k > 0 ? e & ~SHM_REMOTE_RUN : 1;
+            next = from[nr] + len[nr];
+            if (next > nelems) {
+                *bad_off = rec;
+                rc = -1;
+                goto out;
+            }
+            nr++;
+        }
+        /* freed last to first, so that the holder hands them out again in
+         * the order they were freed (a run in address order) */
+        while (nr-- > 0) {
+            for (uint32_t j = from[nr] + len[nr]; j-- > from[nr];) {
+                if (j < nreserved || !shm_bit_test(bm, j)) {
+                    *bad_off = first + (uint64_t)j * size;
                     rc = -1;
                     goto out;
                 }
@@ -255,15 +271,6 @@ int shm_span_drain_remote(uint8_t *base, shm_span_t *s, uint64_t *bad_off)
                     hcount++;
                 }
                 n++;
-            }
-            if (k == ne)
-                break;
-            uint16_t e = ent[k++];
-            if (e & SHM_REMOTE_RUN) {
-                run = e & ~SHM_REMOTE_RUN;      /* j is already the one after */
-            } else {
-                j = e;
-                run = 1;
             }
         }
     }
