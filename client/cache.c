@@ -159,7 +159,6 @@ static void make_current(spci_cache_t *c, unsigned cls, shm_span_t *s)
     b->start = shm_page_addr(spci_map.base, s->start);
     b->bitmap = (uint64_t *)(spci_map.bitmaps + (uint64_t)s->start * SHM_BITMAP_PAGE_BYTES);
     b->head = (void *)(uintptr_t)s->hfree;   /* the list moves into the bin */
-    b->hscan = s->hscan;
     s->hfree = 0;
     s->hcount = 0;
     s->hstate = SPCI_H_CURRENT;
@@ -187,7 +186,6 @@ static bool refresh_current(spci_cache_t *c, unsigned cls)
             shm_span_extend(spci_map.base, s, step);   /* drained ones above hscan */
     }
     b->head = (void *)(uintptr_t)s->hfree;
-    b->hscan = s->hscan;
     s->hfree = 0;
     s->hcount = 0;
     return b->head != NULL;

@@ -60,9 +60,6 @@ typedef struct spci_bin_s {
     shm_span_t *span;           /* current span, NULL none */
     uint32_t divmul;            /* shm_classes[cls].divmul, even with no span */
     uint32_t size;              /* shm_classes[cls].size, even with no span */
-    uint32_t hscan;             /* current span's hscan, copied at each change:
-                                   the free fast path then reads only the
-                                   descriptor's first line (shm/layout.h) */
 } spci_bin_t;
 
 /* The current tiny block of one granule: [pos, end) not handed out yet. */
@@ -180,38 +177,25 @@ static inline void spci_free_fast(void *p)
     spci_bin_t *b = &c->bins[cls];      /* divmul and size are always set */
     uint64_t rel = off - ((uint64_t)s->start << SHM_PAGE_SHIFT);
     uint32_t i = (uint32_t)((rel * b->divmul) >> 32);
-    /* one load of the bitmap word for the test and the clear: only the
-     * holder (this thread) writes it (shm/span.h, shm_bit_test/clear) */
-    uint64_t *w = (uint64_t *)(m->bitmaps + (uint64_t)s->start * SHM_BITMAP_PAGE_BYTES) +
-                  (i >> 6);
-    uint64_t bit = 1ull << (i & 63);
-    if (SPCI_LIKELY(b->span == s)) {    /* the current span: the bin's list */
-        if (SPCI_UNLIKELY((uint64_t)i * b->size != rel || i >= b->hscan ||
-                          cls == SHM_CLASS_TINY)) {
-            spci_free_slow(p);
-            return;
-        }
-        uint64_t word = shm_word_load(w);
-        if (SPCI_UNLIKELY(!(word & bit))) {
-            spci_free_slow(p);          /* reports the double free (a tail call: */
-            return;                     /* no stack frame on the fast path) */
-        }
-        shm_word_store(w, word & ~bit);
-        *(void **)p = b->head;
-        b->head = p;
-        return;
-    }
     if (SPCI_UNLIKELY((uint64_t)i * b->size != rel || i >= s->hscan ||
                       cls == SHM_CLASS_TINY)) {
         spci_free_slow(p);
         return;
     }
-    uint64_t word = shm_word_load(w);
+    /* one load of the bitmap word for the test and the clear: only the
+     * holder (this thread) writes it (shm/span.h, shm_bit_test/clear) */
+    uint64_t *w = (uint64_t *)(m->bitmaps + (uint64_t)s->start * SHM_BITMAP_PAGE_BYTES) +
+                  (i >> 6);
+    uint64_t word = shm_word_load(w), bit = 1ull << (i & 63);
     if (SPCI_UNLIKELY(!(word & bit))) {
-        spci_free_slow(p);
-        return;
+        spci_free_slow(p);              /* reports the double free (a tail call: */
+        return;                         /* no stack frame on the fast path) */
     }
-    if (SPCI_LIKELY(s->hstate == SPCI_H_AVAIL)) {
+    if (SPCI_LIKELY(b->span == s)) {    /* the current span: the bin's list */
+        shm_word_store(w, word & ~bit);
+        *(void **)p = b->head;
+        b->head = p;
+    } else if (SPCI_LIKELY(s->hstate == SPCI_H_AVAIL)) {
         shm_word_store(w, word & ~bit); /* another held span: its own list */
         *(void **)p = (void *)(uintptr_t)s->hfree;
         s->hfree = (uint64_t)(uintptr_t)p;
