@@ -63,12 +63,9 @@ static void *reuse_large(uint64_t size, uint64_t align)
     if (shm_lpool_bucket(base, npages) == NULL)
         return NULL;
     spci_cache_t *c = spci_tc;
-    unsigned nfree = 0, free_slot[SPCI_LCACHE_SLOTS];
     for (unsigned k = 0; k < SPCI_LCACHE_SLOTS; k++) {   /* the empty cache: all NULL */
         shm_span_t *s = c->lcache[k];
-        if (s == NULL) {
-            free_slot[nfree++] = k;
-        } else if (s->npages == npages) {
+        if (s != NULL && s->npages == npages) {
             c->lcache[k] = NULL;
             shm_store_relaxed(&s->xremote, 0);
             shm_store_release(&s->xowner, 0);      /* CACHED -> 0: allocated */
@@ -77,8 +74,10 @@ static void *reuse_large(uint64_t size, uint64_t align)
     }
     /* a whole batch from the pool: the first allocated, the rest into this
      * thread's free slots (none in the empty cache: one span only) */
-    if (c == &spci_empty_cache)
-        nfree = 0;
+    unsigned nfree = 0, free_slot[SPCI_LCACHE_SLOTS];
+    for (unsigned k = 0; k < SPCI_LCACHE_SLOTS && c != &spci_empty_cache; k++)
+        if (c->lcache[k] == NULL)
+            free_slot[nfree++] = k;
     shm_span_t *got[SPCI_LCACHE_SLOTS + 1];
     shm_spanid_t bad;
     uint32_t n = shm_lpool_pop_batch(base, npages, got, 1 + nfree, spci_proc.session, &bad);

@@ -205,16 +205,17 @@ static void large_free(void *p, shm_span_t *s)
         spci_bogus_free("spc_free", p, LARGE_TWICE);
     /* whose cache: the daemon frees it when this session ends unflushed */
     shm_store_relaxed(&s->xremote, spci_proc.session);
-    shm_span_t *batch[SPCI_LCACHE_SLOTS + 1];
-    unsigned n = 0, taken[SPCI_LCACHE_SLOTS];
     for (unsigned k = 0; k < SPCI_LCACHE_SLOTS; k++) {
         if (c->lcache[k] == NULL) {
             c->lcache[k] = s;
             return;
         }
+    }
+    shm_span_t *batch[SPCI_LCACHE_SLOTS + 1];
+    unsigned n = 0, taken[SPCI_LCACHE_SLOTS];
+    for (unsigned k = 0; k < SPCI_LCACHE_SLOTS; k++)
         if (c->lcache[k]->npages == s->npages)
             taken[n] = k, batch[n++] = c->lcache[k];
-    }
     batch[n++] = s;
     if (shm_lpool_push_cached(spci_map.base, batch, n)) {
         for (unsigned k = 0; k + 1 < n; k++)
