@@ -404,6 +404,132 @@ static void test_drain_records(void)
     CU_ASSERT_EQUAL(bad, base_off + 5 * 64);
 }
 
+/* Random batches, some of them with random bytes written over a record
+ * or the stack's head, drained by a holder with a list or by one without:
+ * a drain always ends, frees each object at most once, never touches the
+ * bit of an object nobody pushed unless a corrupt record names it, and
+ * with nothing corrupt frees exactly what was pushed and threads every
+ * object below hscan onto the list once. */
+static void test_drain_random(void)
+{
+    shm_arena_t *a = fx_new(64ULL << 20);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+    fx_seed(0x5eed0005);
+    static const unsigned classes[] = { 1, 2, 3, 8, 16, 41, 53, 59, SHM_CLASS_TINY };
+    uint8_t *pushed = calloc(1024, 1), *seen = calloc(1024, 1);
+    uint16_t *idx = calloc(1024, sizeof *idx);
+    CU_ASSERT_FATAL(pushed && seen && idx);
+    unsigned corrupted = 0, refused = 0;
+    for (unsigned round = 0; round < 2000; round++) {
+        unsigned cls = classes[fx_rand() % (sizeof classes / sizeof classes[0])];
+        int err;
+        shm_spanid_t id = spd_heap_alloc_small(a, cls, &err);
+        CU_ASSERT_FATAL(id != 0);
+        shm_span_t *s = fx_span(a, id);
+        uint32_t nel = s->nelems, res = shm_classes[cls].nreserved, size = shm_classes[cls].size;
+        shm_span_extend(a->base, s, nel);
+        while (shm_span_pop(a->base, s) != NULL)
+            ;
+        bool holder = fx_rand() & 1;      /* else hscan 0: central's drain */
+        if (!holder)
+            shm_span_reset_holder(s);
+        /* a random set of objects, in random order or in runs */
+        memset(pushed, 0, nel);
+        uint32_t n = 0, want = 1 + (uint32_t)(fx_rand() % (nel - res));
+        if (fx_rand() & 1) {
+            uint32_t i = res + (uint32_t)(fx_rand() % (nel - res));
+            for (; n < want && i < nel; i++)
+                pushed[i] = 1, idx[n++] = (uint16_t)i;
+        } else {
+            for (uint32_t t = 0; t < 4 * want && n < want; t++) {
+                uint32_t i = res + (uint32_t)(fx_rand() % (nel - res));
+                if (!pushed[i])
+                    pushed[i] = 1, idx[n++] = (uint16_t)i;
+            }
+        }
+        for (uint32_t k = 0; k < n;) {
+            uint32_t m = 1 + (uint32_t)(fx_rand() % 40);
+            if (m > n - k)
+                m = n - k;
+            if (m == 1 && (fx_rand() & 1))
+                shm_remote_push(a->base, s, obj_addr(a, s, idx[k]));
+            else
+                shm_remote_push_batch(a->base, s, &idx[k], m);
+            k += m;
+        }
+        bool corrupt = fx_rand() % 3 == 0;
+        if (corrupt) {
+            corrupted++;
+            uint64_t off = shm_load_relaxed(&s->xremote);
+            for (uint32_t hop = (uint32_t)(fx_rand() % 4); hop > 0; hop--) {
+                uint64_t next = *(uint64_t *)(a->base + off) & SHM_REMOTE_OFF_MASK;
+                if (next == 0)
+                    break;
+                off = next;
+            }
+            if (fx_rand() % 4 == 0) {
+                shm_store_relaxed(&s->xremote, fx_rand() % 3 == 0 ? fx_rand() :
+                                  (uint64_t)(obj_addr(a, s, 0) - a->base) +
+                                      fx_rand() % ((uint64_t)s->npages << SHM_PAGE_SHIFT));
+            } else {
+                uint32_t span = size < 72 ? size : 72;
+                uint8_t *r = a->base + off;
+                for (int b = 0; b < 3; b++)
+                    r[fx_rand() % span] = (uint8_t)fx_rand();
+            }
+        }
+        uint32_t before = shm_span_count(a->base, s);
+        uint64_t bad = 0;
+        int got = shm_span_drain_remote(a->base, s, &bad);
+        uint32_t after = shm_span_count(a->base, s);
+        CU_ASSERT(after <= before);
+        CU_ASSERT_EQUAL(shm_load_relaxed(&s->xremote), 0);
+        if (got < 0) {
+            refused++;
+            CU_ASSERT(corrupt);
+        } else {
+            CU_ASSERT_EQUAL((uint32_t)got, before - after);
+        }
+        const uint64_t *bm = shm_span_bitmap(a->base, s);
+        for (uint32_t i = 0; i < res; i++)
+            CU_ASSERT(shm_bit_test(bm, i));             /* reserved: never freed */
+        if (!corrupt) {
+            CU_ASSERT_EQUAL(got, (int)n);
+            for (uint32_t i = 0; i < nel; i++)
+                CU_ASSERT_EQUAL(shm_bit_test(bm, i), !pushed[i]);
+        }
+        /* the holder's list: inside the span, each object once, bits clear */
+        memset(seen, 0, nel);
+        uint32_t onlist = 0;
+        for (uint64_t p = s->hfree; p != 0 && onlist <= nel; onlist++) {
+            uint64_t rel = p - (uint64_t)(uintptr_t)obj_addr(a, s, 0);
+            uint32_t i = (uint32_t)(rel / size);
+            CU_ASSERT_FATAL(rel % size == 0 && i < nel && !seen[i]);
+            CU_ASSERT(!shm_bit_test(bm, i));
+            seen[i] = 1;
+            p = *(uint64_t *)(uintptr_t)p;
+        }
+        CU_ASSERT_EQUAL(onlist, s->hcount);
+        if (!holder) {
+            CU_ASSERT_EQUAL(onlist, 0);
+        } else if (got >= 0) {
+            CU_ASSERT_EQUAL(onlist, (uint32_t)got);
+        }
+        /* every object free again: the span goes back to the heap */
+        shm_span_reset_holder(s);
+        uint64_t *w = shm_span_bitmap(a->base, s);
+        memset(w, 0, ((nel + 63) / 64) * sizeof *w);
+        for (uint32_t i = 0; i < res; i++)
+            shm_bit_set(w, i);
+        CU_ASSERT_EQUAL(spd_central_put(a, id), SPD_PUT_HEAP);
+    }
+    VERIFY_OK(a);
+    CU_ASSERT(corrupted > 400 && refused > 100);   /* the corrupt cases did happen */
+    free(pushed);
+    free(seen);
+    free(idx);
+}
+
 /* ---- a second process ---- */
 
 typedef struct seen_s {
@@ -567,6 +693,7 @@ CU_TestInfo span_tests[] = {
     { "remote frees from several threads, one by one and in records, each once", test_remote_threads },
     { "drains stop at bogus nodes", test_drain_bogus },
     { "records: runs, and bogus ones refused", test_drain_records },
+    { "random batches and corrupt records, drained", test_drain_random },
     { "a second process sees the same spans", test_second_process },
     CU_TEST_INFO_NULL,
 };
