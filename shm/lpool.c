@@ -115,6 +115,15 @@ uint32_t shm_lpool_pop_batch(uint8_t *base, uint64_t npages, shm_span_t **out, u
             push_batch(base, b, rest, r, false);
             break;
         }
+        /* tagged at once: a corrupt batch that links to a span twice finds
+         * it no longer POOLED the second time, and never hands it out twice */
+        if (n == 0) {
+            shm_store_relaxed(&s->xremote, 0);
+            shm_store_release(&s->xowner, 0);                  /* POOLED -> 0 */
+        } else {
+            shm_store_relaxed(&s->xremote, session);
+            shm_store_release(&s->xowner, SHM_LARGE_CACHED);   /* POOLED -> CACHED */
+        }
         out[n++] = s;
         id = next;
     }
@@ -122,11 +131,5 @@ uint32_t shm_lpool_pop_batch(uint8_t *base, uint64_t npages, shm_span_t **out, u
         return 0;
     shm_fetch_add_relaxed(&b->xpops, n);
     shm_fetch_sub_relaxed(&((shm_header_t *)base)->lpool.xpages, n * npages);
-    shm_store_relaxed(&out[0]->xremote, 0);
-    shm_store_release(&out[0]->xowner, 0);                 /* POOLED -> 0 */
-    for (uint32_t k = 1; k < n; k++) {
-        shm_store_relaxed(&out[k]->xremote, session);
-        shm_store_release(&out[k]->xowner, SHM_LARGE_CACHED);  /* POOLED -> CACHED */
-    }
     return n;
 }

@@ -258,6 +258,21 @@ static void test_batches(void)
     shm_store_relaxed(&v[4]->xowner, 0);
     shm_store_relaxed(&v[4]->xremote, 0);
     VERIFY_OK(a);
+    /* a corrupt batch that links back to a span it holds: the pop stops
+     * there and hands out no span twice */
+    shm_spanid_t c1 = large(a, 6), c2 = large(a, 6);
+    shm_span_t *cv[2] = { fx_span(a, c1), fx_span(a, c2) };
+    shm_store_relaxed(&cv[0]->xowner, SHM_LARGE_CACHED);
+    shm_store_relaxed(&cv[1]->xowner, SHM_LARGE_CACHED);
+    CU_ASSERT_TRUE(shm_lpool_push_cached(a->base, cv, 2));
+    shm_store_relaxed(&cv[1]->xremote, c1);              /* c1 -> c2 -> c1 */
+    CU_ASSERT_EQUAL(shm_lpool_pop_batch(a->base, 6, got, 4, 9, &bad), 2);
+    CU_ASSERT(got[0] == cv[0] && got[1] == cv[1]);
+    CU_ASSERT_EQUAL(bad, c1);
+    CU_ASSERT_EQUAL(tag(a, c1), 0);
+    CU_ASSERT_EQUAL(tag(a, c2), SHM_LARGE_CACHED);
+    shm_store_relaxed(&cv[1]->xowner, 0);
+    shm_store_relaxed(&cv[1]->xremote, 0);
     /* the drain takes every batch: ids[3], then lone */
     uint32_t nbad = 0;
     CU_ASSERT_EQUAL(spd_lpool_drain(a, 6 - SHM_LPOOL_MIN_PAGES, &nbad), 2);
