@@ -87,6 +87,12 @@ typedef struct spci_rfree_s {
     shm_span_t *span;           /* NULL: slot empty */
     uint64_t mask;              /* bit (i & 63) of every object i waiting */
     uint32_t n;                 /* objects waiting */
+    /* span's shape, for the next frees into it (spci_free_other): a span
+     * with objects waiting here cannot go back to the heap, so it stays */
+    uint32_t divmul, size;
+    uint32_t nelems;            /* 0 for the tiny class: its pieces never take
+                                   that path */
+    uint64_t first;             /* offset of its first byte */
     uint16_t idx[SPCI_RFREE_BATCH]; /* their indices, in the order freed */
 } spci_rfree_t;
 

@@ -87,6 +87,24 @@ static bool rfree_has(const spci_rfree_t *e, uint32_t i)
     return false;
 }
 
+static inline spci_rfree_t *rfree_slot(spci_cache_t *c, const shm_span_t *s)
+{
+    return &c->rfree[(uint32_t)(s - spci_map.spans) & (SPCI_RFREE_SLOTS - 1)];
+}
+
+/* Add object i at p to e, the batch of its span. */
+static inline void rfree_add(spci_rfree_t *e, uint32_t i, void *p)
+{
+    uint64_t bit = 1ull << (i & 63);
+    if (SPCI_UNLIKELY(e->mask & bit) && rfree_has(e, i))
+        spci_bogus_free("spc_free", p, "double free detected (this thread freed it "
+                        "already)");
+    e->idx[e->n] = (uint16_t)i;
+    e->mask |= bit;
+    if (++e->n == SPCI_RFREE_BATCH)
+        rfree_push(e);
+}
+
 /* Free object i (checked allocated) at p of span s, which this thread does
  * not hold: into the thread's batch for s.  Its bit stays set until the
  * holder drains the stack, so a second free of p anywhere else still passes
@@ -97,22 +115,20 @@ static void remote_free(spci_cache_t *c, shm_span_t *s, uint32_t i, void *p)
         shm_remote_push(spci_map.base, s, p);     /* no cache to wait in */
         return;
     }
-    spci_rfree_t *e = &c->rfree[(uint32_t)(s - spci_map.spans) & (SPCI_RFREE_SLOTS - 1)];
-    uint64_t bit = 1ull << (i & 63);
+    spci_rfree_t *e = rfree_slot(c, s);
     if (e->span != s) {
         if (e->span != NULL)
             rfree_push(e);
+        unsigned cls = s->sizeclass;
         e->span = s;
         e->mask = 0;
         e->n = 0;
-    } else if (SPCI_UNLIKELY(e->mask & bit) && rfree_has(e, i)) {
-        spci_bogus_free("spc_free", p, "double free detected (this thread freed it "
-                        "already)");
+        e->divmul = shm_classes[cls].divmul;
+        e->size = shm_classes[cls].size;
+        e->nelems = cls == SHM_CLASS_TINY ? 0 : s->nelems;
+        e->first = (uint64_t)s->start << SHM_PAGE_SHIFT;
     }
-    e->idx[e->n] = (uint16_t)i;
-    e->mask |= bit;
-    if (++e->n == SPCI_RFREE_BATCH)
-        rfree_push(e);
+    rfree_add(e, i, p);
 }
 
 void spci_tiny_block_free(spci_cache_t *c, shm_span_t *s, uint32_t i)
@@ -248,9 +264,18 @@ void spci_lcache_flush(spci_cache_t *c)
  * spci_free_slow, which checks everything from scratch. */
 void spci_free_other(void *p, shm_span_t *s, uint64_t off)
 {
+    spci_cache_t *c = spci_tc;
+    spci_rfree_t *e = rfree_slot(c, s);
+    if (SPCI_LIKELY(e->span == s)) {    /* its batch is open: shape known */
+        uint64_t rel = off - e->first;
+        uint32_t i = (uint32_t)((rel * e->divmul) >> 32);
+        if (SPCI_LIKELY((uint64_t)i * e->size == rel && i < e->nelems)) {
+            rfree_add(e, i, p);         /* its bit is tested at the push */
+            return;
+        }
+    }
     uint8_t state = shm_load_acquire(&s->xstate);
     unsigned cls = s->sizeclass;
-    spci_cache_t *c = spci_tc;
     if (SPCI_UNLIKELY((state != SHM_SPAN_HELD && state != SHM_SPAN_CENTRAL) ||
                       cls == SHM_CLASS_TINY || c == &spci_empty_cache)) {
         spci_free_slow(p);              /* large, tiny, bogus; or no cache yet */

@@ -639,6 +639,26 @@ static void bogus_remote_double_drained(void)
     pthread_join(th, NULL);
 }
 
+/* A thread frees p, which opens its batch for p's span, then a pointer
+ * inside another object of that span: the batch's shortcut must not take
+ * it (spci_free_other). */
+static void *free_then_inside(void *arg)
+{
+    char **v = arg;
+    spc_free(v[0]);
+    spc_free(v[1] + 8);
+    return NULL;
+}
+
+static void bogus_remote_misaligned(void)
+{
+    char *v[2] = { spc_malloc(64), spc_malloc(64) };
+    say_ptr(v[1] + 8);
+    pthread_t th;
+    pthread_create(&th, NULL, free_then_inside, v);
+    pthread_join(th, NULL);
+}
+
 static void test_bogus_frees(void)
 {
     uint32_t per_span = span_objects(64);
@@ -649,6 +669,7 @@ static void test_bogus_frees(void)
     expect_abort(bogus_outside, "not a pointer into the arena");
     expect_abort(bogus_metadata, "not a pointer into the arena");
     expect_abort(bogus_misaligned, "not the start of an object");
+    expect_abort(bogus_remote_misaligned, "not the start of an object");
     expect_abort(bogus_double_small, "double free");
     expect_abort(bogus_double_large, "double free");
     expect_abort(bogus_inside_large, "not the start of an object");
