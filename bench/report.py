@@ -38,7 +38,9 @@ def load(path):
             except ValueError:
                 pass
         elif f[0] == "S" and len(f) >= 5:
-            skips.append((f[1], f[2], int(f[3]), f[4]))
+            skip = (f[1], f[2], int(f[3]), f[4])
+            if skip not in skips:       # one per round of repetitions
+                skips.append(skip)
     return vals, skips
 
 
@@ -363,7 +365,7 @@ def main():
     out.append("- load while running: %s" % m1("load"))
     if "c2c" in meta:
         out.append("- core-to-core round trip of one cache line (bench/c2c: two threads pinned to "
-                   "the first two CPUs), measured before each allocator's run: %s. On a virtual "
+                   "the first two CPUs), measured before each allocator's run, round by round: %s. On a virtual "
                    "machine it moves with where the host runs the virtual CPUs, and the cross-core "
                    "workloads (4, 5) move with it" % m1("c2c"))
     out.append("- repetitions: %s per measurement; each cell is the median [min-max]; %s s timed per throughput measurement" % (

@@ -34,10 +34,16 @@ spanbench=$builddir/bench/spanbench
 [ -x "$spanbench" ] || { echo "run-bench.sh: $spanbench is not built (run make)" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "run-bench.sh: python3 is needed for the report (apt-get install python3)" >&2; exit 1; }
 
+# The repetitions go round the allocators (each run does one of every
+# measurement, then the next allocator's run): the machine's slow spells,
+# which on a virtual machine last seconds, then fall on every allocator
+# alike instead of on the one running at the time.
 if [ -n "$quick" ]; then
     common=(--quick)
+    rounds=1
 else
-    common=(--reps "$reps" --secs "$secs")
+    common=(--reps 1 --secs "$secs")
+    rounds=$reps
 fi
 
 want() { [ -z "$only" ] || [[ ",$only," == *",$1,"* ]]; }
@@ -75,27 +81,33 @@ raw=$builddir/bench/results-raw.tsv
 meta=$builddir/bench/results-meta.tsv
 : >"$raw"
 status=0
-c2c=()
+declare -A c2c=()
+c2c_labels=()
 run() {   # label, then the command
     local label=$1; shift
     want "$label" || return 0
-    [ -x "$builddir/bench/c2c" ] && c2c+=("$label $("$builddir/bench/c2c") ns")
-    echo "run-bench.sh: $label ..."
+    if [ -x "$builddir/bench/c2c" ]; then
+        [ -n "${c2c[$label]:-}" ] || c2c_labels+=("$label")
+        c2c[$label]="${c2c[$label]:+${c2c[$label]}/}$("$builddir/bench/c2c")"
+    fi
+    echo "run-bench.sh: $label (round $round of $rounds) ..."
     local t0=$SECONDS
     "$@" >>"$raw" || { echo "run-bench.sh: $label failed (status $?), its rows are partial" >&2; status=1; }
     echo "run-bench.sh: $label done in $((SECONDS - t0)) s"
 }
 
 start=$SECONDS
-run glibc "$spanbench" --alloc malloc --impl glibc "${common[@]}"
-[ -n "$jemalloc" ] && run jemalloc env LD_PRELOAD="$jemalloc" "$spanbench" --alloc malloc --impl jemalloc "${common[@]}"
-[ -n "$mimalloc" ] && run mimalloc env LD_PRELOAD="$mimalloc" "$spanbench" --alloc malloc --impl mimalloc "${common[@]}"
-[ -n "$tcmalloc" ] && run tcmalloc env LD_PRELOAD="$tcmalloc" "$spanbench" --alloc malloc --impl tcmalloc "${common[@]}"
-[ -x "$builddir/daemon/spand" ] &&
-    run spand "$spanbench" --alloc spand --spand "$builddir/daemon/spand" "${common[@]}"
-[ -x "$builddir/bench/boostbench" ] && run boost "$builddir/bench/boostbench" "${common[@]}"
-[ -x "$builddir/bench/icebench" ] && command -v iox-roudi >/dev/null &&
-    run iceoryx "$builddir/bench/icebench" --config "$srcdir/bench/roudi.toml" "${common[@]}"
+for round in $(seq "$rounds"); do
+    run glibc "$spanbench" --alloc malloc --impl glibc "${common[@]}"
+    [ -n "$jemalloc" ] && run jemalloc env LD_PRELOAD="$jemalloc" "$spanbench" --alloc malloc --impl jemalloc "${common[@]}"
+    [ -n "$mimalloc" ] && run mimalloc env LD_PRELOAD="$mimalloc" "$spanbench" --alloc malloc --impl mimalloc "${common[@]}"
+    [ -n "$tcmalloc" ] && run tcmalloc env LD_PRELOAD="$tcmalloc" "$spanbench" --alloc malloc --impl tcmalloc "${common[@]}"
+    [ -x "$builddir/daemon/spand" ] &&
+        run spand "$spanbench" --alloc spand --spand "$builddir/daemon/spand" "${common[@]}"
+    [ -x "$builddir/bench/boostbench" ] && run boost "$builddir/bench/boostbench" "${common[@]}"
+    [ -x "$builddir/bench/icebench" ] && command -v iox-roudi >/dev/null &&
+        run iceoryx "$builddir/bench/icebench" --config "$srcdir/bench/roudi.toml" "${common[@]}"
+done
 elapsed=$((SECONDS - start))
 
 # What the report says about where and how it ran.
@@ -107,8 +119,12 @@ elapsed=$((SECONDS - start))
     printf 'kernel\t%s\n' "$(uname -r)"
     printf 'load\t%s (1, 5, 15 min load average at the end); the run took %s s\n' \
         "$(cut -d' ' -f1-3 /proc/loadavg)" "$elapsed"
-    [ ${#c2c[@]} -gt 0 ] && printf 'c2c\t%s\n' "$(IFS=,; echo "${c2c[*]}" | sed 's/,/, /g')"
-    if [ -n "$quick" ]; then printf 'reps\t1 (--quick)\nsecs\t0.03\n'; else printf 'reps\t%s\nsecs\t%s\n' "$reps" "$secs"; fi
+    if [ ${#c2c_labels[@]} -gt 0 ]; then
+        line=
+        for l in "${c2c_labels[@]}"; do line="${line:+$line, }$l ${c2c[$l]} ns"; done
+        printf 'c2c\t%s\n' "$line"
+    fi
+    if [ -n "$quick" ]; then printf 'reps\t1 (--quick)\nsecs\t0.03\n'; else printf 'reps\t%s (in %s rounds over the allocators, one each)\nsecs\t%s\n' "$reps" "$reps" "$secs"; fi
     printf 'spand\t%s (git %s)\n' "$builddir/daemon/spand" "$(git -C "$srcdir" rev-parse --short HEAD 2>/dev/null || echo '?')"
     dpkg-query -W -f='version\t${Package} ${Version}\n' libc6 libjemalloc2 libmimalloc2.0 \
         libtcmalloc-minimal4 libboost-dev libiceoryx-binding-c-dev iceoryx \
