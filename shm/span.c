@@ -164,6 +164,8 @@ void shm_span_free_local(uint8_t *base, shm_span_t *s, uint32_t i)
 
 void shm_remote_push_batch(uint8_t *base, shm_span_t *s, const uint16_t *idx, uint32_t n)
 {
+    if (n == 0)
+        return;
     unsigned cls = s->sizeclass;
     uint32_t size = shm_classes[cls].size, emax = shm_remote_entries(cls);
     uint8_t *start = shm_span_addr(base, s);

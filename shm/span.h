@@ -159,7 +159,7 @@ static inline void shm_remote_push(uint8_t *base, shm_span_t *s, void *p)
 }
 
 /* Anyone: push objects idx[0..n) of span `s` (checked allocated by the
- * caller, n >= 1), as records chained privately (runs of consecutive
+ * caller; n = 0 pushes nothing), as records chained privately (runs of consecutive
  * indices as run entries), with one CAS (release) for them all. */
 void shm_remote_push_batch(uint8_t *base, shm_span_t *s, const uint16_t *idx, uint32_t n);
 
