@@ -310,6 +310,9 @@ static void test_drain_records(void)
     uint64_t bad = 0, base_off = (uint64_t)(obj_addr(a, s, 0) - a->base);
     uint32_t emax = shm_remote_entries(8);
     CU_ASSERT_EQUAL(emax, (64 - 8) / 2);
+    uint16_t none[1] = { 0 };
+    shm_remote_push_batch(a->base, s, none, 0);          /* pushes nothing */
+    CU_ASSERT_EQUAL(shm_load_relaxed(&s->xremote), 0);
 
     /* 40 objects in address order, then 3 apart, then 2 in order: one
      * record (a run, three indices, a run of 2), whatever its size */
