@@ -67,8 +67,7 @@ static void *reuse_large(uint64_t size, uint64_t align)
         shm_span_t *s = c->lcache[k];
         if (s != NULL && s->npages == npages) {
             c->lcache[k] = NULL;
-            shm_store_relaxed(&s->xremote, 0);
-            shm_store_release(&s->xowner, 0);      /* CACHED -> 0: allocated */
+            spci_uncache_large(s);
             return shm_span_addr(base, s);
         }
     }

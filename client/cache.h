@@ -96,6 +96,15 @@ typedef struct spci_rfree_s {
     uint16_t idx[SPCI_RFREE_BATCH]; /* their indices, in the order freed */
 } spci_rfree_t;
 
+/* Take large span s out of a thread's cache (tag SHM_LARGE_CACHED -> 0,
+ * shm/layout.h): allocated again, in this thread's hands, whether it is
+ * handed out or freed on to the pool or the daemon. */
+static inline void spci_uncache_large(shm_span_t *s)
+{
+    shm_store_relaxed(&s->xremote, 0);
+    shm_store_release(&s->xowner, 0);
+}
+
 /* Cold per-class state, slow path only. */
 typedef struct spci_class_s {
     spci_slist_t avail;         /* hstate AVAIL */

@@ -238,8 +238,7 @@ static void large_free(void *p, shm_span_t *s)
             c->lcache[taken[k]] = NULL;
         return;
     }
-    shm_store_relaxed(&s->xremote, 0);
-    shm_store_release(&s->xowner, 0);           /* CACHED -> 0, then a free */
+    spci_uncache_large(s);                      /* then a free of its own */
     large_free_shared(p, s);
 }
 
@@ -252,8 +251,7 @@ void spci_lcache_flush(spci_cache_t *c)
         c->lcache[k] = NULL;
         if (spci_map.base == NULL)
             continue;                           /* unmapped: nothing to give */
-        shm_store_relaxed(&s->xremote, 0);
-        shm_store_release(&s->xowner, 0);       /* CACHED -> 0, then a free */
+        spci_uncache_large(s);                  /* then a free of its own */
         large_free_shared(shm_span_addr(spci_map.base, s), s);
     }
 }

@@ -33,8 +33,7 @@ uint32_t spd_lpool_drain(shm_arena_t *a, unsigned b, uint32_t *bad)
         for (uint32_t k = 0; id != 0; k++, n++) {
             shm_span_t *s = id < hwm ? shm_span(a->base, id) : NULL;
             if (n >= hwm || k >= SHM_LPOOL_BATCH_MAX || s == NULL ||
-                shm_load_acquire(&s->xstate) != SHM_SPAN_LARGE || s->npages != npages ||
-                shm_load_relaxed(&s->xowner) != SHM_LARGE_POOLED) {
+                !shm_lpool_is_pooled(s, npages)) {
                 (*bad)++;
                 return freed;
             }

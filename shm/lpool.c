@@ -98,9 +98,7 @@ uint32_t shm_lpool_pop_batch(uint8_t *base, uint64_t npages, shm_span_t **out, u
     uint32_t n = 0;
     while (id != 0) {
         shm_span_t *s = id < limit ? shm_span(base, id) : NULL;
-        if (s == NULL || n == SHM_LPOOL_BATCH_MAX ||
-            shm_load_acquire(&s->xstate) != SHM_SPAN_LARGE || s->npages != npages ||
-            shm_load_relaxed(&s->xowner) != SHM_LARGE_POOLED) {
+        if (s == NULL || n == SHM_LPOOL_BATCH_MAX || !shm_lpool_is_pooled(s, npages)) {
             *bad = id;
             break;
         }

@@ -50,6 +50,15 @@ static inline shm_lpool_bucket_t *shm_lpool_bucket(uint8_t *base, uint64_t npage
     return &lp->bucket[npages - SHM_LPOOL_MIN_PAGES];
 }
 
+/* Is s a LARGE span of npages pages tagged POOLED, as every span on the
+ * bucket of npages must be?  What a pop and the daemon's drain check of
+ * each span they take before they trust it. */
+static inline bool shm_lpool_is_pooled(const shm_span_t *s, uint64_t npages)
+{
+    return shm_load_acquire(&s->xstate) == SHM_SPAN_LARGE && s->npages == npages &&
+           shm_load_relaxed(&s->xowner) == SHM_LARGE_POOLED;
+}
+
 /* What shm_lpool_free did with a LARGE span. */
 typedef enum shm_lfree_e {
     SHM_LFREE_POOLED = 0,  /* pushed on its bucket: nothing more to do */
