@@ -88,10 +88,13 @@ typedef struct spci_rfree_s {
     uint64_t mask;              /* bit (i & 63) of every object i waiting */
     uint32_t n;                 /* objects waiting */
     /* span's shape, for the next frees into it (spci_free_other): a span
-     * with objects waiting here cannot go back to the heap, so it stays */
+     * with objects waiting here cannot go back to the heap, so it stays;
+     * unless one of them was a double free, and the span was emptied and
+     * cut again meanwhile: `cut` tells (rfree_push) */
     uint32_t divmul, size;
     uint32_t nelems;            /* 0 for the tiny class: its pieces never take
                                    that path */
+    uint32_t cut;               /* span's xcut when the batch was opened */
     uint64_t first;             /* offset of its first byte */
     uint16_t idx[SPCI_RFREE_BATCH]; /* their indices, in the order freed */
 } spci_rfree_t;

@@ -61,6 +61,11 @@ static void rfree_push(spci_rfree_t *e)
 {
     shm_span_t *s = e->span;
     uint8_t *base = spci_map.base;
+    if (SPCI_UNLIKELY(shm_load_relaxed(&s->xcut) != e->cut))
+        spci_bogus_free("spc_free", base + e->first + (uint64_t)e->idx[0] * e->size,
+                        "double free detected (the object's span was emptied and "
+                        "reused while this thread's frees into it were waiting: one "
+                        "of them freed an object that was free already)");
     const uint64_t *bm = shm_span_bitmap(base, s);
     for (uint32_t k = 0; k < e->n; k++)
         if (!shm_bit_test(bm, e->idx[k]))
@@ -116,9 +121,10 @@ static void remote_free(spci_cache_t *c, shm_span_t *s, uint32_t i, void *p)
         return;
     }
     spci_rfree_t *e = rfree_slot(c, s);
-    if (e->span != s) {
+    uint32_t cut = shm_load_relaxed(&s->xcut);
+    if (e->span != s || e->cut != cut) {
         if (e->span != NULL)
-            rfree_push(e);
+            rfree_push(e);              /* aborts if s was cut again */
         unsigned cls = s->sizeclass;
         e->span = s;
         e->mask = 0;
@@ -127,6 +133,7 @@ static void remote_free(spci_cache_t *c, shm_span_t *s, uint32_t i, void *p)
         e->size = shm_classes[cls].size;
         e->nelems = cls == SHM_CLASS_TINY ? 0 : s->nelems;
         e->first = (uint64_t)s->start << SHM_PAGE_SHIFT;
+        e->cut = cut;
     }
     rfree_add(e, i, p);
 }
@@ -264,7 +271,8 @@ void spci_free_other(void *p, shm_span_t *s, uint64_t off)
 {
     spci_cache_t *c = spci_tc;
     spci_rfree_t *e = rfree_slot(c, s);
-    if (SPCI_LIKELY(e->span == s)) {    /* its batch is open: shape known */
+    if (SPCI_LIKELY(e->span == s && e->cut == shm_load_relaxed(&s->xcut))) {
+        /* its batch is open, for this cut of s: shape known */
         uint64_t rel = off - e->first;
         uint32_t i = (uint32_t)((rel * e->divmul) >> 32);
         if (SPCI_LIKELY((uint64_t)i * e->size == rel && i < e->nelems)) {

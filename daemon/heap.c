@@ -90,9 +90,11 @@ static void map_edges(shm_arena_t *a, const shm_span_t *s, shm_spanid_t id)
     map_set(a, s->start + s->npages - 1, id);
 }
 
-/* Every field but the identity (start, npages) and the state to zero. */
+/* Every field but the identity (start, npages) and the state to zero; and
+ * a new xcut: whatever the descriptor describes next is another span. */
 static void span_clear(shm_span_t *s)
 {
+    shm_store_relaxed(&s->xcut, shm_load_relaxed(&s->xcut) + 1);
     s->sizeclass = 0;
     s->flags = 0;
     s->hstate = 0;

@@ -104,9 +104,9 @@
 #include "shm/sizeclasses.h"
 
 #define SHM_MAGIC           0x314e4144444e5053ULL  /* "SPNDDAN1" little-endian */
-#define SHM_LAYOUT_VERSION  4u   /* 2: the large pool in the header; 3: remote-free
+#define SHM_LAYOUT_VERSION  5u   /* 2: the large pool in the header; 3: remote-free
                                     records, large-pool batches; 4: 128-byte
-                                    span descriptors */
+                                    span descriptors; 5: xcut */
 
 #define SHM_PAGE_SHIFT      13
 #define SHM_PAGE_SIZE       (1u << SHM_PAGE_SHIFT)          /* 8 KiB */
@@ -243,7 +243,16 @@ typedef struct shm_span_s {
                                 a freer (only the holder can see its own tid).
                                 LARGE: the large-object tag, SHM_LARGE_* above
                                 (CAS by freers, store_release by a popper) */
-    uint8_t  pad1[24];
+    _Atomic uint32_t xcut;   /* daemon: bumped (store relaxed) whenever the
+                                span's shape may change: at each cut into a
+                                class (shm_span_cut) and each time the
+                                descriptor is cleared (taken from or given
+                                back to the heap); never reset.  A freer
+                                that keeps a span's shape between frees
+                                (client/free.c, its batch slots) loads it
+                                relaxed to tell the span it opened the batch
+                                for from a later one on the same descriptor */
+    uint8_t  pad1[20];
 
     /* ---- line 1 ---- */
     /* holder: the client's own span lists and index into the bitmap */

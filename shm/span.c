@@ -81,6 +81,7 @@ void shm_span_cut(uint8_t *base, shm_span_t *s, unsigned cls)
     uint64_t *bm = shm_span_bitmap(base, s);
     s->sizeclass = (uint8_t)cls;
     s->nelems = c->nelems;
+    shm_store_relaxed(&s->xcut, shm_load_relaxed(&s->xcut) + 1);
     memset(bm, 0, ((c->nelems + 63) / 64) * sizeof(uint64_t));
     for (uint32_t i = 0; i < c->nreserved; i++)
         shm_bit_set(bm, i);

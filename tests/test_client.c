@@ -639,6 +639,71 @@ static void bogus_remote_double_drained(void)
     pthread_join(th, NULL);
 }
 
+/* A double free that waits in a thread's batch while the span it names is
+ * emptied, given back to the heap and cut again (for another class).  The
+ * batch's shape is that of the old span: the thread must not take the
+ * batch's shortcut for an object of the new span, nor push the old indices
+ * onto the descriptor; it aborts, naming the object it freed twice. */
+#define RECUT_SIZE 2816u        /* a class no other test keeps objects of */
+static uint32_t recut_allocs;   /* 8 spans' worth of RECUT_SIZE objects */
+
+typedef struct recut_s {
+    void *p;                    /* holder: the object freed twice */
+    void *q;                    /* main: an object cut after p's span went back */
+    pthread_barrier_t drained;  /* holder, stale freer, main: p is free again */
+    pthread_barrier_t waiting;  /* stale freer, main: its free of p waits */
+    pthread_barrier_t recut;    /* stale freer, main: q is allocated */
+} recut_t;
+
+static void *recut_holder(void *arg)
+{
+    recut_t *r = arg;
+    r->p = spc_malloc(RECUT_SIZE);
+    say_ptr(r->p);
+    pthread_t th;
+    pthread_create(&th, NULL, free_once, r->p);   /* pushed when it exits */
+    pthread_join(th, NULL);
+    void **v = malloc(recut_allocs * sizeof *v);
+    for (uint32_t i = 0; i < recut_allocs; i++)   /* drains p's stack */
+        v[i] = spc_malloc(RECUT_SIZE);
+    for (uint32_t i = 0; i < recut_allocs; i++)
+        spc_free(v[i]);
+    free(v);
+    pthread_barrier_wait(&r->drained);
+    pthread_barrier_wait(&r->waiting);
+    return NULL;                /* exits: its empty spans go back to the heap */
+}
+
+static void *recut_stale_freer(void *arg)
+{
+    recut_t *r = arg;
+    spc_free(spc_malloc(200));  /* a thread cache: remote frees wait in it */
+    pthread_barrier_wait(&r->drained);
+    spc_free(r->p);             /* free already: waits in this thread's batch */
+    pthread_barrier_wait(&r->waiting);
+    pthread_barrier_wait(&r->recut);
+    spc_free(r->q);
+    return NULL;                /* exits: its batches are pushed */
+}
+
+static void bogus_remote_double_recut(void)
+{
+    static recut_t r;
+    pthread_barrier_init(&r.drained, NULL, 3);
+    pthread_barrier_init(&r.waiting, NULL, 3);
+    pthread_barrier_init(&r.recut, NULL, 2);
+    pthread_t h, f;
+    pthread_create(&h, NULL, recut_holder, &r);
+    pthread_create(&f, NULL, recut_stale_freer, &r);
+    pthread_barrier_wait(&r.drained);
+    pthread_barrier_wait(&r.waiting);
+    pthread_join(h, NULL);
+    for (int i = 0; i < 256; i++)  /* cut 1 KiB spans from the pages given back */
+        r.q = spc_malloc(1024);
+    pthread_barrier_wait(&r.recut);
+    pthread_join(f, NULL);
+}
+
 /* A thread frees p, which opens its batch for p's span, then a pointer
  * inside another object of that span: the batch's shortcut must not take
  * it (spci_free_other). */
@@ -664,12 +729,15 @@ static void test_bogus_frees(void)
     uint32_t per_span = span_objects(64);
     CU_ASSERT_FATAL(per_span > 0);
     remote_double_allocs = 8 * per_span;
+    recut_allocs = 8 * span_objects(RECUT_SIZE);
+    CU_ASSERT_FATAL(recut_allocs > 0);
     expect_abort(bogus_remote_double, "double free");
     expect_abort(bogus_remote_double_drained, "double free");
     expect_abort(bogus_outside, "not a pointer into the arena");
     expect_abort(bogus_metadata, "not a pointer into the arena");
     expect_abort(bogus_misaligned, "not the start of an object");
     expect_abort(bogus_remote_misaligned, "not the start of an object");
+    expect_abort(bogus_remote_double_recut, "emptied and reused");
     expect_abort(bogus_double_small, "double free");
     expect_abort(bogus_double_large, "double free");
     expect_abort(bogus_inside_large, "not the start of an object");
