@@ -77,6 +77,7 @@ static void test_small_spans(void)
     shm_arena_t *a = fx_new(64 * MiB);
     CU_ASSERT_PTR_NOT_NULL_FATAL(a);
     shm_spanid_t ids[SHM_NCLASSES] = {0};
+    uint32_t cuts[SHM_NCLASSES] = {0};
     for (unsigned c = 1; c < SHM_NCLASSES; c++) {
         int err = 1;
         shm_spanid_t id = spd_heap_alloc_small(a, c, &err);
@@ -93,6 +94,11 @@ static void test_small_spans(void)
         CU_ASSERT_EQUAL(shm_span_count(a->base, s), shm_classes[c].nreserved);
         for (uint32_t p = 0; p < s->npages; p++)
             CU_ASSERT_EQUAL(shm_spanmap(a->base)[s->start + p], id);
+        /* a cut into another class is another span to a freer (xcut) */
+        uint32_t cut = shm_load_relaxed(&s->xcut);
+        shm_span_cut(a->base, s, c);
+        CU_ASSERT_NOT_EQUAL(shm_load_relaxed(&s->xcut), cut);
+        cuts[c] = shm_load_relaxed(&s->xcut);
         fx_hold(a, id, 0);
         ids[c] = id;
         VERIFY_OK(a);
@@ -101,6 +107,9 @@ static void test_small_spans(void)
     for (unsigned c = 1; c < SHM_NCLASSES; c++) {
         fx_unhold(a, ids[c]);
         spd_heap_free(a, ids[c]);
+        /* given back (kept, or merged and its descriptor freed): a freer
+         * that opened a batch for it must see another span */
+        CU_ASSERT_NOT_EQUAL(shm_load_relaxed(&fx_span(a, ids[c])->xcut), cuts[c]);
         VERIFY_OK(a);
     }
     CU_ASSERT_EQUAL(a->hdr->heap.free_pages, heap_pages(a));
