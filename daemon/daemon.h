@@ -57,7 +57,10 @@ typedef struct spd_daemon_s {
     char pidfile[SPAND_PATH_MAX + 8]; /* socket path + ".pid", "" until written */
     time_t started;                  /* wall clock */
     uint64_t nconns_total;           /* numbers connections in the log */
-    spd_conn_t *conns;               /* every open connection */
+    spd_conn_t *conns;               /* every open connection, and every
+                                        closed one whose process still runs
+                                        and holds spans (conn_keep) */
+    bool stopping;                   /* spd_rpc_stop: end every session now */
     spd_conn_t *by_session[SHM_MAX_SESSIONS]; /* slot -> its connection */
     uint64_t lpool_pops[SHM_LPOOL_NBUCKETS]; /* each bucket's xpops at the
                                                 scavenger's last look */

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/pidfd.h>
 #include <unistd.h>
 
 #include "daemon/central.h"
@@ -44,6 +45,12 @@ int spd_h_hello(spd_call_t *call)
                              SHM_MAX_SESSIONS);
     c->session = slot + 1;
     call->d->by_session[slot] = c;
+    /* to tell, when the connection closes, whether the process still runs
+     * (rpc.c, conn_keep); without it the session ends with the connection */
+    c->pidfd = pidfd_open(c->pid, 0);
+    if (c->pidfd < 0)
+        log_debug("conn=%llu pid=%ld: pidfd_open: %s", (unsigned long long)c->num,
+                  (long)c->pid, strerror(errno));
     snprintf(c->name, sizeof c->name, "%s", m->client_name ? m->client_name : "");
 
     Spand__HelloReply *r = spd_call_alloc(call, sizeof *r);

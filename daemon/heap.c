@@ -628,6 +628,17 @@ uint32_t spd_heap_free_cached_large(shm_arena_t *a, uint32_t id)
     return n;
 }
 
+uint32_t spd_heap_count_cached_large(shm_arena_t *a, uint32_t id)
+{
+    uint32_t n = 0, hwm = a->hdr->spanalloc.hwm;
+    for (shm_spanid_t sid = 1; sid < hwm; sid++) {
+        shm_span_t *s = span_at(a, sid);
+        n += span_state(s) == SHM_SPAN_LARGE && shm_load_relaxed(&s->xremote) == id &&
+             shm_load_relaxed(&s->xowner) == SHM_LARGE_CACHED;
+    }
+    return n;
+}
+
 /* ---- the scavenger ---- */
 
 typedef struct scav_s {

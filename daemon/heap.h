@@ -35,6 +35,8 @@ int spd_heap_free_large(shm_arena_t *a, uint64_t off);
  * (slot + 1), which has ended: a walk over every descriptor.  Returns how
  * many. */
 uint32_t spd_heap_free_cached_large(shm_arena_t *a, uint32_t id);
+/* How many large spans session `id` (slot + 1) has cached: the same walk. */
+uint32_t spd_heap_count_cached_large(shm_arena_t *a, uint32_t id);
 
 /* Give span `id` (any state but FREE and DEAD, on no daemon list) back to
  * the heap, merging with free neighbours. */

@@ -20,6 +20,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -109,9 +110,57 @@ static void conn_write_cb(struct bufferevent *bev, void *arg);
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
 static void hello_retry_cb(evutil_socket_t fd, short what, void *arg);
 
+static void conn_free(spd_conn_t *c);
+
+/* The process of a kept session exited: end it now. */
+static void conn_exit_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    conn_free(arg);
+}
+
+/* The connection of session c->session is closing.  If its process still
+ * runs and holds spans (or cached large spans), its threads go on using
+ * them whatever happened to the socket (a process that closes every fd it
+ * does not know, say): adopting them now would hand its objects to others
+ * while it still allocates them.  So close the socket but keep the session
+ * until the process exits (its pidfd turns readable).  False: end it now
+ * (gone, nothing held, no pidfd, or the daemon is stopping). */
+static bool conn_keep(spd_conn_t *c)
+{
+    spd_daemon_t *d = c->d;
+    uint32_t slot = c->session - 1;
+    if (c->bev == NULL || c->pidfd < 0 || d->stopping)
+        return false;
+    struct pollfd pfd = { .fd = c->pidfd, .events = POLLIN };
+    if (poll(&pfd, 1, 0) != 0 || !spd_session_holds(&d->arena, slot))
+        return false;                   /* exited (or cannot tell), or holds nothing */
+    c->exit_ev = event_new(d->base, c->pidfd, EV_READ, conn_exit_cb, c);
+    if (c->exit_ev == NULL || event_add(c->exit_ev, NULL) != 0) {
+        log_warnx("conn=%llu: cannot watch pid %ld; its session ends now",
+                  (unsigned long long)c->num, (long)c->pid);
+        return false;
+    }
+    log_warnx("conn=%llu session=%u pid=%ld closed its connection but still runs, holding "
+              "%u spans: they stay its own until it exits", (unsigned long long)c->num,
+              c->session, (long)c->pid, d->arena.hdr->sessions[slot].nspans);
+    if (c->hello_ev) {
+        event_free(c->hello_ev);
+        c->hello_ev = NULL;
+    }
+    free(c->hello_frame);
+    c->hello_frame = NULL;
+    bufferevent_free(c->bev);           /* closes the socket */
+    c->bev = NULL;
+    c->dead = false;
+    return true;
+}
+
 static void conn_free(spd_conn_t *c)
 {
     spd_daemon_t *d = c->d;
+    if (c->session != 0 && conn_keep(c))
+        return;
     if (c->session != 0) {
         uint32_t slot = c->session - 1;
         uint32_t n = spd_session_close(&d->arena, slot);
@@ -129,8 +178,13 @@ static void conn_free(spd_conn_t *c)
         c->next->prev = c->prev;
     if (c->hello_ev)
         event_free(c->hello_ev);
+    if (c->exit_ev)
+        event_free(c->exit_ev);
+    if (c->pidfd >= 0)
+        close(c->pidfd);
     free(c->hello_frame);
-    bufferevent_free(c->bev);   /* closes the socket */
+    if (c->bev)
+        bufferevent_free(c->bev);   /* closes the socket */
     free(c);
 }
 
@@ -474,6 +528,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
     c->fd = fd;
     c->num = ++d->nconns_total;
     c->pid = cred.pid;
+    c->pidfd = -1;
     c->uid = cred.uid;
     c->gid = cred.gid;
     c->allowed = peer_allowed(&d->cfg, cred.uid, cred.gid);
@@ -659,6 +714,7 @@ int spd_rpc_start(spd_daemon_t *d)
 
 void spd_rpc_stop(spd_daemon_t *d)
 {
+    d->stopping = true;
     while (d->conns)
         conn_free(d->conns);
     if (d->listener) {

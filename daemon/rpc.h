@@ -45,6 +45,10 @@ struct spd_conn_s {
     uint8_t *hello_frame;    /* HelloReply waiting to go out with the fd */
     size_t hello_len;
     struct event *hello_ev;  /* waits for room in the socket for it */
+    int pidfd;               /* pidfd_open(pid) at Hello, -1 none */
+    struct event *exit_ev;   /* the connection closed with the process alive
+                                and holding spans: waits on pidfd for it to
+                                exit, bev NULL meanwhile (conn_keep) */
     spd_conn_t *next, *prev; /* d->conns */
 };
 

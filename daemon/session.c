@@ -70,6 +70,11 @@ spd_put_t spd_session_release(shm_arena_t *a, uint32_t slot, shm_spanid_t id)
     return spd_central_put(a, id);
 }
 
+bool spd_session_holds(shm_arena_t *a, uint32_t slot)
+{
+    return a->hdr->sessions[slot].nspans != 0 || spd_heap_count_cached_large(a, slot + 1) != 0;
+}
+
 uint32_t spd_session_close(shm_arena_t *a, uint32_t slot)
 {
     shm_header_t *h = a->hdr;

@@ -1278,6 +1278,92 @@ static void test_fork_pending_frees(void)
 }
 
 /* A process that detaches gives its spans back and closes its session. */
+/* A process that closes its connection while it runs (as a program that
+ * closes every fd it does not know does) keeps its spans: its threads go
+ * on allocating from them.  The daemon ends the session when the process
+ * exits, not when the socket closes; until then nobody else gets those
+ * objects. */
+#define CLOSED_SIZE 3584u           /* a class no other test keeps objects of */
+
+typedef struct { uint32_t n; void **v; } alloc_list_t;
+
+static void *alloc_closed_class(void *arg)
+{
+    alloc_list_t *l = arg;
+    for (uint32_t i = 0; i < l->n; i++)
+        l->v[i] = spc_malloc(CLOSED_SIZE);
+    return NULL;
+}
+
+static void test_closed_connection_keeps_spans(void)
+{
+    uint32_t per_span = span_objects(CLOSED_SIZE);
+    CU_ASSERT_FATAL(per_span > 4);
+    int up[2], down[2];
+    CU_ASSERT_FATAL(pipe(up) == 0 && pipe(down) == 0);
+    pid_t pid = fork();
+    CU_ASSERT_FATAL(pid >= 0);
+    if (pid == 0) {
+        char c = 0;
+        void *first = spc_malloc(CLOSED_SIZE);  /* a span of the class in its bin */
+        if (first == NULL)
+            _exit(2);
+        for (int fd = 3; fd < 1024; fd++)       /* the connection among them */
+            if (fd != up[1] && fd != down[0])
+                close(fd);
+        xwrite(up[1], "c", 1);
+        if (!xread(down[0], &c, 1))
+            _exit(3);
+        void *v[64];                            /* from the spans it holds */
+        uint32_t n = 0;
+        while (n < per_span && n < 64 && (v[n] = spc_malloc(CLOSED_SIZE)) != NULL)
+            n++;
+        xwrite(up[1], &n, sizeof n);
+        xwrite(up[1], v, n * sizeof v[0]);
+        if (!xread(down[0], &c, 1))
+            _exit(3);
+        for (uint32_t i = 0; i < n; i++)        /* into spans it holds: no daemon */
+            spc_free(v[i]);
+        spc_free(first);
+        _exit(0);
+    }
+    char c;
+    CU_ASSERT_FATAL(xread(up[0], &c, 1));       /* its socket is closed */
+    struct timespec ts = { 0, 200 * 1000 * 1000 };
+    nanosleep(&ts, NULL);                       /* the daemon has seen it */
+    CU_ASSERT(ct_client_spans(daemon_->sock, pid) > 0);   /* session kept */
+    /* a fresh thread here takes spans of the class from the daemon */
+    alloc_list_t mine = { 4 * per_span, calloc(4 * per_span, sizeof(void *)) };
+    CU_ASSERT_FATAL(mine.v != NULL);
+    pthread_t th;
+    CU_ASSERT_FATAL(pthread_create(&th, NULL, alloc_closed_class, &mine) == 0);
+    pthread_join(th, NULL);
+    xwrite(down[1], "x", 1);
+    uint32_t n = 0;
+    void *theirs[64];
+    CU_ASSERT_FATAL(xread(up[0], &n, sizeof n) && n > 0 && n <= 64);
+    CU_ASSERT_FATAL(xread(up[0], theirs, n * sizeof theirs[0]));
+    uint32_t shared = 0;
+    for (uint32_t i = 0; i < mine.n; i++) {
+        CU_ASSERT_PTR_NOT_NULL(mine.v[i]);
+        for (uint32_t k = 0; k < n; k++)
+            shared += mine.v[i] == theirs[k];
+    }
+    CU_ASSERT_EQUAL(shared, 0);                 /* no object handed out twice */
+    for (uint32_t i = 0; i < mine.n; i++)
+        spc_free(mine.v[i]);
+    free(mine.v);
+    xwrite(down[1], "x", 1);
+    int st;
+    CU_ASSERT_EQUAL(dh_waitpid_timeout(pid, &st, 10000), 0);
+    CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    long spans = 0;                             /* its session ends once it exits */
+    for (int i = 0; i < 200 && (spans = ct_client_spans(daemon_->sock, pid)) != -1; i++)
+        nanosleep(&(struct timespec){ 0, 10 * 1000 * 1000 }, NULL);
+    CU_ASSERT_EQUAL(spans, -1);
+    close(up[0]), close(up[1]), close(down[0]), close(down[1]);
+}
+
 static void test_detach_releases(void)
 {
     int up[2], down[2];
@@ -1559,6 +1645,8 @@ int main(void)
     };
     CU_TestInfo procs[] = {
         { "a detaching process gives its spans back", test_detach_releases },
+        { "a process that closes its connection keeps its spans until it exits",
+          test_closed_connection_keeps_spans },
         { "fork: the child frees the parent's objects", test_fork_inherit },
         { "fork: remote frees waiting in a thread are pushed once", test_fork_pending_frees },
         { "3 processes, 1,000,000 objects, every byte checked", test_ring_load },
