@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -166,6 +167,22 @@ static void teardown(spd_daemon_t *d)
         shm_unlink(d->cfg.shm_name);
 }
 
+/* Each client costs two descriptors (its socket and the pidfd that tells
+ * when its process exits, rpc.c): take the hard limit as the soft one. */
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= rl.rlim_max)
+        return;
+    rlim_t was = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+        log_warn("setrlimit(RLIMIT_NOFILE)");
+    else
+        log_debug("open files: %llu, was %llu", (unsigned long long)rl.rlim_cur,
+                  (unsigned long long)was);
+}
+
 int main(int argc, char **argv)
 {
     static spd_daemon_t daemon_state = { .listen_fd = -1, .arena = { .fd = -1 } };
@@ -176,6 +193,7 @@ int main(int argc, char **argv)
     spd_config_parse(&d->cfg, argc, argv);
     log_init("spand", true, d->cfg.verbose);
     signal(SIGPIPE, SIG_IGN);
+    raise_nofile();
     /* a SIGTERM before the loop handles it waits, so it still cleans up */
     sigemptyset(&stop);
     sigaddset(&stop, SIGTERM);
