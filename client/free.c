@@ -281,6 +281,14 @@ void spci_free_other(void *p, shm_span_t *s, uint64_t off)
         }
     }
     uint8_t state = shm_load_acquire(&s->xstate);
+    if (state == SHM_SPAN_LARGE) {      /* its start: the tag CAS checks the rest */
+        if (SPCI_LIKELY(off == (uint64_t)s->start << SHM_PAGE_SHIFT)) {
+            large_free(p, s);
+            return;
+        }
+        spci_free_slow(p);              /* inside one: reports it */
+        return;
+    }
     unsigned cls = s->sizeclass;
     if (SPCI_UNLIKELY((state != SHM_SPAN_HELD && state != SHM_SPAN_CENTRAL) ||
                       cls == SHM_CLASS_TINY || c == &spci_empty_cache)) {
