@@ -50,6 +50,13 @@ static const char *free_reason(shm_bad_t why)
 
 /* ---- remote frees, batched per span (spci_rfree_t in cache.h) ---- */
 
+/* Is e the batch of span s as s is now, not of an earlier span that had
+ * the same descriptor (xcut, shm/layout.h)? */
+static inline bool rfree_is_for(const spci_rfree_t *e, const shm_span_t *s)
+{
+    return e->span == s && e->cut == shm_load_relaxed(&s->xcut);
+}
+
 /* Test the alloc bit of every object waiting in e, then push them.  The
  * bits were not tested at the frees: a bit written by the holder's core is
  * a cache miss, and here a batch pays it once a bitmap line.  (Prefetching
@@ -61,7 +68,7 @@ static void rfree_push(spci_rfree_t *e)
 {
     shm_span_t *s = e->span;
     uint8_t *base = spci_map.base;
-    if (SPCI_UNLIKELY(shm_load_relaxed(&s->xcut) != e->cut))
+    if (SPCI_UNLIKELY(!rfree_is_for(e, s)))
         spci_bogus_free("spc_free", base + e->first + (uint64_t)e->idx[0] * e->size,
                         "double free detected (the object's span was emptied and "
                         "reused while this thread's frees into it were waiting: one "
@@ -121,8 +128,7 @@ static void remote_free(spci_cache_t *c, shm_span_t *s, uint32_t i, void *p)
         return;
     }
     spci_rfree_t *e = rfree_slot(c, s);
-    uint32_t cut = shm_load_relaxed(&s->xcut);
-    if (e->span != s || e->cut != cut) {
+    if (!rfree_is_for(e, s)) {
         if (e->span != NULL)
             rfree_push(e);              /* aborts if s was cut again */
         unsigned cls = s->sizeclass;
@@ -133,7 +139,7 @@ static void remote_free(spci_cache_t *c, shm_span_t *s, uint32_t i, void *p)
         e->size = shm_classes[cls].size;
         e->nelems = cls == SHM_CLASS_TINY ? 0 : s->nelems;
         e->first = (uint64_t)s->start << SHM_PAGE_SHIFT;
-        e->cut = cut;
+        e->cut = shm_load_relaxed(&s->xcut);
     }
     rfree_add(e, i, p);
 }
@@ -271,8 +277,7 @@ void spci_free_other(void *p, shm_span_t *s, uint64_t off)
 {
     spci_cache_t *c = spci_tc;
     spci_rfree_t *e = rfree_slot(c, s);
-    if (SPCI_LIKELY(e->span == s && e->cut == shm_load_relaxed(&s->xcut))) {
-        /* its batch is open, for this cut of s: shape known */
+    if (SPCI_LIKELY(rfree_is_for(e, s))) {  /* its batch is open: shape known */
         uint64_t rel = off - e->first;
         uint32_t i = (uint32_t)((rel * e->divmul) >> 32);
         if (SPCI_LIKELY((uint64_t)i * e->size == rel && i < e->nelems)) {

@@ -612,29 +612,23 @@ int spd_heap_free_large(shm_arena_t *a, uint64_t off)
     return 0;
 }
 
-uint32_t spd_heap_free_cached_large(shm_arena_t *a, uint32_t id)
+uint32_t spd_heap_cached_large(shm_arena_t *a, uint32_t id, bool free_them)
 {
     uint32_t n = 0, hwm = a->hdr->spanalloc.hwm;
     for (shm_spanid_t sid = 1; sid < hwm; sid++) {
         shm_span_t *s = span_at(a, sid);
+        if (span_state(s) != SHM_SPAN_LARGE || shm_load_relaxed(&s->xremote) != id)
+            continue;
         uint32_t tag = SHM_LARGE_CACHED;
-        if (span_state(s) != SHM_SPAN_LARGE || shm_load_relaxed(&s->xremote) != id ||
-            !shm_cas_strong_acq_rel(&s->xowner, &tag, SHM_LARGE_RETURNING))
+        if (!free_them) {
+            n += shm_load_relaxed(&s->xowner) == tag;
+            continue;
+        }
+        if (!shm_cas_strong_acq_rel(&s->xowner, &tag, SHM_LARGE_RETURNING))
             continue;
         shm_store_relaxed(&s->xremote, 0);
         if (spd_heap_free_large(a, (uint64_t)s->start << SHM_PAGE_SHIFT) == 0)
             n++;
-    }
-    return n;
-}
-
-uint32_t spd_heap_count_cached_large(shm_arena_t *a, uint32_t id)
-{
-    uint32_t n = 0, hwm = a->hdr->spanalloc.hwm;
-    for (shm_spanid_t sid = 1; sid < hwm; sid++) {
-        shm_span_t *s = span_at(a, sid);
-        n += span_state(s) == SHM_SPAN_LARGE && shm_load_relaxed(&s->xremote) == id &&
-             shm_load_relaxed(&s->xowner) == SHM_LARGE_CACHED;
     }
     return n;
 }

@@ -9,6 +9,7 @@
 #ifndef SPD_HEAP_H
 #define SPD_HEAP_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "shm/arena.h"
@@ -31,12 +32,10 @@ shm_spanid_t spd_heap_alloc_large(shm_arena_t *a, uint64_t bytes, uint64_t align
  * -EALREADY when it is in the large pool (freed already: its xowner tag is
  * POOLED).  Accepts tag 0 or RETURNING, claimed with a CAS. */
 int spd_heap_free_large(shm_arena_t *a, uint64_t off);
-/* Free every large span still cached (SHM_LARGE_CACHED) by session `id`
- * (slot + 1), which has ended: a walk over every descriptor.  Returns how
- * many. */
-uint32_t spd_heap_free_cached_large(shm_arena_t *a, uint32_t id);
-/* How many large spans session `id` (slot + 1) has cached: the same walk. */
-uint32_t spd_heap_count_cached_large(shm_arena_t *a, uint32_t id);
+/* The large spans session `id` (slot + 1) has cached (SHM_LARGE_CACHED):
+ * a walk over every descriptor.  With `free_them` (the session has ended),
+ * each is freed to the heap.  Returns how many were found, or freed. */
+uint32_t spd_heap_cached_large(shm_arena_t *a, uint32_t id, bool free_them);
 
 /* Give span `id` (any state but FREE and DEAD, on no daemon list) back to
  * the heap, merging with free neighbours. */

@@ -72,7 +72,7 @@ spd_put_t spd_session_release(shm_arena_t *a, uint32_t slot, shm_spanid_t id)
 
 bool spd_session_holds(shm_arena_t *a, uint32_t slot)
 {
-    return a->hdr->sessions[slot].nspans != 0 || spd_heap_count_cached_large(a, slot + 1) != 0;
+    return a->hdr->sessions[slot].nspans != 0 || spd_heap_cached_large(a, slot + 1, false) != 0;
 }
 
 uint32_t spd_session_close(shm_arena_t *a, uint32_t slot)
@@ -84,7 +84,7 @@ uint32_t spd_session_close(shm_arena_t *a, uint32_t slot)
         spd_session_release(a, slot, ss->spans);
         n++;
     }
-    n += spd_heap_free_cached_large(a, slot + 1);
+    n += spd_heap_cached_large(a, slot + 1, true);
     h->stats.adopted_spans += n;
     ss->pid = 0;
     ss->uid = 0;
