@@ -141,6 +141,31 @@ static bool xread(int fd, void *buf, size_t n)
     return true;
 }
 
+/* A child process and two pipes to talk to it: up (child to parent), down
+ * (parent to child). */
+typedef struct kid_s {
+    pid_t pid;
+    int up[2], down[2];
+} kid_t;
+
+/* Fork with the pipes open: the pid, 0 in the child. */
+static pid_t kid_fork(kid_t *k)
+{
+    CU_ASSERT_FATAL(pipe(k->up) == 0 && pipe(k->down) == 0);
+    k->pid = fork();
+    CU_ASSERT_FATAL(k->pid >= 0);
+    return k->pid;
+}
+
+/* The child exits with status 0 within timeout_ms; the pipes are closed. */
+static void kid_reap(kid_t *k, int timeout_ms)
+{
+    int st = 0;
+    CU_ASSERT_EQUAL(dh_waitpid_timeout(k->pid, &st, timeout_ms), 0);
+    CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    close(k->up[0]), close(k->up[1]), close(k->down[0]), close(k->down[1]);
+}
+
 /* ---- suite "api": one process ---- */
 
 static char logged[512];
@@ -1299,10 +1324,9 @@ static void test_closed_connection_keeps_spans(void)
 {
     uint32_t per_span = span_objects(CLOSED_SIZE);
     CU_ASSERT_FATAL(per_span > 4);
-    int up[2], down[2];
-    CU_ASSERT_FATAL(pipe(up) == 0 && pipe(down) == 0);
-    pid_t pid = fork();
-    CU_ASSERT_FATAL(pid >= 0);
+    kid_t k;
+    pid_t pid = kid_fork(&k);
+    int *up = k.up, *down = k.down;
     if (pid == 0) {
         char c = 0;
         void *first = spc_malloc(CLOSED_SIZE);  /* a span of the class in its bin */
@@ -1346,30 +1370,26 @@ static void test_closed_connection_keeps_spans(void)
     uint32_t shared = 0;
     for (uint32_t i = 0; i < mine.n; i++) {
         CU_ASSERT_PTR_NOT_NULL(mine.v[i]);
-        for (uint32_t k = 0; k < n; k++)
-            shared += mine.v[i] == theirs[k];
+        for (uint32_t j = 0; j < n; j++)
+            shared += mine.v[i] == theirs[j];
     }
     CU_ASSERT_EQUAL(shared, 0);                 /* no object handed out twice */
     for (uint32_t i = 0; i < mine.n; i++)
         spc_free(mine.v[i]);
     free(mine.v);
     xwrite(down[1], "x", 1);
-    int st;
-    CU_ASSERT_EQUAL(dh_waitpid_timeout(pid, &st, 10000), 0);
-    CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    kid_reap(&k, 10000);
     long spans = 0;                             /* its session ends once it exits */
     for (int i = 0; i < 200 && (spans = ct_client_spans(daemon_->sock, pid)) != -1; i++)
         nanosleep(&(struct timespec){ 0, 10 * 1000 * 1000 }, NULL);
     CU_ASSERT_EQUAL(spans, -1);
-    close(up[0]), close(up[1]), close(down[0]), close(down[1]);
 }
 
 static void test_detach_releases(void)
 {
-    int up[2], down[2];
-    CU_ASSERT_FATAL(pipe(up) == 0 && pipe(down) == 0);
-    pid_t pid = fork();
-    CU_ASSERT_FATAL(pid >= 0);
+    kid_t k;
+    pid_t pid = kid_fork(&k);
+    int *up = k.up, *down = k.down;
     if (pid == 0) {
         char c = 0;
         void *p[1000];
@@ -1394,10 +1414,7 @@ static void test_detach_releases(void)
     CU_ASSERT_EQUAL(ct_client_spans(daemon_->sock, pid), -1);   /* session gone */
     assert_nothing_live();                      /* while it still runs */
     xwrite(down[1], "x", 1);
-    int st;
-    CU_ASSERT_EQUAL(dh_waitpid_timeout(pid, &st, 10000), 0);
-    CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-    close(up[0]), close(up[1]), close(down[0]), close(down[1]);
+    kid_reap(&k, 10000);
 }
 
 /* fork: the child frees the parent's objects through the inherited mapping
@@ -1415,10 +1432,9 @@ static void test_fork_inherit(void)
         CU_ASSERT_PTR_NOT_NULL_FATAL(mine[i]);
         fill(mine[i], len[i]);
     }
-    int up[2], down[2];
-    CU_ASSERT_FATAL(pipe(up) == 0 && pipe(down) == 0);
-    pid_t pid = fork();
-    CU_ASSERT_FATAL(pid >= 0);
+    kid_t k;
+    pid_t pid = kid_fork(&k);
+    int *up = k.up, *down = k.down;
     if (pid == 0) {
         int bad = 0;
         for (int i = 0; i < N; i++) {
@@ -1451,16 +1467,13 @@ static void test_fork_inherit(void)
     }
     CU_ASSERT_EQUAL(bad, 0);
     xwrite(down[1], "x", 1);
-    int st;
-    CU_ASSERT_EQUAL(dh_waitpid_timeout(pid, &st, 20000), 0);
-    CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    kid_reap(&k, 20000);
     /* the parent's cache is its own still */
     void *p = spc_malloc(64);
     CU_ASSERT_PTR_NOT_NULL(p);
     spc_free(p);
     spc_detach();
     assert_nothing_live();
-    close(up[0]), close(up[1]), close(down[0]), close(down[1]);
 }
 
 /* The load test: NPROC processes in a ring; each allocates its share of
