@@ -53,6 +53,8 @@ typedef struct spd_daemon_s {
     int listen_fd;                   /* bound and listening before the loop */
     struct evconnlistener *listener;
     struct event *accept_pause;      /* re-enables the listener after EMFILE */
+    struct event *keep_check;        /* every second while sessions are kept:
+                                        has the process exec'd? (rpc.c) */
     struct event *sig_term, *sig_int, *scavenger;
     char pidfile[SPAND_PATH_MAX + 8]; /* socket path + ".pid", "" until written */
     time_t started;                  /* wall clock */

@@ -27,6 +27,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -119,6 +120,61 @@ static void conn_exit_cb(evutil_socket_t fd, short what, void *arg)
     conn_free(arg);
 }
 
+/* Does process `pid` still map the arena (any mapping of the arena's
+ * object: its device and inode, in /proc/PID/maps)?  1 yes; 0 no: an exec
+ * replaced its image (the pid stays, the pidfd does not fire) or it
+ * unmapped the arena, so none of its threads can use what it holds; -1
+ * cannot tell (no /proc, a process we may not inspect): keep it then. */
+static int proc_maps_arena(pid_t pid, const shm_arena_t *a)
+{
+    struct stat st;
+    char path[64];
+    if (fstat(a->fd, &st) != 0)
+        return -1;
+    snprintf(path, sizeof path, "/proc/%ld/maps", (long)pid);
+    FILE *f = fopen(path, "re");
+    if (f == NULL)
+        return -1;
+    char *line = NULL;
+    size_t cap = 0;
+    int found = 0;
+    while (!found && getline(&line, &cap, f) > 0) {
+        unsigned maj, min;
+        unsigned long long ino;
+        if (sscanf(line, "%*x-%*x %*s %*x %x:%x %llu", &maj, &min, &ino) == 3 &&
+            ino == (unsigned long long)st.st_ino && makedev(maj, min) == st.st_dev)
+            found = 1;
+    }
+    int rc = found ? 1 : ferror(f) ? -1 : 0;
+    free(line);
+    fclose(f);
+    return rc;
+}
+
+/* Every second while sessions are kept: one whose process no longer maps
+ * the arena (it exec'd after its connection closed) ends now. */
+static void keep_check_cb(evutil_socket_t fd, short what, void *arg)
+{
+    spd_daemon_t *d = arg;
+    bool kept = false;
+    (void)fd, (void)what;
+    for (spd_conn_t *c = d->conns, *next; c != NULL; c = next) {
+        next = c->next;
+        if (c->exit_ev == NULL)
+            continue;
+        if (proc_maps_arena(c->pid, &d->arena) == 0) {
+            log_warnx("conn=%llu session=%u pid=%ld no longer maps the arena (it exec'd?): "
+                      "its session ends now", (unsigned long long)c->num, c->session,
+                      (long)c->pid);
+            conn_free(c);
+        } else {
+            kept = true;
+        }
+    }
+    if (!kept)
+        event_del(d->keep_check);
+}
+
 /* The connection of session c->session is closing.  If its process still
  * runs and holds spans (or cached large spans), its threads go on using
  * them whatever happened to the socket (a process that closes every fd it
@@ -135,8 +191,17 @@ static bool conn_keep(spd_conn_t *c)
     struct pollfd pfd = { .fd = c->pidfd, .events = POLLIN };
     if (poll(&pfd, 1, 0) != 0 || !spd_session_holds(&d->arena, slot))
         return false;                   /* exited (or cannot tell), or holds nothing */
+    if (proc_maps_arena(c->pid, &d->arena) == 0) {
+        log_info("conn=%llu session=%u pid=%ld closed its connection and no longer maps "
+                 "the arena (an exec): its session ends now", (unsigned long long)c->num,
+                 c->session, (long)c->pid);
+        return false;                   /* the kernel closed it at exec, say */
+    }
     c->exit_ev = event_new(d->base, c->pidfd, EV_READ, conn_exit_cb, c);
-    if (c->exit_ev == NULL || event_add(c->exit_ev, NULL) != 0) {
+    struct timeval second = { 1, 0 };
+    if (c->exit_ev == NULL || event_add(c->exit_ev, NULL) != 0 ||
+        (!event_pending(d->keep_check, EV_TIMEOUT, NULL) &&
+         event_add(d->keep_check, &second) != 0)) {
         log_warnx("conn=%llu: cannot watch pid %ld; its session ends now",
                   (unsigned long long)c->num, (long)c->pid);
         return false;
@@ -701,10 +766,11 @@ fail:
 int spd_rpc_start(spd_daemon_t *d)
 {
     d->accept_pause = evtimer_new(d->base, accept_resume_cb, d);
+    d->keep_check = event_new(d->base, -1, EV_PERSIST, keep_check_cb, d);
     d->listener = evconnlistener_new(d->base, accept_cb, d,
                                      LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
                                      0, d->listen_fd);
-    if (d->listener == NULL || d->accept_pause == NULL) {
+    if (d->listener == NULL || d->accept_pause == NULL || d->keep_check == NULL) {
         log_warnx("cannot create the listener on %s", d->cfg.socket);
         return -1;
     }
@@ -729,5 +795,9 @@ void spd_rpc_stop(spd_daemon_t *d)
     if (d->accept_pause) {
         event_free(d->accept_pause);
         d->accept_pause = NULL;
+    }
+    if (d->keep_check) {
+        event_free(d->keep_check);
+        d->keep_check = NULL;
     }
 }

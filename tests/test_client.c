@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -1385,6 +1386,64 @@ static void test_closed_connection_keeps_spans(void)
     CU_ASSERT_EQUAL(spans, -1);
 }
 
+/* A process that holds spans and execs: its new image cannot use them (the
+ * kernel closed the connection at exec, CLOEXEC, and dropped the arena's
+ * mapping), but the pid stays and the pidfd does not fire.  The daemon
+ * looks at /proc/PID/maps: its session ends at once if the exec closed the
+ * connection (close_first false), or within about a second if the
+ * connection was closed before, with the session kept (close_first true). */
+static void exec_ends_session(bool close_first)
+{
+    kid_t k;
+    pid_t pid = kid_fork(&k);
+    int *up = k.up, *down = k.down;
+    if (pid == 0) {
+        char c = 0;
+        prctl(PR_SET_PDEATHSIG, SIGKILL);       /* survives the exec */
+        void *p = spc_malloc(CLOSED_SIZE);      /* a span of the class in its bin */
+        if (p == NULL)
+            _exit(2);
+        spc_free(p);                            /* still held, nothing live */
+        if (close_first)
+            for (int fd = 3; fd < 1024; fd++)   /* the connection among them */
+                if (fd != up[1] && fd != down[0])
+                    close(fd);
+        xwrite(up[1], "c", 1);
+        if (!xread(down[0], &c, 1))
+            _exit(3);
+        execl("/bin/sleep", "sleep", "30", (char *)NULL);
+        _exit(4);
+    }
+    char c;
+    CU_ASSERT_FATAL(xread(up[0], &c, 1));
+    if (close_first)
+        nanosleep(&(struct timespec){ 0, 200 * 1000 * 1000 }, NULL);
+    CU_ASSERT(ct_client_spans(daemon_->sock, pid) > 0);   /* a session with spans */
+    xwrite(down[1], "x", 1);
+    long spans = 0;
+    for (int i = 0; i < 300 && (spans = ct_client_spans(daemon_->sock, pid)) != -1; i++)
+        nanosleep(&(struct timespec){ 0, 10 * 1000 * 1000 }, NULL);
+    CU_ASSERT_EQUAL(spans, -1);                 /* ended, within 3 s */
+    CU_ASSERT_EQUAL(waitpid(pid, NULL, WNOHANG), 0);  /* while the process runs */
+    kill(pid, SIGKILL);
+    int st = 0;
+    CU_ASSERT_EQUAL(dh_waitpid_timeout(pid, &st, 10000), 0);
+    CU_ASSERT(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);   /* it was sleep(1) */
+    close(up[0]), close(up[1]), close(down[0]), close(down[1]);
+    spc_detach();                               /* this process too (earlier tests) */
+    assert_nothing_live();                      /* the child's spans came back */
+}
+
+static void test_exec_ends_session(void)
+{
+    exec_ends_session(false);
+}
+
+static void test_exec_after_close_ends_session(void)
+{
+    exec_ends_session(true);
+}
+
 static void test_detach_releases(void)
 {
     kid_t k;
@@ -1660,6 +1719,9 @@ int main(void)
         { "a detaching process gives its spans back", test_detach_releases },
         { "a process that closes its connection keeps its spans until it exits",
           test_closed_connection_keeps_spans },
+        { "a process that execs: its session ends at once", test_exec_ends_session },
+        { "a process that closed its connection, then execs: its session ends",
+          test_exec_after_close_ends_session },
         { "fork: the child frees the parent's objects", test_fork_inherit },
         { "fork: remote frees waiting in a thread are pushed once", test_fork_pending_frees },
         { "3 processes, 1,000,000 objects, every byte checked", test_ring_load },
