@@ -104,7 +104,7 @@ typedef struct spci_rfree_s {
  * handed out or freed on to the pool or the daemon. */
 static inline void spci_uncache_large(shm_span_t *s)
 {
-    shm_store_relaxed(&s->xremote, 0);
+    shm_store_relaxed(&s->xlarge, 0);
     shm_store_release(&s->xowner, 0);
 }
 

@@ -233,7 +233,7 @@ static void large_free(void *p, shm_span_t *s)
     if (!shm_cas_strong_acq_rel(&s->xowner, &tag, SHM_LARGE_CACHED))
         spci_bogus_free("spc_free", p, LARGE_TWICE);
     /* whose cache: the daemon frees it when this session ends unflushed */
-    shm_store_relaxed(&s->xremote, spci_proc.session);
+    shm_store_relaxed(&s->xlarge, spci_proc.session);
     for (unsigned k = 0; k < SPCI_LCACHE_SLOTS; k++) {
         if (c->lcache[k] == NULL) {
             c->lcache[k] = s;

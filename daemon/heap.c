@@ -107,6 +107,7 @@ static void span_clear(shm_span_t *s)
     s->hfree = 0;
     shm_store_relaxed(&s->xowner, 0);
     shm_store_relaxed(&s->xremote, 0);
+    shm_store_relaxed(&s->xlarge, 0);
 }
 
 /* ---- the fixed allocator of span descriptors ---- */
@@ -617,7 +618,7 @@ uint32_t spd_heap_cached_large(shm_arena_t *a, uint32_t id, bool free_them)
     uint32_t n = 0, hwm = a->hdr->spanalloc.hwm;
     for (shm_spanid_t sid = 1; sid < hwm; sid++) {
         shm_span_t *s = span_at(a, sid);
-        if (span_state(s) != SHM_SPAN_LARGE || shm_load_relaxed(&s->xremote) != id)
+        if (span_state(s) != SHM_SPAN_LARGE || shm_load_relaxed(&s->xlarge) != id)
             continue;
         uint32_t tag = SHM_LARGE_CACHED;
         if (!free_them) {
@@ -626,7 +627,7 @@ uint32_t spd_heap_cached_large(shm_arena_t *a, uint32_t id, bool free_them)
         }
         if (!shm_cas_strong_acq_rel(&s->xowner, &tag, SHM_LARGE_RETURNING))
             continue;
-        shm_store_relaxed(&s->xremote, 0);
+        shm_store_relaxed(&s->xlarge, 0);
         if (spd_heap_free_large(a, (uint64_t)s->start << SHM_PAGE_SHIFT) == 0)
             n++;
     }

@@ -37,10 +37,10 @@ uint32_t spd_lpool_drain(shm_arena_t *a, unsigned b, uint32_t *bad)
                 (*bad)++;
                 return freed;
             }
-            uint64_t x = shm_load_relaxed(&s->xremote);
+            uint64_t x = shm_load_relaxed(&s->xlarge);
             if (k == 0)
                 batch = SHM_LPOOL_NEXT_BATCH(x);
-            shm_store_relaxed(&s->xremote, 0);
+            shm_store_relaxed(&s->xlarge, 0);
             /* the span is ours alone now; RETURNING (not 0) keeps a client's
              * double free of it failing its CAS until the heap has it */
             shm_store_release(&s->xowner, SHM_LARGE_RETURNING);

@@ -466,7 +466,7 @@ static int check_span(vctx_t *v, shm_spanid_t id, uint32_t p, bool *was_free)
         if (tag == SHM_LARGE_CACHED) {
             /* 0: the caching thread is between its CAS and naming its
              * session, possible only while some session is open */
-            uint64_t sess = shm_load_relaxed(&s->xremote);
+            uint64_t sess = shm_load_relaxed(&s->xlarge);
             bool open = sess == 0 ? v->a->hdr->nsessions > 0
                         : sess <= SHM_MAX_SESSIONS && v->a->hdr->sessions[sess - 1].pid != 0;
             if (!open)
@@ -587,7 +587,7 @@ static int check_lpool(vctx_t *v)
                 if (s->npages != npages)
                     return bad(v, "large pool: bucket of %u pages holds span %u of %u "
                                "pages", npages, id, s->npages);
-                uint64_t x = shm_load_relaxed(&s->xremote);
+                uint64_t x = shm_load_relaxed(&s->xlarge);
                 if (k == 0)
                     batch = SHM_LPOOL_NEXT_BATCH(x);
                 else if (SHM_LPOOL_NEXT_BATCH(x) != 0)

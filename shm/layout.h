@@ -104,9 +104,9 @@
 #include "shm/sizeclasses.h"
 
 #define SHM_MAGIC           0x314e4144444e5053ULL  /* "SPNDDAN1" little-endian */
-#define SHM_LAYOUT_VERSION  5u   /* 2: the large pool in the header; 3: remote-free
+#define SHM_LAYOUT_VERSION  6u   /* 2: the large pool in the header; 3: remote-free
                                     records, large-pool batches; 4: 128-byte
-                                    span descriptors; 5: xcut */
+                                    span descriptors; 5: xcut; 6: xlarge */
 
 #define SHM_PAGE_SHIFT      13
 #define SHM_PAGE_SIZE       (1u << SHM_PAGE_SHIFT)          /* 8 KiB */
@@ -141,7 +141,7 @@ enum {
  *   SHM_LARGE_RETURNING  a client claimed it to send FreeLarge
  *   SHM_LARGE_CACHED     freed into a client thread's cache of large spans
  *                        (client/cache.h), kept for that thread's next
- *                        allocation of its size; xremote holds the caching
+ *                        allocation of its size; xlarge holds the caching
  *                        session's id (stored relaxed by that thread after
  *                        its CAS), so that the daemon frees the span when the
  *                        session ends with it still cached (a process killed)
@@ -157,12 +157,12 @@ enum {
  *   CACHED -> POOLED     that thread, pushing its cached spans of one size
  *                        as a batch: store_release, after reserving their
  *                        capacity, before its push
- *   CACHED -> RETURNING  the daemon closing the session named in xremote
+ *   CACHED -> RETURNING  the daemon closing the session named in xlarge
  *                        (CAS), then FreeLarge's path
  *   POOLED -> 0          the client that popped it (store_release, after the
  *                        pop's CAS)
  *   POOLED -> CACHED     the client that popped its batch, for the spans it
- *                        keeps in its thread's cache: xremote (its session)
+ *                        keeps in its thread's cache: xlarge (its session)
  *                        stored relaxed, then the tag with store_release
  *   POOLED -> RETURNING  the daemon draining a bucket (store_release: the
  *                        chain is its own), then FreeLarge's path
@@ -252,7 +252,22 @@ typedef struct shm_span_s {
                                 (client/free.c, its batch slots) loads it
                                 relaxed to tell the span it opened the batch
                                 for from a later one on the same descriptor */
-    uint8_t  pad1[20];
+    uint8_t  pad1[4];
+    _Atomic uint64_t xlarge; /* LARGE only, on the line of the tag, so that a
+                                large object's trip through a thread cache
+                                and the pool moves one line, not two.
+                                CACHED: the caching session (the freer
+                                stores it relaxed after its tag CAS).
+                                POOLED: the large-pool links, the next span
+                                of its batch (low 32 bits) and, on a batch's
+                                first span, the first span of the next batch
+                                (high 32 bits), 0 last.  The pusher stores
+                                it relaxed before its CAS release of the
+                                head; a popper loads it relaxed after its
+                                acquire load of the head (a stale value
+                                fails the CAS: the head's generation moved).
+                                0 otherwise (a popper or the daemon clears it) */
+    uint8_t  pad1b[8];
 
     /* ---- line 1 ---- */
     /* holder: the client's own span lists and index into the bitmap */
@@ -268,15 +283,7 @@ typedef struct shm_span_s {
                                  entries (shm/span.h).  Anyone pushes: CAS
                                  release (the records written before it).
                                  The holder takes all: exchange acquire.
-                                 LARGE and POOLED: the large-pool links:
-                                 the next span of its batch (low 32 bits)
-                                 and, on a batch's first span, the first
-                                 span of the next batch (high 32 bits), 0
-                                 last.  The pusher stores it relaxed before
-                                 its CAS release of the head; a popper loads
-                                 it relaxed after its acquire load of the
-                                 head (a stale value fails the CAS: the
-                                 head's generation moved). */
+                                 Small spans only (LARGE: xlarge). */
     uint8_t  pad3[24];
 } __attribute__((aligned(64))) shm_span_t;
 _Static_assert(sizeof(shm_span_t) == 128, "shm ABI: bump SHM_LAYOUT_VERSION");

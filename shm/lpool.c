@@ -18,12 +18,12 @@ static void push_batch(uint8_t *base, shm_lpool_bucket_t *b, shm_span_t *const *
                        bool count)
 {
     for (uint32_t k = 1; k < n; k++)
-        shm_store_relaxed(&v[k]->xremote, k + 1 < n ? (uint64_t)shm_span_id(base, v[k + 1]) : 0);
+        shm_store_relaxed(&v[k]->xlarge, k + 1 < n ? (uint64_t)shm_span_id(base, v[k + 1]) : 0);
     uint64_t in_batch = n > 1 ? (uint64_t)shm_span_id(base, v[1]) : 0;
     shm_spanid_t id = shm_span_id(base, v[0]);
     uint64_t head = shm_load_relaxed(&b->xhead);
     do {
-        shm_store_relaxed(&v[0]->xremote, ((uint64_t)SHM_LPOOL_ID(head) << 32) | in_batch);
+        shm_store_relaxed(&v[0]->xlarge, ((uint64_t)SHM_LPOOL_ID(head) << 32) | in_batch);
     } while (!shm_cas_weak_release(&b->xhead, &head, SHM_LPOOL_NEXT(head, id)));
     if (count)
         shm_fetch_add_relaxed(&b->xpushes, n);
@@ -90,7 +90,7 @@ uint32_t shm_lpool_pop_batch(uint8_t *base, uint64_t npages, shm_span_t **out, u
         }
         /* the span may have been popped (even freed to the heap and reused)
          * since we loaded head: then the CAS fails, as the generation moved */
-        uint64_t x = shm_load_relaxed(&shm_span(base, id)->xremote);
+        uint64_t x = shm_load_relaxed(&shm_span(base, id)->xlarge);
         if (shm_cas_strong_acq_rel(&b->xhead, &head, SHM_LPOOL_NEXT(head, SHM_LPOOL_NEXT_BATCH(x))))
             break;
     }
@@ -102,13 +102,13 @@ uint32_t shm_lpool_pop_batch(uint8_t *base, uint64_t npages, shm_span_t **out, u
             *bad = id;
             break;
         }
-        shm_spanid_t next = SHM_LPOOL_IN_BATCH(shm_load_relaxed(&s->xremote));
+        shm_spanid_t next = SHM_LPOOL_IN_BATCH(shm_load_relaxed(&s->xlarge));
         if (n == max) {                 /* the rest, from s on, goes back */
             shm_span_t *rest[SHM_LPOOL_BATCH_MAX];
             uint32_t r = 0;
             for (shm_spanid_t k = id; k != 0 && k < limit && r < SHM_LPOOL_BATCH_MAX; r++) {
                 rest[r] = shm_span(base, k);
-                k = SHM_LPOOL_IN_BATCH(shm_load_relaxed(&rest[r]->xremote));
+                k = SHM_LPOOL_IN_BATCH(shm_load_relaxed(&rest[r]->xlarge));
             }
             push_batch(base, b, rest, r, false);
             break;
@@ -116,10 +116,10 @@ uint32_t shm_lpool_pop_batch(uint8_t *base, uint64_t npages, shm_span_t **out, u
         /* tagged at once: a corrupt batch that links to a span twice finds
          * it no longer POOLED the second time, and never hands it out twice */
         if (n == 0) {
-            shm_store_relaxed(&s->xremote, 0);
+            shm_store_relaxed(&s->xlarge, 0);
             shm_store_release(&s->xowner, 0);                  /* POOLED -> 0 */
         } else {
-            shm_store_relaxed(&s->xremote, session);
+            shm_store_relaxed(&s->xlarge, session);
             shm_store_release(&s->xowner, SHM_LARGE_CACHED);   /* POOLED -> CACHED */
         }
         out[n++] = s;

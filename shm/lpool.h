@@ -4,7 +4,7 @@
  * that any process can take again without asking the daemon.  One Treiber
  * stack per page count (shm_lpool_bucket_t) of batches: a batch is 1 to
  * SHM_LPOOL_BATCH_MAX spans pushed and popped with one CAS, linked through
- * the spans' xremote (SHM_LPOOL_IN_BATCH, SHM_LPOOL_NEXT_BATCH below), with
+ * the spans' xlarge (SHM_LPOOL_IN_BATCH, SHM_LPOOL_NEXT_BATCH below), with
  * a generation in the head against ABA; the span's xowner
  * carries the large-object tag (SHM_LARGE_*, shm/layout.h) so that a double
  * free fails a CAS before anything is pushed.  Capacity is counted in
@@ -30,7 +30,7 @@
 /* The head after `head` whose first span is `id`. */
 #define SHM_LPOOL_NEXT(head, id) (((SHM_LPOOL_GEN(head) + 1) << 32) | (uint64_t)(id))
 
-/* A POOLED span's xremote: the next span of its batch (0: the batch's
+/* A POOLED span's xlarge: the next span of its batch (0: the batch's
  * last) and, on the first span of a batch, the first span of the next batch
  * on the bucket (0: the bucket's last).  Written by the pusher (relaxed,
  * before its CAS release of the head), read by a popper (relaxed, after its
@@ -80,7 +80,7 @@ bool shm_lpool_push_cached(uint8_t *base, shm_span_t *const *v, uint32_t n);
 /* Pop the top batch of spans of `npages` pages (one CAS) and take up to
  * `max` (>= 1) of its spans into out[]; a rest goes back as a batch of its
  * own (one more CAS).  out[0] comes back allocated (xowner 0), the others
- * tagged CACHED for the session `session` (xremote), for the caller's
+ * tagged CACHED for the session `session` (xlarge), for the caller's
  * thread cache; every one with store_release.  Returns how many: 0 when the
  * bucket is empty or the pool takes no such size.  A link to a span that
  * is not a POOLED LARGE span of npages pages (which must never happen: the

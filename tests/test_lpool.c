@@ -97,7 +97,7 @@ static void test_aba(void)
     shm_lpool_free(a->base, fx_span(a, y));
     uint64_t seen = shm_load_acquire(&b->xhead);
     CU_ASSERT_EQUAL(SHM_LPOOL_ID(seen), y);
-    shm_spanid_t next = SHM_LPOOL_NEXT_BATCH(shm_load_relaxed(&fx_span(a, y)->xremote));
+    shm_spanid_t next = SHM_LPOOL_NEXT_BATCH(shm_load_relaxed(&fx_span(a, y)->xlarge));
     CU_ASSERT_EQUAL(next, x);
     CU_ASSERT_EQUAL(pop_id(a, 10), y);
     CU_ASSERT_EQUAL(pop_id(a, 10), x);
@@ -191,7 +191,7 @@ static void test_drain(void)
     shm_spanid_t x = large(a, 9), y = large(a, 9);
     shm_lpool_free(a->base, fx_span(a, x));
     shm_lpool_free(a->base, fx_span(a, y));
-    shm_store_relaxed(&fx_span(a, y)->xremote, 999999);
+    shm_store_relaxed(&fx_span(a, y)->xlarge, 999999);
     CU_ASSERT_EQUAL(spd_lpool_drain(a, 9 - SHM_LPOOL_MIN_PAGES, &bad), 1);
     CU_ASSERT_EQUAL(bad, 1);
 }
@@ -235,9 +235,9 @@ static void test_batches(void)
     CU_ASSERT_EQUAL(shm_lpool_pop_batch(a->base, 6, got, 2, 9, &bad), 2);
     CU_ASSERT(got[0] == v[0] && got[1] == v[1]);
     CU_ASSERT_EQUAL(tag(a, ids[0]), 0);
-    CU_ASSERT_EQUAL(shm_load_relaxed(&v[0]->xremote), 0);
+    CU_ASSERT_EQUAL(shm_load_relaxed(&v[0]->xlarge), 0);
     CU_ASSERT_EQUAL(tag(a, ids[1]), SHM_LARGE_CACHED);
-    CU_ASSERT_EQUAL(shm_load_relaxed(&v[1]->xremote), 9);
+    CU_ASSERT_EQUAL(shm_load_relaxed(&v[1]->xlarge), 9);
     shm_store_relaxed(&v[1]->xowner, 0);             /* its thread allocates it */
     CU_ASSERT_EQUAL(xpages(a), 3 * 6);
     CU_ASSERT_EQUAL(shm_load_relaxed(&a->hdr->lpool.bucket[1].xpops), 3);
@@ -246,17 +246,17 @@ static void test_batches(void)
     CU_ASSERT_EQUAL(pop_id(a, 6), ids[2]);
     /* ids[3] is back alone, a batch over lone's: a second span in its
      * batch that links to another batch is corrupt */
-    uint64_t link = shm_load_relaxed(&v[3]->xremote);
+    uint64_t link = shm_load_relaxed(&v[3]->xlarge);
     CU_ASSERT_EQUAL(link, (uint64_t)lone << 32);
-    shm_store_relaxed(&v[3]->xremote, link | ids[4]);
+    shm_store_relaxed(&v[3]->xlarge, link | ids[4]);
     shm_store_relaxed(&v[4]->xowner, SHM_LARGE_POOLED);
-    shm_store_relaxed(&v[4]->xremote, (uint64_t)lone << 32);
+    shm_store_relaxed(&v[4]->xlarge, (uint64_t)lone << 32);
     char m[256];
     CU_ASSERT_NOT_EQUAL(spd_heap_verify(a, m, sizeof m), 0);
     CU_ASSERT(strstr(m, "inside a batch links") != NULL);
-    shm_store_relaxed(&v[3]->xremote, link);
+    shm_store_relaxed(&v[3]->xlarge, link);
     shm_store_relaxed(&v[4]->xowner, 0);
-    shm_store_relaxed(&v[4]->xremote, 0);
+    shm_store_relaxed(&v[4]->xlarge, 0);
     VERIFY_OK(a);
     /* a corrupt batch that links back to a span it holds: the pop stops
      * there and hands out no span twice */
@@ -265,14 +265,14 @@ static void test_batches(void)
     shm_store_relaxed(&cv[0]->xowner, SHM_LARGE_CACHED);
     shm_store_relaxed(&cv[1]->xowner, SHM_LARGE_CACHED);
     CU_ASSERT_TRUE(shm_lpool_push_cached(a->base, cv, 2));
-    shm_store_relaxed(&cv[1]->xremote, c1);              /* c1 -> c2 -> c1 */
+    shm_store_relaxed(&cv[1]->xlarge, c1);              /* c1 -> c2 -> c1 */
     CU_ASSERT_EQUAL(shm_lpool_pop_batch(a->base, 6, got, 4, 9, &bad), 2);
     CU_ASSERT(got[0] == cv[0] && got[1] == cv[1]);
     CU_ASSERT_EQUAL(bad, c1);
     CU_ASSERT_EQUAL(tag(a, c1), 0);
     CU_ASSERT_EQUAL(tag(a, c2), SHM_LARGE_CACHED);
     shm_store_relaxed(&cv[1]->xowner, 0);
-    shm_store_relaxed(&cv[1]->xremote, 0);
+    shm_store_relaxed(&cv[1]->xlarge, 0);
     /* the drain takes every batch: ids[3], then lone */
     uint32_t nbad = 0;
     CU_ASSERT_EQUAL(spd_lpool_drain(a, 6 - SHM_LPOOL_MIN_PAGES, &nbad), 2);
@@ -357,7 +357,7 @@ static void stress_child(shm_arena_t *a, unsigned seed, bool batches)
                 _exit(3);
             for (uint32_t k = 0; k < m; k++) {
                 if (shm_load_relaxed(&got[k]->xowner) != (k == 0 ? 0 : SHM_LARGE_CACHED) ||
-                    (k > 0 && shm_load_relaxed(&got[k]->xremote) != 7))
+                    (k > 0 && shm_load_relaxed(&got[k]->xlarge) != 7))
                     _exit(7);
                 stress_claim(a, got[k], me);
                 held[n++] = got[k];

@@ -446,10 +446,10 @@ static void test_large_cached_closed(void)
     a->hdr->sessions[slot].pid = 4242;                      /* an open session */
     a->hdr->nsessions++;
     shm_store_relaxed(&s->xowner, SHM_LARGE_CACHED);
-    shm_store_relaxed(&s->xremote, slot + 1);
+    shm_store_relaxed(&s->xlarge, slot + 1);
     char msg[256];
     CU_ASSERT_EQUAL(spd_heap_verify(a, msg, sizeof msg), 0);
-    shm_store_relaxed(&s->xremote, slot + 2);               /* not open */
+    shm_store_relaxed(&s->xlarge, slot + 2);               /* not open */
     expect_broken(a, "large span", "not open");
 }
 
@@ -463,14 +463,14 @@ static void test_pool_xpages(void)
 static void test_pool_cycle(void)
 {
     POOL(p);
-    shm_store_relaxed(&fx_span(a, p.x)->xremote, p.y);      /* y -> x -> y */
+    shm_store_relaxed(&fx_span(a, p.x)->xlarge, p.y);      /* y -> x -> y */
     expect_broken(a, "large pool", "twice");
 }
 
 static void test_pool_wrong_size(void)
 {
     POOL(p);
-    shm_store_relaxed(&fx_span(a, p.x)->xremote, p.z);      /* a 9-page span among 6 */
+    shm_store_relaxed(&fx_span(a, p.x)->xlarge, p.z);      /* a 9-page span among 6 */
     expect_broken(a, "large pool", "of 9 pages");
 }
 
@@ -484,7 +484,7 @@ static void test_pool_untagged(void)
 static void test_pool_lost(void)
 {
     POOL(p);
-    shm_store_relaxed(&fx_span(a, p.y)->xremote, 0);        /* x falls off */
+    shm_store_relaxed(&fx_span(a, p.y)->xlarge, 0);        /* x falls off */
     shm_fetch_sub_relaxed(&a->hdr->lpool.xpages, 6);
     expect_broken(a, "large pool", "tagged POOLED");
 }
