@@ -72,7 +72,17 @@ static void *reuse_large(uint64_t size, uint64_t align)
         }
     }
     /* a whole batch from the pool: the first allocated, the rest into this
-     * thread's free slots (none in the empty cache: one span only) */
+     * thread's free slots.  A thread that never allocated a small object
+     * has no cache yet: it gets one now (as a freeing thread does), or it
+     * would take one span a batch and push the rest back, walking them,
+     * at every allocation (a thread that only makes large buffers for
+     * another process to free: w5 at 256 KiB); without one, one span only */
+    if (c == &spci_empty_cache) {
+        int saved = errno;
+        if ((c = spci_cache_create()) == NULL)
+            c = &spci_empty_cache;
+        errno = saved;
+    }
     unsigned nfree = 0, free_slot[SPCI_LCACHE_SLOTS];
     for (unsigned k = 0; k < SPCI_LCACHE_SLOTS && c != &spci_empty_cache; k++)
         if (c->lcache[k] == NULL)

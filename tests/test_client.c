@@ -957,6 +957,65 @@ static void test_pool_cross_process(void)
     verify_ok();
 }
 
+/* A thread that allocates only large objects (it never made a small one,
+ * so it had no thread cache) takes a whole batch from the pool at its first
+ * allocation: one pop, the first span allocated and the rest kept in the
+ * cache it now gets; not one span a pop with the rest pushed back (which
+ * walked them all at every allocation).  `hits` counts spans popped. */
+#define BATCH_SZ (PSZ + 3u * 8192)   /* a bucket no other test uses */
+enum { BATCH_N = 9 };                /* a thread keeps 8, the 9th free pushes all */
+
+typedef struct batch_arg_s {
+    void *v[BATCH_N];
+    pthread_barrier_t step;
+} batch_arg_t;
+
+static void *alloc_batch_thread(void *arg)
+{
+    batch_arg_t *b = arg;
+    b->v[0] = spc_malloc(BATCH_SZ);
+    pthread_barrier_wait(&b->step);             /* the parent looks */
+    pthread_barrier_wait(&b->step);
+    for (int i = 1; i < BATCH_N; i++)
+        b->v[i] = spc_malloc(BATCH_SZ);
+    return NULL;
+}
+
+static void test_pool_batch_fresh_thread(void)
+{
+    pstats_t s0, s1, s2;
+    void *v[BATCH_N];
+    CU_ASSERT_EQUAL_FATAL(spc_attach(NULL), 0);
+    for (int i = 0; i < BATCH_N; i++) {
+        v[i] = spc_malloc(BATCH_SZ);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(v[i]);
+    }
+    free_in_thread(v, BATCH_N);                 /* one batch onto the pool */
+    CU_ASSERT_FATAL(pool_stats(&s0));
+    batch_arg_t b;
+    memset(&b, 0, sizeof b);
+    CU_ASSERT_FATAL(pthread_barrier_init(&b.step, NULL, 2) == 0);
+    pthread_t th;
+    CU_ASSERT_FATAL(pthread_create(&th, NULL, alloc_batch_thread, &b) == 0);
+    pthread_barrier_wait(&b.step);              /* it allocated one */
+    CU_ASSERT(pool_stats(&s1));
+    pthread_barrier_wait(&b.step);
+    pthread_join(th, NULL);
+    pthread_barrier_destroy(&b.step);
+    CU_ASSERT_FATAL(pool_stats(&s2));
+    CU_ASSERT_PTR_NOT_NULL(b.v[0]);
+    CU_ASSERT_EQUAL(s1.hits, s0.hits + BATCH_N);         /* the whole batch at once */
+    CU_ASSERT_EQUAL(s1.puts, s0.puts);                   /* none pushed back */
+    CU_ASSERT_EQUAL(s2.hits, s1.hits);                   /* the rest from its cache */
+    CU_ASSERT_EQUAL(s2.large_allocs, s0.large_allocs);   /* no AllocLarge */
+    for (int i = 0; i < BATCH_N; i++) {
+        CU_ASSERT_PTR_NOT_NULL(b.v[i]);
+        spc_free(b.v[i]);
+    }
+    spc_detach();
+    verify_ok();
+}
+
 static void *pooled_ptr;
 
 /* p was freed into the pool by the parent: this free is a double free */
@@ -1735,6 +1794,7 @@ int main(void)
         { "malloc, free, malloc: the same span, no AllocLarge", test_pool_reuse },
         { "freed by another process, reused without a round trip",
           test_pool_cross_process },
+        { "a thread with no small objects takes a whole batch", test_pool_batch_fresh_thread },
         { "a double free of a pooled object aborts", test_pool_double_free },
         { "Scavenge empties the pool", test_pool_scavenge },
         CU_TEST_INFO_NULL,
