@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include "shm/lpool.h"
+#include "shm/span.h"
 
 /* Spans ids a descriptor of this arena can have: [1, max). */
 static inline uint32_t id_limit(uint8_t *base)
@@ -10,13 +11,29 @@ static inline uint32_t id_limit(uint8_t *base)
     return (uint32_t)((h->data_off - h->spans_off) / sizeof(shm_span_t));
 }
 
+/* Is the first byte of span s's pages in the arena's data?  Where a pop
+ * reads the batch's hint: the descriptor may be corrupt. */
+static inline bool pages_in_data(uint8_t *base, const shm_span_t *s)
+{
+    const shm_header_t *h = (const shm_header_t *)base;
+    uint64_t off = (uint64_t)s->start << SHM_PAGE_SHIFT;
+    return off >= h->data_off && off + SHM_LPOOL_HINT_BYTES <= h->arena_size;
+}
+
 /* Push spans v[0..n), linked here and tagged POOLED by the caller, as one
  * batch: one CAS (release) of the head, retried only when another push or
  * pop won the race.  `count`: new pushes for xpushes (not the rest of a
- * batch a pop gives back). */
+ * batch a pop gives back).  A batch of more than one span also has every
+ * span's id written into its first span's first bytes (the hint, see
+ * shm_lpool_pop_batch), before the release. */
 static void push_batch(uint8_t *base, shm_lpool_bucket_t *b, shm_span_t *const *v, uint32_t n,
                        bool count)
 {
+    if (n > 1) {
+        uint32_t *hint = (uint32_t *)shm_span_addr(base, v[0]);
+        for (uint32_t k = 0; k < SHM_LPOOL_BATCH_MAX; k++)
+            hint[k] = k < n ? shm_span_id(base, v[k]) : 0;
+    }
     for (uint32_t k = 1; k < n; k++)
         shm_store_relaxed(&v[k]->xlarge, k + 1 < n ? (uint64_t)shm_span_id(base, v[k + 1]) : 0);
     uint64_t in_batch = n > 1 ? (uint64_t)shm_span_id(base, v[1]) : 0;
@@ -94,7 +111,23 @@ uint32_t shm_lpool_pop_batch(uint8_t *base, uint64_t npages, shm_span_t **out, u
         if (shm_cas_strong_acq_rel(&b->xhead, &head, SHM_LPOOL_NEXT(head, SHM_LPOOL_NEXT_BATCH(x))))
             break;
     }
-    /* the batch is ours alone now */
+    /* the batch is ours alone now.  Its spans are linked through their
+     * descriptors, each of which the freer's tag CAS last wrote: walking
+     * the links waits for one line after another.  So first fetch them all
+     * at once from the ids its pusher wrote into the first span's first
+     * bytes: a hint only (prefetches of whatever it says), the links stay
+     * the truth */
+    shm_span_t *first = shm_span(base, id);
+    if (SHM_LPOOL_IN_BATCH(shm_load_relaxed(&first->xlarge)) != 0 &&
+        shm_lpool_is_pooled(first, npages) && pages_in_data(base, first)) {
+        const uint32_t *hint = (const uint32_t *)shm_span_addr(base, first);
+        for (uint32_t k = 1; k < SHM_LPOOL_BATCH_MAX && k < max; k++) {
+            uint32_t h = hint[k];
+            if (h == 0 || h >= limit)
+                break;
+            __builtin_prefetch(shm_span(base, h), 1);
+        }
+    }
     uint32_t n = 0;
     while (id != 0) {
         shm_span_t *s = id < limit ? shm_span(base, id) : NULL;

@@ -39,6 +39,12 @@
 #define SHM_LPOOL_IN_BATCH(x)    ((shm_spanid_t)((x) & 0xffffffffu))
 #define SHM_LPOOL_NEXT_BATCH(x)  ((shm_spanid_t)((uint64_t)(x) >> 32))
 #define SHM_LPOOL_BATCH_MAX      16u   /* spans a batch may hold */
+/* A batch of more than one span also carries its spans' ids, in order, 0
+ * after the last, in the first SHM_LPOOL_HINT_BYTES of its first span's
+ * pages (free memory while POOLED): the pusher writes them before its CAS
+ * release; a popper reads them after its CAS to prefetch every descriptor
+ * at once, trusting only the links (shm/lpool.c, shm_lpool_pop_batch). */
+#define SHM_LPOOL_HINT_BYTES     (SHM_LPOOL_BATCH_MAX * 4u)
 
 /* The bucket of spans of `npages` pages, or NULL when the pool is off or
  * takes no spans of that size. */

@@ -282,17 +282,64 @@ static void test_batches(void)
     VERIFY_OK(a);
 }
 
+/* A batch's first span carries every span's id (the hint a pop prefetches
+ * their descriptors from), the rest of the batch given back by a pop too;
+ * a hint that lies changes nothing a pop returns: the links are the truth. */
+static void test_batch_hint(void)
+{
+    shm_arena_t *a = pool_arena(100);
+    shm_spanid_t ids[4], other = large(a, 6);
+    shm_span_t *v[4];
+    for (unsigned i = 0; i < 4; i++) {
+        ids[i] = large(a, 6);
+        v[i] = fx_span(a, ids[i]);
+        shm_store_relaxed(&v[i]->xowner, SHM_LARGE_CACHED);
+    }
+    CU_ASSERT_TRUE_FATAL(shm_lpool_push_cached(a->base, v, 4));
+    const uint32_t *hint = (const uint32_t *)fx_addr(a, ids[0]);
+    for (unsigned k = 0; k < SHM_LPOOL_BATCH_MAX; k++)
+        CU_ASSERT_EQUAL(hint[k], k < 4 ? ids[k] : 0);
+    shm_span_t *got[4];
+    shm_spanid_t bad;
+    CU_ASSERT_EQUAL(shm_lpool_pop_batch(a->base, 6, got, 1, 9, &bad), 1);
+    CU_ASSERT(got[0] == v[0] && bad == 0);
+    hint = (const uint32_t *)fx_addr(a, ids[1]);       /* the rest, given back */
+    for (unsigned k = 0; k < SHM_LPOOL_BATCH_MAX; k++)
+        CU_ASSERT_EQUAL(hint[k], k < 3 ? ids[k + 1] : 0);
+    /* lies: past the descriptors, a span not in the batch, one twice */
+    uint32_t *lie = (uint32_t *)fx_addr(a, ids[1]);
+    lie[1] = 0xfffffff0u;
+    lie[2] = other;
+    lie[3] = ids[1];
+    lie[4] = ids[2];
+    CU_ASSERT_EQUAL(shm_lpool_pop_batch(a->base, 6, got, 4, 9, &bad), 3);
+    CU_ASSERT(got[0] == v[1] && got[1] == v[2] && got[2] == v[3] && bad == 0);
+    CU_ASSERT_EQUAL(tag(a, other), 0);                  /* untouched */
+    CU_ASSERT_EQUAL(tag(a, ids[2]), SHM_LARGE_CACHED);
+    CU_ASSERT_EQUAL(xpages(a), 0);
+    shm_store_relaxed(&v[2]->xowner, 0);
+    shm_store_relaxed(&v[3]->xowner, 0);
+    VERIFY_OK(a);
+}
+
 /* ---- processes at once ---- */
 
 #define ST_SPANS   96u
 #define ST_PROCS   4u
 #define ST_ROUNDS  20000u
 
-/* Claim span s for this child: its first word 0 -> our pid (nobody else
- * may have it).  Exit 4 if someone has it. */
+/* The word of a span's memory a child claims it by: past the batch hint,
+ * which a push writes into a batch's first span (shm/lpool.h). */
+static _Atomic uint32_t *stress_mark(shm_arena_t *a, shm_span_t *s)
+{
+    return (_Atomic uint32_t *)(shm_span_addr(a->base, s) + SHM_LPOOL_HINT_BYTES);
+}
+
+/* Claim span s for this child: its mark 0 -> our pid (nobody else may have
+ * it).  Exit 4 if someone has it. */
 static void stress_claim(shm_arena_t *a, shm_span_t *s, uint32_t me)
 {
-    _Atomic uint32_t *mark = (_Atomic uint32_t *)shm_span_addr(a->base, s);
+    _Atomic uint32_t *mark = stress_mark(a, s);
     uint32_t zero = 0;
     if (!atomic_compare_exchange_strong(mark, &zero, me))
         _exit(4);                              /* handed out twice */
@@ -300,7 +347,7 @@ static void stress_claim(shm_arena_t *a, shm_span_t *s, uint32_t me)
 
 static void stress_unclaim(shm_arena_t *a, shm_span_t *s)
 {
-    atomic_store((_Atomic uint32_t *)shm_span_addr(a->base, s), 0);
+    atomic_store(stress_mark(a, s), 0);
 }
 
 /* Free held[n-1], and in batch mode every other held span of its size with
@@ -391,7 +438,7 @@ static void test_processes(void)
     uint64_t pages = 0;
     for (unsigned i = 0; i < ST_SPANS; i++) {
         ids[i] = large(a, 5 + i % 4);
-        memset(fx_addr(a, ids[i]), 0, 8);
+        atomic_store(stress_mark(a, fx_span(a, ids[i])), 0);
         pages += fx_span(a, ids[i])->npages;
     }
     for (unsigned i = 0; i < ST_SPANS; i++)
@@ -449,6 +496,7 @@ CU_TestInfo lpool_tests[] = {
     { "a double free fails the tag's CAS", test_double_free },
     { "the cap and the sizes the pool takes", test_cap },
     { "batches pushed, popped in part, drained", test_batches },
+    { "a batch's hint: written, given back, and lies change nothing", test_batch_hint },
     { "draining buckets back to the heap", test_drain },
     { "processes pushing and popping at once", test_processes },
     CU_TEST_INFO_NULL,
