@@ -386,7 +386,7 @@ static void c_remote_free(cmodel_t *m)
 
 static void test_central_random(void)
 {
-    shm_arena_t *a = fx_new(64ULL << 20);
+    shm_arena_t *a = fx_new(256ULL << 20);
     CU_ASSERT_PTR_NOT_NULL_FATAL(a);
     cmodel_t m = { .a = a, .nids = a->hdr->spanalloc.max };
     m.by_id = calloc(m.nids, sizeof *m.by_id);
