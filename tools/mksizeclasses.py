@@ -22,15 +22,16 @@ How the classes are chosen
   the merged class still meets the rounding bound.  (Classes are chosen and
   merged with these one-page-minimum spans.)
 * Then classes of BIG_CLASS bytes and up get bigger spans: the fewest pages
-  holding at least BIG_SPAN_BYTES and BIG_SPAN_OBJECTS objects, with the same
-  tail-waste bound and an exact divmul, at most MAX_SPAN_PAGES; where that
-  cannot be reached, the same with FALLBACK_OBJECTS and FALLBACK_PAGES (and
-  where divmul cannot reach even that, the most pages it can).  With one or
-  two objects a span the big classes went through the slow path every few
-  objects and a Refill of 256 spans held few objects; with 8, a process
-  freeing another's objects handed them back a few at a time, each span's
-  lines moving between the two for a few objects; the small classes keep
-  small spans for the footprint (doc/design.md section 1.6).
+  holding at least BIG_SPAN_BYTES and the objects of the first of SPAN_TIERS
+  that the class can reach, with the same tail-waste bound and an exact
+  divmul, within that tier's pages: 64 objects in at most 512 KiB, else 32
+  in 512 KiB, else 8 in 256 KiB (where divmul cannot reach even that, the
+  most pages it can).  With one or two objects a span the big classes went
+  through the slow path every few objects and a Refill of 256 spans held
+  few objects; with 8, a process freeing another's objects handed them back
+  a few at a time, each span's lines moving between the two for a few
+  objects; the small classes keep small spans for the footprint
+  (doc/design.md section 1.6).
 * The last class is the tiny class: 16-byte blocks that hold several
   allocations under 16 bytes, with a live count per block kept in the first
   blocks of the span (nreserved of them).
@@ -48,10 +49,9 @@ MAX_WASTE = 1 / 8          # 12.5 %
 MIN_SPAN_BYTES = 8192      # small classes: at least one page
 BIG_CLASS = 64             # classes of this size and up get bigger spans:
 BIG_SPAN_BYTES = 65536     # at least this much, and at least
-BIG_SPAN_OBJECTS = 32      # this many objects (where divmul allows within
-MAX_SPAN_PAGES = 64        # this many pages, 512 KiB; else, as before,
-FALLBACK_OBJECTS = 8       # at least this many within
-FALLBACK_PAGES = 32        # this many pages, 256 KiB)
+SPAN_TIERS = ((64, 64),    # (objects, at most pages): the first tier a class
+              (32, 64),    # reaches within the tail bound and with an exact
+              (8, 32))     # divmul; 64 pages = 512 KiB
 BITS_PER_PAGE = 1024       # alloc bitmap capacity: 128 bytes per page
 TINY_BLOCK = 16
 EXPECTED_CLASSES = 67      # classes 1..66 plus the tiny class; class 0 is "none"
@@ -107,15 +107,13 @@ def divmul_exact(size, span):
 
 def big_pages_for(size):
     """Pages for a class of BIG_CLASS bytes or more: the fewest that reach
-    BIG_SPAN_BYTES and BIG_SPAN_OBJECTS objects within the tail-waste bound,
-    with an exact divmul and at most MAX_SPAN_PAGES; where that cannot be
-    reached, the same with FALLBACK_OBJECTS and FALLBACK_PAGES; where divmul
-    cannot reach even that, the most that it can (never fewer than the plain
-    pages_for)."""
+    BIG_SPAN_BYTES and the objects of the first of SPAN_TIERS that can be
+    reached within the tail-waste bound, with an exact divmul and within
+    that tier's pages; where divmul cannot reach even the last tier, the
+    most pages it can (never fewer than the plain pages_for)."""
     base = pages_for(size)
     ok = []
-    for objects, max_pages in ((BIG_SPAN_OBJECTS, MAX_SPAN_PAGES),
-                               (FALLBACK_OBJECTS, FALLBACK_PAGES)):
+    for objects, max_pages in SPAN_TIERS:
         want = max(BIG_SPAN_BYTES, objects * size)
         ok = [p for p in range(base, max_pages + 1)
               if (p * PAGE_SIZE) % size <= p * PAGE_SIZE * MAX_WASTE
