@@ -40,6 +40,7 @@ int spd_h_hello(spd_call_t *call)
     if (c->session != 0)
         return spd_call_fail(call, EINVAL, "this connection said Hello already "
                              "(session %u)", c->session);
+    spd_rpc_end_kept(call->d, c->pid);  /* its old image's or its detached spans */
     if (spd_session_open(a, c->pid, c->uid, &slot) != 0)
         return spd_call_fail(call, ENOSPC, "too many clients (%u sessions)",
                              SHM_MAX_SESSIONS);

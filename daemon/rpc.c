@@ -151,6 +151,22 @@ static int proc_maps_arena(pid_t pid, const shm_arena_t *a)
     return rc;
 }
 
+unsigned spd_rpc_end_kept(spd_daemon_t *d, pid_t pid)
+{
+    unsigned n = 0;
+    for (spd_conn_t *c = d->conns, *next; c != NULL; c = next) {
+        next = c->next;
+        if (c->exit_ev == NULL || c->pid != pid)
+            continue;
+        log_info("conn=%llu session=%u pid=%ld: the process said Hello again (after "
+                 "spc_detach, or an exec): its kept session ends now",
+                 (unsigned long long)c->num, c->session, (long)c->pid);
+        conn_free(c);
+        n++;
+    }
+    return n;
+}
+
 /* Every second while sessions are kept: one whose process no longer maps
  * the arena (it exec'd after its connection closed) ends now. */
 static void keep_check_cb(evutil_socket_t fd, short what, void *arg)

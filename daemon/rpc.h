@@ -82,6 +82,12 @@ int spd_rpc_start(spd_daemon_t *d);
 /* Close every connection (ending their sessions), the listener and the
  * socket file. */
 void spd_rpc_stop(spd_daemon_t *d);
+/* A Hello from process `pid`: end every session of it that was kept after
+ * its connection closed (rpc.c, conn_keep).  The library says Hello again
+ * only after spc_detach, which dropped its thread caches and unmapped the
+ * arena (or after an exec): nothing in the process can use those spans any
+ * more.  Returns the sessions ended. */
+unsigned spd_rpc_end_kept(spd_daemon_t *d, pid_t pid);
 
 /* handlers.c: one per request body; the table is in rpc.c. */
 int spd_h_hello(spd_call_t *call);

@@ -48,24 +48,44 @@ bool ct_stats(const char *sock, uint64_t *live_objects, uint64_t *live_bytes,
     return true;
 }
 
-long ct_client_spans(const char *sock, pid_t pid)
+/* The Clients answer, or NULL. */
+static Spand__Response *clients_of(const char *sock)
 {
     Spand__Clients body = SPAND__CLIENTS__INIT;
     Spand__Request req = SPAND__REQUEST__INIT;
     req.body_case = SPAND__REQUEST__BODY_CLIENTS;
     req.clients = &body;
     Spand__Response *r = ct_call(sock, &req);
-    if (r == NULL || r->body_case != SPAND__RESPONSE__BODY_CLIENTS) {
-        if (r)
-            spand__response__free_unpacked(r, NULL);
-        return -2;
+    if (r != NULL && r->body_case != SPAND__RESPONSE__BODY_CLIENTS) {
+        spand__response__free_unpacked(r, NULL);
+        r = NULL;
     }
+    return r;
+}
+
+long ct_client_spans(const char *sock, pid_t pid)
+{
+    Spand__Response *r = clients_of(sock);
+    if (r == NULL)
+        return -2;
     long spans = -1;
     for (size_t i = 0; i < r->clients->n_clients; i++)
         if (r->clients->clients[i]->pid == (uint32_t)pid)
             spans = r->clients->clients[i]->spans;
     spand__response__free_unpacked(r, NULL);
     return spans;
+}
+
+long ct_client_sessions(const char *sock, pid_t pid)
+{
+    Spand__Response *r = clients_of(sock);
+    if (r == NULL)
+        return -2;
+    long n = 0;
+    for (size_t i = 0; i < r->clients->n_clients; i++)
+        n += r->clients->clients[i]->pid == (uint32_t)pid;
+    spand__response__free_unpacked(r, NULL);
+    return n;
 }
 
 bool ct_verify(const char *sock, char *msg, size_t len)

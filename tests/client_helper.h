@@ -23,6 +23,8 @@ bool ct_stats(const char *sock, uint64_t *live_objects, uint64_t *live_bytes,
               uint32_t *clients);
 /* Spans held by the session of process `pid` (-1: no session of it). */
 long ct_client_spans(const char *sock, pid_t pid);
+/* Sessions of process `pid` (-2: the request failed). */
+long ct_client_sessions(const char *sock, pid_t pid);
 /* Scavenge (`spanctl release`): sweep central's full spans, give free pages
  * back.  False when the request failed. */
 bool ct_scavenge(const char *sock);

@@ -1445,6 +1445,51 @@ static void test_closed_connection_keeps_spans(void)
     CU_ASSERT_EQUAL(spans, -1);
 }
 
+/* A process whose connection closed (its session kept, with its spans)
+ * detaches and attaches again: its new Hello ends the kept session at
+ * once (spc_detach dropped the caches that used those spans and unmapped
+ * the arena), so it does not hold a second slot until it exits. */
+static void test_reattach_ends_kept_session(void)
+{
+    kid_t k;
+    pid_t pid = kid_fork(&k);
+    int *up = k.up, *down = k.down;
+    if (pid == 0) {
+        char c = 0;
+        void *p = spc_malloc(CLOSED_SIZE);      /* a span of the class in its bin */
+        if (p == NULL)
+            _exit(2);
+        spc_free(p);
+        for (int fd = 3; fd < 1024; fd++)       /* the connection among them */
+            if (fd != up[1] && fd != down[0])
+                close(fd);
+        xwrite(up[1], "c", 1);
+        if (!xread(down[0], &c, 1))
+            _exit(3);
+        spc_detach();
+        if (spc_attach(NULL) != 0 || (p = spc_malloc(CLOSED_SIZE)) == NULL)
+            _exit(4);
+        xwrite(up[1], "a", 1);
+        if (!xread(down[0], &c, 1))
+            _exit(3);
+        spc_free(p);
+        spc_detach();
+        _exit(0);
+    }
+    char c;
+    CU_ASSERT_FATAL(xread(up[0], &c, 1));       /* its socket is closed */
+    nanosleep(&(struct timespec){ 0, 200 * 1000 * 1000 }, NULL);
+    CU_ASSERT_EQUAL(ct_client_sessions(daemon_->sock, pid), 1);
+    CU_ASSERT(ct_client_spans(daemon_->sock, pid) > 0);      /* kept */
+    xwrite(down[1], "x", 1);
+    CU_ASSERT_FATAL(xread(up[0], &c, 1));       /* attached again, allocated */
+    CU_ASSERT_EQUAL(ct_client_sessions(daemon_->sock, pid), 1);  /* the new one only */
+    xwrite(down[1], "x", 1);
+    kid_reap(&k, 10000);
+    spc_detach();                               /* this process too (earlier tests) */
+    assert_nothing_live();
+}
+
 /* A process that holds spans and execs: its new image cannot use them (the
  * kernel closed the connection at exec, CLOEXEC, and dropped the arena's
  * mapping), but the pid stays and the pidfd does not fire.  The daemon
@@ -1778,6 +1823,8 @@ int main(void)
         { "a detaching process gives its spans back", test_detach_releases },
         { "a process that closes its connection keeps its spans until it exits",
           test_closed_connection_keeps_spans },
+        { "a process that attaches again: its kept session ends",
+          test_reattach_ends_kept_session },
         { "a process that execs: its session ends at once", test_exec_ends_session },
         { "a process that closed its connection, then execs: its session ends",
           test_exec_after_close_ends_session },
