@@ -158,6 +158,16 @@ static pid_t kid_fork(kid_t *k)
     return k->pid;
 }
 
+/* In the child: close every descriptor but its ends of the pipes (a
+ * program that closes every fd it does not know: the spand connection
+ * goes too). */
+static void kid_close_others(const kid_t *k)
+{
+    for (int fd = 3; fd < 1024; fd++)
+        if (fd != k->up[1] && fd != k->down[0])
+            close(fd);
+}
+
 /* The child exits with status 0 within timeout_ms; the pipes are closed. */
 static void kid_reap(kid_t *k, int timeout_ms)
 {
@@ -1392,9 +1402,7 @@ static void test_closed_connection_keeps_spans(void)
         void *first = spc_malloc(CLOSED_SIZE);  /* a span of the class in its bin */
         if (first == NULL)
             _exit(2);
-        for (int fd = 3; fd < 1024; fd++)       /* the connection among them */
-            if (fd != up[1] && fd != down[0])
-                close(fd);
+        kid_close_others(&k);               /* the connection among them */
         xwrite(up[1], "c", 1);
         if (!xread(down[0], &c, 1))
             _exit(3);
@@ -1460,9 +1468,7 @@ static void test_reattach_ends_kept_session(void)
         if (p == NULL)
             _exit(2);
         spc_free(p);
-        for (int fd = 3; fd < 1024; fd++)       /* the connection among them */
-            if (fd != up[1] && fd != down[0])
-                close(fd);
+        kid_close_others(&k);               /* the connection among them */
         xwrite(up[1], "c", 1);
         if (!xread(down[0], &c, 1))
             _exit(3);
@@ -1509,9 +1515,7 @@ static void exec_ends_session(bool close_first)
             _exit(2);
         spc_free(p);                            /* still held, nothing live */
         if (close_first)
-            for (int fd = 3; fd < 1024; fd++)   /* the connection among them */
-                if (fd != up[1] && fd != down[0])
-                    close(fd);
+            kid_close_others(&k);           /* the connection among them */
         xwrite(up[1], "c", 1);
         if (!xread(down[0], &c, 1))
             _exit(3);
