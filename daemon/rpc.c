@@ -151,20 +151,21 @@ static int proc_maps_arena(pid_t pid, const shm_arena_t *a)
     return rc;
 }
 
-unsigned spd_rpc_end_kept(spd_daemon_t *d, pid_t pid)
+/* End kept session c (conn_keep) now, saying why. */
+static void end_kept(spd_conn_t *c, const char *why)
 {
-    unsigned n = 0;
+    log_info("conn=%llu session=%u pid=%ld %s: its kept session ends now",
+             (unsigned long long)c->num, c->session, (long)c->pid, why);
+    conn_free(c);                       /* bev NULL: conn_keep says no */
+}
+
+void spd_rpc_end_kept(spd_daemon_t *d, pid_t pid)
+{
     for (spd_conn_t *c = d->conns, *next; c != NULL; c = next) {
         next = c->next;
-        if (c->exit_ev == NULL || c->pid != pid)
-            continue;
-        log_info("conn=%llu session=%u pid=%ld: the process said Hello again (after "
-                 "spc_detach, or an exec): its kept session ends now",
-                 (unsigned long long)c->num, c->session, (long)c->pid);
-        conn_free(c);
-        n++;
+        if (c->exit_ev != NULL && c->pid == pid)
+            end_kept(c, "said Hello again (after spc_detach, or an exec)");
     }
-    return n;
 }
 
 /* Every second while sessions are kept: one whose process no longer maps
@@ -178,14 +179,10 @@ static void keep_check_cb(evutil_socket_t fd, short what, void *arg)
         next = c->next;
         if (c->exit_ev == NULL)
             continue;
-        if (proc_maps_arena(c->pid, &d->arena) == 0) {
-            log_warnx("conn=%llu session=%u pid=%ld no longer maps the arena (it exec'd?): "
-                      "its session ends now", (unsigned long long)c->num, c->session,
-                      (long)c->pid);
-            conn_free(c);
-        } else {
+        if (proc_maps_arena(c->pid, &d->arena) == 0)
+            end_kept(c, "no longer maps the arena (it exec'd)");
+        else
             kept = true;
-        }
     }
     if (!kept)
         event_del(d->keep_check);
@@ -196,8 +193,9 @@ static void keep_check_cb(evutil_socket_t fd, short what, void *arg)
  * them whatever happened to the socket (a process that closes every fd it
  * does not know, say): adopting them now would hand its objects to others
  * while it still allocates them.  So close the socket but keep the session
- * until the process exits (its pidfd turns readable).  False: end it now
- * (gone, nothing held, no pidfd, or the daemon is stopping). */
+ * until the process exits (its pidfd turns readable), execs (keep_check_cb)
+ * or says Hello again (spd_rpc_end_kept).  False: end it now (gone,
+ * exec'd, nothing held, no pidfd, or the daemon is stopping). */
 static bool conn_keep(spd_conn_t *c)
 {
     spd_daemon_t *d = c->d;
@@ -223,7 +221,7 @@ static bool conn_keep(spd_conn_t *c)
         return false;
     }
     log_warnx("conn=%llu session=%u pid=%ld closed its connection but still runs, holding "
-              "%u spans: they stay its own until it exits", (unsigned long long)c->num,
+              "%u spans: they stay its own until it exits, execs or attaches again", (unsigned long long)c->num,
               c->session, (long)c->pid, d->arena.hdr->sessions[slot].nspans);
     if (c->hello_ev) {
         event_free(c->hello_ev);

@@ -86,8 +86,8 @@ void spd_rpc_stop(spd_daemon_t *d);
  * its connection closed (rpc.c, conn_keep).  The library says Hello again
  * only after spc_detach, which dropped its thread caches and unmapped the
  * arena (or after an exec): nothing in the process can use those spans any
- * more.  Returns the sessions ended. */
-unsigned spd_rpc_end_kept(spd_daemon_t *d, pid_t pid);
+ * more. */
+void spd_rpc_end_kept(spd_daemon_t *d, pid_t pid);
 
 /* handlers.c: one per request body; the table is in rpc.c. */
 int spd_h_hello(spd_call_t *call);

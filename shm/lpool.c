@@ -11,15 +11,6 @@ static inline uint32_t id_limit(uint8_t *base)
     return (uint32_t)((h->data_off - h->spans_off) / sizeof(shm_span_t));
 }
 
-/* Is the first byte of span s's pages in the arena's data?  Where a pop
- * reads the batch's hint: the descriptor may be corrupt. */
-static inline bool pages_in_data(uint8_t *base, const shm_span_t *s)
-{
-    const shm_header_t *h = (const shm_header_t *)base;
-    uint64_t off = (uint64_t)s->start << SHM_PAGE_SHIFT;
-    return off >= h->data_off && off + SHM_LPOOL_HINT_BYTES <= h->arena_size;
-}
-
 /* Push spans v[0..n), linked here and tagged POOLED by the caller, as one
  * batch: one CAS (release) of the head, retried only when another push or
  * pop won the race.  `count`: new pushes for xpushes (not the rest of a
@@ -96,7 +87,7 @@ uint32_t shm_lpool_pop_batch(uint8_t *base, uint64_t npages, shm_span_t **out, u
         return 0;
     uint32_t limit = id_limit(base);
     shm_spanid_t id;
-    uint64_t head = shm_load_acquire(&b->xhead);
+    uint64_t head = shm_load_acquire(&b->xhead), x;
     for (;;) {
         id = SHM_LPOOL_ID(head);
         if (id == 0)
@@ -107,7 +98,7 @@ uint32_t shm_lpool_pop_batch(uint8_t *base, uint64_t npages, shm_span_t **out, u
         }
         /* the span may have been popped (even freed to the heap and reused)
          * since we loaded head: then the CAS fails, as the generation moved */
-        uint64_t x = shm_load_relaxed(&shm_span(base, id)->xlarge);
+        x = shm_load_relaxed(&shm_span(base, id)->xlarge);
         if (shm_cas_strong_acq_rel(&b->xhead, &head, SHM_LPOOL_NEXT(head, SHM_LPOOL_NEXT_BATCH(x))))
             break;
     }
@@ -116,10 +107,10 @@ uint32_t shm_lpool_pop_batch(uint8_t *base, uint64_t npages, shm_span_t **out, u
      * the links waits for one line after another.  So first fetch them all
      * at once from the ids its pusher wrote into the first span's first
      * bytes: a hint only (prefetches of whatever it says), the links stay
-     * the truth */
+     * the truth.  Its pages are where its descriptor says, as for the span
+     * the caller hands out */
     shm_span_t *first = shm_span(base, id);
-    if (SHM_LPOOL_IN_BATCH(shm_load_relaxed(&first->xlarge)) != 0 &&
-        shm_lpool_is_pooled(first, npages) && pages_in_data(base, first)) {
+    if (SHM_LPOOL_IN_BATCH(x) != 0 && shm_lpool_is_pooled(first, npages)) {
         const uint32_t *hint = (const uint32_t *)shm_span_addr(base, first);
         for (uint32_t k = 1; k < SHM_LPOOL_BATCH_MAX && k < max; k++) {
             uint32_t h = hint[k];
