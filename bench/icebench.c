@@ -277,9 +277,20 @@ static void w3(size_t size)
     iox_runtime_shutdown();
 }
 
-/* Producer: loan + publish for `secs`, then one empty chunk (size 0 is
- * refused, so a chunk whose first word is 0) says stop. */
-static void produce(size_t size, bench_gate_t *g)
+/* Workloads 4 and 5 run the exchange twice, as bench/wl.h does for the
+ * other allocators: a warm-up for a fifth of the time, untimed, then the
+ * timed part, begun when both sides have met at `met`. */
+static void meet(bench_gate_t *met)
+{
+    atomic_fetch_add(&met->ready, 1);
+    while (atomic_load(&met->ready) < 2)
+        sched_yield();
+}
+
+/* Producer: loan + publish for the warm-up, then for `secs`; after each
+ * part one empty chunk (size 0 is refused, so a chunk whose first word is
+ * 0) says the part is over. */
+static void produce(size_t size, bench_gate_t *g, bench_gate_t *met)
 {
     iox_pub_storage_t st;
     iox_pub_t p = publisher(&st, "pc", true);
@@ -289,28 +300,32 @@ static void produce(size_t size, bench_gate_t *g)
         usleep(1000);
     gate_wait(g);
     size_t sz = size < 8 ? 8 : size;
-    uint64_t end = bench_now_ns() + (uint64_t)(bench_opts.secs * 1e9);
-    do {
-        for (int i = 0; i < 1024; i++) {
-            uint64_t *c = loan(p, sz);
-            c[0] = 1;
-            iox_pub_publish_chunk(p, c);
-        }
-    } while (bench_now_ns() < end);
-    uint64_t *c = loan(p, sz);
-    c[0] = 0;
-    iox_pub_publish_chunk(p, c);
+    uint64_t end = 0;
+    for (int part = 0; part < 2; part++) {
+        if (part == 1)
+            meet(met);
+        end = bench_now_ns() + (uint64_t)(bench_opts.secs / (part ? 1 : 5) * 1e9);
+        do {
+            for (int i = 0; i < 1024; i++) {
+                uint64_t *c = loan(p, sz);
+                c[0] = 1;
+                iox_pub_publish_chunk(p, c);
+            }
+        } while (bench_now_ns() < end);
+        uint64_t *c = loan(p, sz);
+        c[0] = 0;
+        iox_pub_publish_chunk(p, c);
+    }
     /* keep the publisher until the consumer had everything */
     while (atomic_load(&g->done) == 0 && bench_now_ns() < end + 10 * 1000000000ull)
         usleep(1000);
     iox_pub_deinit(p);
 }
 
-static uint64_t consume(bench_gate_t *g, uint64_t *ns)
+/* Take + release until a part's empty chunk; the chunks taken, or
+ * UINT64_MAX when nothing came for the timeout. */
+static uint64_t consume_part(iox_sub_t s)
 {
-    iox_sub_storage_t st;
-    iox_sub_t s = subscriber(&st, "pc");
-    gate_wait(g);
     uint64_t n = 0, t0 = bench_now_ns();
     unsigned spins = 0;
     for (;;) {
@@ -319,32 +334,45 @@ static uint64_t consume(bench_gate_t *g, uint64_t *ns)
             if (++spins > 64)
                 sched_yield();
             if (bench_now_ns() - t0 > (uint64_t)(bench_opts.timeout * 1e9))
-                break;
+                return UINT64_MAX;
             continue;
         }
         spins = 0;
         uint64_t v = *(const uint64_t *)c;
         iox_sub_release_chunk(s, c);
         if (v == 0)
-            break;
+            return n;
         n++;
     }
+}
+
+static uint64_t consume(bench_gate_t *g, bench_gate_t *met, uint64_t *ns)
+{
+    iox_sub_storage_t st;
+    iox_sub_t s = subscriber(&st, "pc");
+    gate_wait(g);
+    uint64_t n = consume_part(s);
+    meet(met);
+    uint64_t t0 = bench_now_ns();
+    if (n != UINT64_MAX)
+        n = consume_part(s);
     *ns = bench_now_ns() - t0;
     atomic_store(&g->done, 1);
     iox_sub_deinit(s);
-    return n;
+    return n == UINT64_MAX ? 0 : n;
 }
 
 typedef struct {
     size_t size;
     bench_gate_t gate;
+    bench_gate_t met;           /* workloads 4 and 5: the warm-up is over */
     _Atomic uint64_t ops[2], ns[2];
 } shared_t;
 
 static void *w4_producer(void *arg)
 {
     shared_t *sh = arg;
-    produce(sh->size, &sh->gate);
+    produce(sh->size, &sh->gate, &sh->met);
     return NULL;
 }
 
@@ -352,7 +380,7 @@ static void *w4_consumer(void *arg)
 {
     shared_t *sh = arg;
     uint64_t ns;
-    sh->ops[1] = consume(&sh->gate, &ns);
+    sh->ops[1] = consume(&sh->gate, &sh->met, &ns);
     sh->ns[1] = ns;
     return NULL;
 }
@@ -380,10 +408,10 @@ static int w5_worker(void *arg)
     int id = (int)(intptr_t)arg;
     runtime(id ? "w5c" : "w5p");
     if (id == 0) {
-        produce(shm->size, &shm->gate);
+        produce(shm->size, &shm->gate, &shm->met);
     } else {
         uint64_t ns;
-        shm->ops[1] = consume(&shm->gate, &ns);
+        shm->ops[1] = consume(&shm->gate, &shm->met, &ns);
         shm->ns[1] = ns;
     }
     iox_runtime_shutdown();

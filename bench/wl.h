@@ -198,28 +198,23 @@ static void WL(w3)(size_t size)
     WL_TEARDOWN();
 }
 
-/* ---- workload 4: producer thread allocates, consumer thread frees ---- */
+/* ---- workloads 4 and 5: one side allocates, the other frees ---- */
 
+/* Both sides run the exchange twice: a warm-up through ring `warm` for a
+ * fifth of the time, untimed, as every other workload warms up (the
+ * producer's first refills, and at large sizes its first large spans, one
+ * round trip each until frees come back, are not the steady state), then
+ * the timed part through `ring`, begun when both are at `met`. */
 typedef struct {
-    size_t size;
-    bench_ring_t *ring;
-    bench_gate_t *gate;
-    uint64_t ops, ns;
-} WL(pc_t);
+    bench_ring_t warm, ring;
+    bench_gate_t met;
+} WL(pair_t);
 
-static void *WL(w4_consumer)(void *arg)
+static void WL(meet)(bench_gate_t *g)
 {
-    WL(pc_t) *c = arg;
-    uint64_t v, n = 0;
-    WL(gate_wait)(c->gate);
-    uint64_t t0 = bench_now_ns();
-    while (bench_ring_get(c->ring, &v)) {
-        WL_FREE((void *)(uintptr_t)v);
-        n++;
-    }
-    c->ns = bench_now_ns() - t0;
-    c->ops = n;
-    return NULL;
+    atomic_fetch_add(&g->ready, 1);
+    while (atomic_load(&g->ready) < 2)
+        sched_yield();
 }
 
 static void WL(produce)(size_t size, bench_ring_t *ring, double secs, uint64_t (*wire)(void *))
@@ -235,36 +230,78 @@ static void WL(produce)(size_t size, bench_ring_t *ring, double secs, uint64_t (
     bench_ring_close(ring);
 }
 
+static void WL(producer)(size_t size, WL(pair_t) *x, uint64_t (*wire)(void *))
+{
+    WL(produce)(size, &x->warm, bench_opts.secs / 5, wire);
+    WL(meet)(&x->met);
+    WL(produce)(size, &x->ring, bench_opts.secs, wire);
+}
+
+/* The objects freed in the timed part, and its nanoseconds. */
+static uint64_t WL(consumer)(WL(pair_t) *x, void *(*unwire)(uint64_t), uint64_t *ns)
+{
+    uint64_t v, n = 0;
+    while (bench_ring_get(&x->warm, &v))
+        WL_FREE(unwire(v));
+    WL(meet)(&x->met);
+    uint64_t t0 = bench_now_ns();
+    while (bench_ring_get(&x->ring, &v)) {
+        WL_FREE(unwire(v));
+        n++;
+    }
+    *ns = bench_now_ns() - t0;
+    return n;
+}
+
 static uint64_t WL(ptr_wire)(void *p)
 {
     return (uint64_t)(uintptr_t)p;
 }
 
+static void *WL(ptr_unwire)(uint64_t v)
+{
+    return (void *)(uintptr_t)v;
+}
+
+typedef struct {
+    WL(pair_t) *x;
+    bench_gate_t *gate;
+    uint64_t ops, ns;
+} WL(pc_t);
+
+static void *WL(w4_consumer)(void *arg)
+{
+    WL(pc_t) *c = arg;
+    WL(gate_wait)(c->gate);
+    c->ops = WL(consumer)(c->x, WL(ptr_unwire), &c->ns);
+    return NULL;
+}
+
 static void WL(w4)(size_t size)
 {
-    bench_ring_t *ring = WL(scratch)(sizeof *ring);
+    WL(pair_t) *x = WL(scratch)(sizeof *x);
     if (WL_SETUP() != 0)
         return;
     bench_gate_t gate = {0};
-    WL(pc_t) c = {size, ring, &gate, 0, 0};
+    WL(pc_t) c = {x, &gate, 0, 0};
     pthread_t th;
     if (pthread_create(&th, NULL, WL(w4_consumer), &c) != 0)
         bench_die("pthread_create failed");
     while (atomic_load(&gate.ready) < 1)   /* the consumer is there */
         sched_yield();
     atomic_store(&gate.go, 1);
-    WL(produce)(size, ring, bench_opts.secs, WL(ptr_wire));
+    WL(producer)(size, x, WL(ptr_wire));
     pthread_join(th, NULL);
     bench_result(W_XTHREAD, size, "ops", (double)c.ops * 1e9 / (double)c.ns);
     WL_TEARDOWN();
-    munmap(ring, sizeof *ring);
+    munmap(x, sizeof *x);
 }
 
 /* ---- workloads 5 and 6: two processes ---- */
 
 typedef struct {
     bench_gate_t gate;
-    bench_ring_t ring;
+    WL(pair_t) x;             /* workload 5 */
     size_t size;
     int role;                 /* worker index */
     _Atomic uint64_t ops[2], ns[2];
@@ -330,6 +367,11 @@ static uint64_t WL(wire)(void *p)
     return WL_TO_WIRE(p);
 }
 
+static void *WL(unwire)(uint64_t v)
+{
+    return WL_FROM_WIRE(v);
+}
+
 /* Workload 5: worker 0 allocates and passes offsets, worker 1 frees. */
 static int WL(w5_worker)(void *arg)
 {
@@ -337,22 +379,19 @@ static int WL(w5_worker)(void *arg)
     WL(shared_t) *s = WL(sh);
     if (WL_SETUP() != 0) {
         atomic_store(&s->failed, 1);
+        atomic_store(&s->x.warm.stop, 1);   /* the other side must not wait */
+        atomic_store(&s->x.ring.stop, 1);
+        atomic_fetch_add(&s->x.met.ready, 1);
         atomic_fetch_add(&s->gate.ready, 1);
-        atomic_store(&s->ring.stop, 1);
         return 1;
     }
     WL(gate_wait)(&s->gate);
-    uint64_t t0 = bench_now_ns();
     if (id == 0) {
-        WL(produce)(s->size, &s->ring, bench_opts.secs, WL(wire));
+        WL(producer)(s->size, &s->x, WL(wire));
     } else {
-        uint64_t v, n = 0;
-        while (bench_ring_get(&s->ring, &v)) {
-            WL_FREE(WL_FROM_WIRE(v));
-            n++;
-        }
+        uint64_t ns, n = WL(consumer)(&s->x, WL(unwire), &ns);
         atomic_store(&s->ops[1], n);
-        atomic_store(&s->ns[1], bench_now_ns() - t0);
+        atomic_store(&s->ns[1], ns);
     }
     WL_TEARDOWN();
     return 0;
