@@ -104,9 +104,10 @@
 #include "shm/sizeclasses.h"
 
 #define SHM_MAGIC           0x314e4144444e5053ULL  /* "SPNDDAN1" little-endian */
-#define SHM_LAYOUT_VERSION  6u   /* 2: the large pool in the header; 3: remote-free
+#define SHM_LAYOUT_VERSION  7u   /* 2: the large pool in the header; 3: remote-free
                                     records, large-pool batches; 4: 128-byte
-                                    span descriptors; 5: xcut; 6: xlarge */
+                                    span descriptors; 5: xcut; 6: xlarge;
+                                    7: the pool's hint in the descriptor */
 
 #define SHM_PAGE_SHIFT      13
 #define SHM_PAGE_SIZE       (1u << SHM_PAGE_SHIFT)          /* 8 KiB */
@@ -270,21 +271,33 @@ typedef struct shm_span_s {
     uint8_t  pad1b[8];
 
     /* ---- line 1 ---- */
-    /* holder: the client's own span lists and index into the bitmap */
-    shm_spanid_t hnext, hprev; /* holder, HELD: the client's own span lists */
-    uint32_t hscan;          /* holder: next object index never put on a list */
-    uint32_t hcount;         /* holder: objects on the local free list */
-    uint64_t hfree;          /* holder: local free list head (address), 0 empty */
-    uint8_t  hstate;         /* holder: which private list the span is on */
-    uint8_t  pad2[7];
-    _Atomic uint64_t xremote; /* remote-free stack: offset of the first
-                                 record, 0 empty; a record's first 8 bytes
-                                 hold the next record's offset and its
-                                 entries (shm/span.h).  Anyone pushes: CAS
-                                 release (the records written before it).
-                                 The holder takes all: exchange acquire.
-                                 Small spans only (LARGE: xlarge). */
-    uint8_t  pad3[24];
+    union {
+        struct {
+            /* holder: the client's own span lists and index into the bitmap */
+            shm_spanid_t hnext, hprev; /* holder, HELD: the client's own span lists */
+            uint32_t hscan;          /* holder: next object index never put on a list */
+            uint32_t hcount;         /* holder: objects on the local free list */
+            uint64_t hfree;          /* holder: local free list head (address), 0 empty */
+            uint8_t  hstate;         /* holder: which private list the span is on */
+            uint8_t  pad2[7];
+            _Atomic uint64_t xremote; /* remote-free stack: offset of the first
+                                         record, 0 empty; a record's first 8 bytes
+                                         hold the next record's offset and its
+                                         entries (shm/span.h).  Anyone pushes: CAS
+                                         release (the records written before it).
+                                         The holder takes all: exchange acquire.
+                                         Small spans only (LARGE: xlarge). */
+            uint8_t  pad3[24];
+        };
+        /* LARGE and POOLED, on the first span of a batch of more than one:
+         * the batch's span ids in order, 0 after the last (shm/lpool.h,
+         * the hint).  The pusher stores them relaxed before its CAS release
+         * of the head; a popper loads them relaxed after its CAS, and only
+         * to prefetch: the links in xlarge are the truth.  Garbage
+         * otherwise; the daemon clears the line with the holder fields
+         * whenever the span enters or leaves the heap. */
+        _Atomic uint32_t xhint[16];
+    };
 } __attribute__((aligned(64))) shm_span_t;
 _Static_assert(sizeof(shm_span_t) == 128, "shm ABI: bump SHM_LAYOUT_VERSION");
 _Static_assert(offsetof(shm_span_t, hnext) == 64, "holder fields start line 1");

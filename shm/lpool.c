@@ -15,16 +15,14 @@ static inline uint32_t id_limit(uint8_t *base)
  * batch: one CAS (release) of the head, retried only when another push or
  * pop won the race.  `count`: new pushes for xpushes (not the rest of a
  * batch a pop gives back).  A batch of more than one span also has every
- * span's id written into its first span's first bytes (the hint, see
- * shm_lpool_pop_batch), before the release. */
+ * span's id written into its first span's xhint (see shm_lpool_pop_batch),
+ * before the release. */
 static void push_batch(uint8_t *base, shm_lpool_bucket_t *b, shm_span_t *const *v, uint32_t n,
                        bool count)
 {
-    if (n > 1) {
-        uint32_t *hint = (uint32_t *)shm_span_addr(base, v[0]);
+    if (n > 1)
         for (uint32_t k = 0; k < SHM_LPOOL_BATCH_MAX; k++)
-            hint[k] = k < n ? shm_span_id(base, v[k]) : 0;
-    }
+            shm_store_relaxed(&v[0]->xhint[k], k < n ? shm_span_id(base, v[k]) : 0);
     for (uint32_t k = 1; k < n; k++)
         shm_store_relaxed(&v[k]->xlarge, k + 1 < n ? (uint64_t)shm_span_id(base, v[k + 1]) : 0);
     uint64_t in_batch = n > 1 ? (uint64_t)shm_span_id(base, v[1]) : 0;
@@ -97,7 +95,9 @@ uint32_t shm_lpool_pop_batch(uint8_t *base, uint64_t npages, shm_span_t **out, u
             return 0;
         }
         /* the span may have been popped (even freed to the heap and reused)
-         * since we loaded head: then the CAS fails, as the generation moved */
+         * since we loaded head: then the CAS fails, as the generation moved.
+         * Its hint's line is fetched with its tag's, not after the CAS */
+        __builtin_prefetch(&shm_span(base, id)->xhint[0], 0);
         x = shm_load_relaxed(&shm_span(base, id)->xlarge);
         if (shm_cas_strong_acq_rel(&b->xhead, &head, SHM_LPOOL_NEXT(head, SHM_LPOOL_NEXT_BATCH(x))))
             break;
@@ -105,15 +105,13 @@ uint32_t shm_lpool_pop_batch(uint8_t *base, uint64_t npages, shm_span_t **out, u
     /* the batch is ours alone now.  Its spans are linked through their
      * descriptors, each of which the freer's tag CAS last wrote: walking
      * the links waits for one line after another.  So first fetch them all
-     * at once from the ids its pusher wrote into the first span's first
-     * bytes: a hint only (prefetches of whatever it says), the links stay
-     * the truth.  Its pages are where its descriptor says, as for the span
-     * the caller hands out */
+     * at once from the ids its pusher wrote into the first span's xhint: a
+     * hint only (prefetches of whatever it says), the links stay the
+     * truth */
     shm_span_t *first = shm_span(base, id);
-    if (SHM_LPOOL_IN_BATCH(x) != 0 && shm_lpool_is_pooled(first, npages)) {
-        const uint32_t *hint = (const uint32_t *)shm_span_addr(base, first);
+    if (SHM_LPOOL_IN_BATCH(x) != 0) {
         for (uint32_t k = 1; k < SHM_LPOOL_BATCH_MAX && k < max; k++) {
-            uint32_t h = hint[k];
+            uint32_t h = shm_load_relaxed(&first->xhint[k]);
             if (h == 0 || h >= limit)
                 break;
             __builtin_prefetch(shm_span(base, h), 1);

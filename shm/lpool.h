@@ -40,11 +40,13 @@
 #define SHM_LPOOL_NEXT_BATCH(x)  ((shm_spanid_t)((uint64_t)(x) >> 32))
 #define SHM_LPOOL_BATCH_MAX      16u   /* spans a batch may hold */
 /* A batch of more than one span also carries its spans' ids, in order, 0
- * after the last, in the first SHM_LPOOL_HINT_BYTES of its first span's
- * pages (free memory while POOLED): the pusher writes them before its CAS
- * release; a popper reads them after its CAS to prefetch every descriptor
- * at once, trusting only the links (shm/lpool.c, shm_lpool_pop_batch). */
-#define SHM_LPOOL_HINT_BYTES     (SHM_LPOOL_BATCH_MAX * 4u)
+ * after the last, in its first span's descriptor (xhint, the line after
+ * the tag's, which a large span has no other use for): the pusher writes
+ * them before its CAS release; a popper prefetches that line with the
+ * tag's before its CAS, and reads it after to prefetch every descriptor at
+ * once, trusting only the links (shm/lpool.c, shm_lpool_pop_batch). */
+_Static_assert(sizeof(((shm_span_t *)0)->xhint) / sizeof(uint32_t) == SHM_LPOOL_BATCH_MAX,
+               "a batch's hint names every span of a full batch");
 
 /* The bucket of spans of `npages` pages, or NULL when the pool is off or
  * takes no spans of that size. */

@@ -282,9 +282,10 @@ static void test_batches(void)
     VERIFY_OK(a);
 }
 
-/* A batch's first span carries every span's id (the hint a pop prefetches
- * their descriptors from), the rest of the batch given back by a pop too;
- * a hint that lies changes nothing a pop returns: the links are the truth. */
+/* A batch's first span carries every span's id in its descriptor (the
+ * hint a pop prefetches their descriptors from), the rest of the batch
+ * given back by a pop too; the spans' pages are not written; a hint that
+ * lies changes nothing a pop returns: the links are the truth. */
 static void test_batch_hint(void)
 {
     shm_arena_t *a = pool_arena(100);
@@ -294,24 +295,25 @@ static void test_batch_hint(void)
         ids[i] = large(a, 6);
         v[i] = fx_span(a, ids[i]);
         shm_store_relaxed(&v[i]->xowner, SHM_LARGE_CACHED);
+        memset(fx_addr(a, ids[i]), 0xa5, 64);
     }
     CU_ASSERT_TRUE_FATAL(shm_lpool_push_cached(a->base, v, 4));
-    const uint32_t *hint = (const uint32_t *)fx_addr(a, ids[0]);
     for (unsigned k = 0; k < SHM_LPOOL_BATCH_MAX; k++)
-        CU_ASSERT_EQUAL(hint[k], k < 4 ? ids[k] : 0);
+        CU_ASSERT_EQUAL(shm_load_relaxed(&v[0]->xhint[k]), k < 4 ? ids[k] : 0);
+    for (unsigned i = 0; i < 4; i++)
+        for (unsigned k = 0; k < 64; k++)
+            CU_ASSERT_EQUAL(fx_addr(a, ids[i])[k], 0xa5);
     shm_span_t *got[4];
     shm_spanid_t bad;
     CU_ASSERT_EQUAL(shm_lpool_pop_batch(a->base, 6, got, 1, 9, &bad), 1);
     CU_ASSERT(got[0] == v[0] && bad == 0);
-    hint = (const uint32_t *)fx_addr(a, ids[1]);       /* the rest, given back */
-    for (unsigned k = 0; k < SHM_LPOOL_BATCH_MAX; k++)
-        CU_ASSERT_EQUAL(hint[k], k < 3 ? ids[k + 1] : 0);
+    for (unsigned k = 0; k < SHM_LPOOL_BATCH_MAX; k++)  /* the rest, given back */
+        CU_ASSERT_EQUAL(shm_load_relaxed(&v[1]->xhint[k]), k < 3 ? ids[k + 1] : 0);
     /* lies: past the descriptors, a span not in the batch, one twice */
-    uint32_t *lie = (uint32_t *)fx_addr(a, ids[1]);
-    lie[1] = 0xfffffff0u;
-    lie[2] = other;
-    lie[3] = ids[1];
-    lie[4] = ids[2];
+    shm_store_relaxed(&v[1]->xhint[1], 0xfffffff0u);
+    shm_store_relaxed(&v[1]->xhint[2], other);
+    shm_store_relaxed(&v[1]->xhint[3], ids[1]);
+    shm_store_relaxed(&v[1]->xhint[4], ids[2]);
     CU_ASSERT_EQUAL(shm_lpool_pop_batch(a->base, 6, got, 4, 9, &bad), 3);
     CU_ASSERT(got[0] == v[1] && got[1] == v[2] && got[2] == v[3] && bad == 0);
     CU_ASSERT_EQUAL(tag(a, other), 0);                  /* untouched */
@@ -328,11 +330,11 @@ static void test_batch_hint(void)
 #define ST_PROCS   4u
 #define ST_ROUNDS  20000u
 
-/* The word of a span's memory a child claims it by: past the batch hint,
- * which a push writes into a batch's first span (shm/lpool.h). */
+/* The word of a span's memory a child claims it by: its first (the pool
+ * writes nothing into a pooled span's pages, shm/lpool.h). */
 static _Atomic uint32_t *stress_mark(shm_arena_t *a, shm_span_t *s)
 {
-    return (_Atomic uint32_t *)(shm_span_addr(a->base, s) + SHM_LPOOL_HINT_BYTES);
+    return (_Atomic uint32_t *)shm_span_addr(a->base, s);
 }
 
 /* Claim span s for this child: its mark 0 -> our pid (nobody else may have
