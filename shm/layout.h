@@ -293,9 +293,10 @@ typedef struct shm_span_s {
          * the batch's span ids in order, 0 after the last (shm/lpool.h,
          * the hint).  The pusher stores them relaxed before its CAS release
          * of the head; a popper loads them relaxed after its CAS, and only
-         * to prefetch: the links in xlarge are the truth.  Garbage
-         * otherwise; the daemon clears the line with the holder fields
-         * whenever the span enters or leaves the heap. */
+         * to prefetch: the links in xlarge are the truth.  Left as it
+         * is otherwise: whoever uses the line next sets what it reads
+         * (the daemon's span_clear when the span enters or leaves the
+         * heap, shm_span_cut when it becomes a small span). */
         _Atomic uint32_t xhint[16];
     };
 } __attribute__((aligned(64))) shm_span_t;
