@@ -18,7 +18,7 @@ bench_c2c_SOURCES = bench/c2c.c
 bench_c2c_CFLAGS = $(AM_CFLAGS) -O2
 bench_c2c_LDADD = -lpthread
 
-EXTRA_DIST += bench/run-bench.sh bench/report.py bench/README.md bench/RESULTS.md bench/TRIED.md
+EXTRA_DIST += bench/run-bench.sh bench/ab.sh bench/report.py bench/README.md bench/RESULTS.md bench/TRIED.md
 CLEANFILES += bench/results-raw.tsv bench/results-meta.tsv
 
 # make bench [BENCH_FLAGS='--quick | --reps N --secs S | --only glibc,spand']
