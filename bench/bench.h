@@ -125,6 +125,10 @@ typedef struct bench_gate_s {
     _Atomic int done;
 } bench_gate_t;
 
+/* Wait until `n` parties (this one counted) have called it on g; uses only
+ * g->ready, so a gate serves once. */
+void bench_meet(bench_gate_t *g, int n);
+
 /* Single-producer single-consumer ring of 64-bit values, usable between
  * threads or, placed in bench_shared_map memory, between processes.  Each
  * side counts in a private index and publishes it every BENCH_RING_PUBLISH

@@ -279,15 +279,9 @@ static void w3(size_t size)
 
 /* Workloads 4 and 5 run the exchange twice, as bench/wl.h does for the
  * other allocators: a warm-up for a fifth of the time, untimed, then the
- * timed part, begun when both sides have met at `met`. */
-static void meet(bench_gate_t *met)
-{
-    atomic_fetch_add(&met->ready, 1);
-    while (atomic_load(&met->ready) < 2)
-        sched_yield();
-}
-
-/* Producer: loan + publish for the warm-up, then for `secs`; after each
+ * timed part, begun when both sides have met at `met`.
+ *
+ * Producer: loan + publish for the warm-up, then for `secs`; after each
  * part one empty chunk (size 0 is refused, so a chunk whose first word is
  * 0) says the part is over. */
 static void produce(size_t size, bench_gate_t *g, bench_gate_t *met)
@@ -303,7 +297,7 @@ static void produce(size_t size, bench_gate_t *g, bench_gate_t *met)
     uint64_t end = 0;
     for (int part = 0; part < 2; part++) {
         if (part == 1)
-            meet(met);
+            bench_meet(met, 2);
         end = bench_now_ns() + (uint64_t)(bench_opts.secs / (part ? 1 : 5) * 1e9);
         do {
             for (int i = 0; i < 1024; i++) {
@@ -353,7 +347,7 @@ static uint64_t consume(bench_gate_t *g, bench_gate_t *met, uint64_t *ns)
     gate_wait(g);
     uint64_t n = consume_part(s);
     if (n != UINT64_MAX)
-        meet(met);                      /* else the producer is gone: no wait */
+        bench_meet(met, 2);             /* else the producer is gone: no wait */
     uint64_t t0 = bench_now_ns();
     if (n != UINT64_MAX)
         n = consume_part(s);

@@ -206,6 +206,13 @@ static inline void cpu_relax(void)
 #endif
 }
 
+void bench_meet(bench_gate_t *g, int n)
+{
+    atomic_fetch_add(&g->ready, 1);
+    while (atomic_load(&g->ready) < n)
+        sched_yield();
+}
+
 /* Spins, then yields: two cores are shared with everything else. */
 static void backoff(unsigned *spins)
 {

@@ -210,13 +210,6 @@ typedef struct {
     bench_gate_t met;
 } WL(pair_t);
 
-static void WL(meet)(bench_gate_t *g)
-{
-    atomic_fetch_add(&g->ready, 1);
-    while (atomic_load(&g->ready) < 2)
-        sched_yield();
-}
-
 static void WL(produce)(size_t size, bench_ring_t *ring, double secs, uint64_t (*wire)(void *))
 {
     uint64_t end = bench_now_ns() + (uint64_t)(secs * 1e9);
@@ -233,7 +226,7 @@ static void WL(produce)(size_t size, bench_ring_t *ring, double secs, uint64_t (
 static void WL(producer)(size_t size, WL(pair_t) *x, uint64_t (*wire)(void *))
 {
     WL(produce)(size, &x->warm, bench_opts.secs / 5, wire);
-    WL(meet)(&x->met);
+    bench_meet(&x->met, 2);
     WL(produce)(size, &x->ring, bench_opts.secs, wire);
 }
 
@@ -243,7 +236,7 @@ static uint64_t WL(consumer)(WL(pair_t) *x, void *(*unwire)(uint64_t), uint64_t 
     uint64_t v, n = 0;
     while (bench_ring_get(&x->warm, &v))
         WL_FREE(unwire(v));
-    WL(meet)(&x->met);
+    bench_meet(&x->met, 2);
     uint64_t t0 = bench_now_ns();
     while (bench_ring_get(&x->ring, &v)) {
         WL_FREE(unwire(v));
