@@ -3,7 +3,10 @@
 # source tree.  `make bench` calls it; see bench/README.md.
 #
 #   run-bench.sh --builddir DIR --srcdir DIR [--quick] [--reps N] [--secs S]
-#                [--only LIST] [--out FILE]
+#                [--only LIST] [--out FILE] [--raw-dir DIR]
+#
+# --raw-dir: where the raw results (results-raw.tsv, results-meta.tsv) go;
+# the build directory's bench/ by default.
 #
 # Comparators: glibc (no preload); jemalloc, mimalloc, tcmalloc under
 # LD_PRELOAD; spand (spanbench starts its own daemon); Boost.Interprocess
@@ -11,7 +14,7 @@
 # Missing ones are named with the apt-get command that brings them, and the
 # rest runs.  Nothing is installed here.
 set -u
-builddir= srcdir= quick= reps=5 secs=0.1 only= out=
+builddir= srcdir= quick= reps=5 secs=0.1 only= out= rawdir=
 while [ $# -gt 0 ]; do
     case "$1" in
     --builddir) builddir=$2; shift ;;
@@ -21,6 +24,7 @@ while [ $# -gt 0 ]; do
     --secs) secs=$2; shift ;;
     --only) only=$2; shift ;;
     --out) out=$2; shift ;;
+    --raw-dir) rawdir=$2; shift ;;
     *) echo "run-bench.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -77,8 +81,9 @@ if [ ${#missing[@]} -gt 0 ]; then
     [ ${#apt[@]} -gt 0 ] && echo "  to add them: apt-get install ${apt[*]}"
 fi
 
-raw=$builddir/bench/results-raw.tsv
-meta=$builddir/bench/results-meta.tsv
+[ -n "$rawdir" ] || rawdir=$builddir/bench
+raw=$rawdir/results-raw.tsv
+meta=$rawdir/results-meta.tsv
 : >"$raw"
 status=0
 declare -A c2c=()

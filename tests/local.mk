@@ -15,3 +15,7 @@ tests_test_core_LDFLAGS = -Wl,--wrap=shm_arena_back
 tests_test_core_LDADD = daemon/libspd.la shm/libshm.la $(CUNIT_LIBS) -lpthread
 TESTS += tests/test_core tests/sizeclasses-regen.sh
 EXTRA_DIST += tests/sizeclasses-regen.sh
+
+# make bench's harness, run quick for spand alone: the report must be whole
+TESTS += tests/bench-smoke.sh
+EXTRA_DIST += tests/bench-smoke.sh
