@@ -92,13 +92,99 @@ static void *reuse_large(uint64_t size, uint64_t align)
     uint32_t n = shm_lpool_pop_batch(base, npages, got, 1 + nfree, spci_proc.session, &bad);
     for (uint32_t k = 1; k < n; k++)
         c->lcache[free_slot[k - 1]] = got[k];
-    if (n > 0)
+    if (n > 0) {
+        c->lstreak = 0;                 /* frees come back: no more extras */
         return shm_span_addr(base, got[0]);
+    }
     if (bad != 0)
         spci_log("the large pool's bucket of %llu pages gave span %u, which is not a "
                  "pooled large span of that size; dropped it", (unsigned long long)npages,
                  bad);
     return NULL;
+}
+
+/* How many extra spans of `size` the next AllocLarge asks for, for this
+ * thread's cache: none for a size the cache does not keep, or with no free
+ * slot; else 0, 1, 3, then 7 for a thread whose large allocations of one
+ * size keep needing the daemon (nothing freed comes back through the
+ * pool), so that a burst of them pays one round trip for up to 8, and a
+ * lone one, or one of a new size, no more memory than it asked for. */
+static uint32_t large_extra(spci_cache_t *c, uint64_t size, uint64_t align)
+{
+    uint64_t npages = (size + SHM_PAGE_SIZE - 1) >> SHM_PAGE_SHIFT;
+    if (c == &spci_empty_cache || align > SHM_PAGE_SIZE || spci_map.base == NULL ||
+        size > (uint64_t)SHM_LPOOL_MAX_PAGES << SHM_PAGE_SHIFT ||
+        shm_lpool_bucket(spci_map.base, npages) == NULL)
+        return 0;
+    if (c->lpages != npages) {          /* another size: start again */
+        c->lpages = (uint32_t)npages;
+        c->lstreak = 0;
+    }
+    uint32_t nfree = 0;
+    for (unsigned k = 0; k < SPCI_LCACHE_SLOTS; k++)
+        nfree += c->lcache[k] == NULL;
+    uint32_t want = (1u << c->lstreak) - 1;
+    if (c->lstreak < 3)
+        c->lstreak++;
+    return want < nfree ? want : nfree;
+}
+
+/* Put the extra spans an AllocLarge gave (offsets xoff[0..n), tagged
+ * CACHED for this session) into the thread's cache, each checked first: a
+ * span the daemon did not describe so is left alone (this session's end
+ * gives back whatever stays cached to it). */
+static void keep_extras(spci_cache_t *c, uint64_t size, const uint64_t *xoff, uint32_t n)
+{
+    uint8_t *base = spci_map.base;
+    uint64_t npages = (size + SHM_PAGE_SIZE - 1) >> SHM_PAGE_SHIFT;
+    unsigned k = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        shm_span_t *s = NULL;
+        uint32_t idx;
+        if (xoff[i] >= spci_map.data_off && xoff[i] - spci_map.data_off < spci_map.data_len &&
+            spci_check(base + xoff[i], &s, &idx) == SHM_PTR_OK &&
+            shm_load_acquire(&s->xstate) == SHM_SPAN_LARGE && s->npages == npages &&
+            shm_load_relaxed(&s->xowner) == SHM_LARGE_CACHED &&
+            shm_load_relaxed(&s->xlarge) == spci_proc.session) {
+            while (k < SPCI_LCACHE_SLOTS && c->lcache[k] != NULL)
+                k++;
+            if (k < SPCI_LCACHE_SLOTS) {
+                c->lcache[k] = s;
+                continue;
+            }
+        }
+        spci_log("AllocLarge's extra span at offset %#llx is not a cached span of %llu "
+                 "pages for this session, or there is no room for it; left to the daemon",
+                 (unsigned long long)xoff[i], (unsigned long long)npages);
+    }
+}
+
+/* The round trip of a large allocation neither the thread's cache nor the
+ * pool could serve: kept out of spci_alloc_large, whose hits are the hot
+ * path. */
+static __attribute__((noinline, cold)) void *alloc_large_rpc(uint64_t size, uint64_t align)
+{
+    uint64_t off = 0, xoff[SPCI_LCACHE_SLOTS];
+    uint32_t nx = 0;
+    pthread_mutex_lock(&spci_proc.lock);
+    int rc = spci_ensure_attached();
+    spci_cache_t *c = spci_tc;
+    if (rc == 0)
+        rc = spci_rpc_alloc_large_locked(size, align, large_extra(c, size, align), &off,
+                                         xoff, &nx);
+    pthread_mutex_unlock(&spci_proc.lock);
+    if (nx > 0)
+        keep_extras(c, size, xoff, nx);
+    if (rc != 0) {
+        errno = rpc_errno(rc);
+        return NULL;
+    }
+    if (off < spci_map.data_off || off - spci_map.data_off >= spci_map.data_len) {
+        spci_log("AllocLarge answered offset %#llx, outside the arena", (unsigned long long)off);
+        errno = EPROTO;
+        return NULL;
+    }
+    return spci_map.base + off;
 }
 
 void *spci_alloc_large(uint64_t size, uint64_t align)
@@ -111,22 +197,7 @@ void *spci_alloc_large(uint64_t size, uint64_t align)
     void *p = reuse_large(size, align);
     if (p != NULL)
         return p;
-    uint64_t off = 0;
-    pthread_mutex_lock(&spci_proc.lock);
-    int rc = spci_ensure_attached();
-    if (rc == 0)
-        rc = spci_rpc_alloc_large_locked(size, align, &off);
-    pthread_mutex_unlock(&spci_proc.lock);
-    if (rc != 0) {
-        errno = rpc_errno(rc);
-        return NULL;
-    }
-    if (off < spci_map.data_off || off - spci_map.data_off >= spci_map.data_len) {
-        spci_log("AllocLarge answered offset %#llx, outside the arena", (unsigned long long)off);
-        errno = EPROTO;
-        return NULL;
-    }
-    return spci_map.base + off;
+    return alloc_large_rpc(size, align);
 }
 
 SPC_PUBLIC void *spc_malloc(size_t size)

@@ -131,6 +131,10 @@ struct spci_cache_s {
      * by every process, a CAS on them a cache miss when two processes
      * allocate at once; NULL: slot empty (client/api.c, free.c) */
     shm_span_t *lcache[SPCI_LCACHE_SLOTS];
+    /* AllocLarge round trips in a row for spans of lpages pages, with no
+     * allocation the shared pool served in between (0..3): the next of that
+     * size asks for 2^lstreak - 1 extra spans for lcache (client/api.c) */
+    uint32_t lstreak, lpages;
     shm_spanid_t pending[SPCI_PENDING_MAX]; /* xowner cleared, off every list */
     uint32_t npending;
     spci_cache_t *next, *prev;  /* spci_proc.caches, under spci_proc.lock */

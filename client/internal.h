@@ -87,7 +87,11 @@ int spci_rpc_refill_locked(unsigned cls, uint32_t nspans, const shm_spanid_t *re
                            uint32_t nrelease, shm_spanid_t *spans, uint32_t max,
                            uint32_t *nspans_out);
 int spci_rpc_release_locked(const shm_spanid_t *spans, uint32_t n);
-int spci_rpc_alloc_large_locked(uint64_t size, uint64_t align, uint64_t *off);
+/* AllocLarge of one object at *off, and up to `extra` more spans of its size
+ * for the thread's cache, whose offsets go to extra_off[0 .. *n_extra),
+ * each tagged SHM_LARGE_CACHED for this session (shm/layout.h). */
+int spci_rpc_alloc_large_locked(uint64_t size, uint64_t align, uint32_t extra, uint64_t *off,
+                                uint64_t *extra_off, uint32_t *n_extra);
 int spci_rpc_free_large_locked(uint64_t off);
 void spci_rpc_close_locked(void);
 /* Close the session in order: shut our side, wait (bounded) until the

@@ -433,11 +433,14 @@ int spci_rpc_release_locked(const shm_spanid_t *spans, uint32_t n)
     return rc;
 }
 
-int spci_rpc_alloc_large_locked(uint64_t size, uint64_t align, uint64_t *off)
+int spci_rpc_alloc_large_locked(uint64_t size, uint64_t align, uint32_t extra, uint64_t *off,
+                                uint64_t *extra_off, uint32_t *n_extra)
 {
     Spand__AllocLarge body = SPAND__ALLOC_LARGE__INIT;
     body.size = size;
     body.align = align;
+    body.extra = extra;
+    *n_extra = 0;
     Spand__Request req = SPAND__REQUEST__INIT;
     req.body_case = SPAND__REQUEST__BODY_ALLOC_LARGE;
     req.alloc_large = &body;
@@ -445,10 +448,17 @@ int spci_rpc_alloc_large_locked(uint64_t size, uint64_t align, uint64_t *off)
     int rc = call_locked(&req, &resp, NULL);
     if (rc != 0)
         return rc;
-    if (resp->body_case != SPAND__RESPONSE__BODY_ALLOC_LARGE)
+    if (resp->body_case != SPAND__RESPONSE__BODY_ALLOC_LARGE) {
         rc = -EPROTO;
-    else
-        *off = resp->alloc_large->offset;
+    } else {
+        const Spand__AllocLargeReply *r = resp->alloc_large;
+        *off = r->offset;
+        if (r->n_extra > extra)         /* never more than asked for */
+            spci_log("AllocLarge answered %zu extra spans for %u asked; kept %u, the rest "
+                     "stay cached to this session until it ends", r->n_extra, extra, extra);
+        for (size_t k = 0; k < r->n_extra && k < extra; k++)
+            extra_off[(*n_extra)++] = r->extra[k];
+    }
     spand__response__free_unpacked(resp, NULL);
     return rc;
 }

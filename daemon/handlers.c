@@ -17,6 +17,7 @@
 #include "daemon/heap.h"
 #include "daemon/log.h"
 #include "daemon/rpc.h"
+#include "shm/lpool.h"
 #include "daemon/session.h"
 #include "daemon/verify.h"
 #include "shm/atomic.h"
@@ -192,6 +193,27 @@ int spd_h_alloc_large(spd_call_t *call)
     spand__alloc_large_reply__init(r);
     r->offset = (uint64_t)s->start << SHM_PAGE_SHIFT;
     r->usable_size = (uint64_t)s->npages << SHM_PAGE_SHIFT;
+    a->hdr->stats.large_alloc_calls++;
+    /* extra spans for the caller's thread cache, tagged as its own cached
+     * spans (shm/layout.h): a thread that allocates large objects one after
+     * another, with none freed back yet, pays one round trip for several.
+     * Only sizes a thread cache keeps (those the pool takes), page aligned,
+     * and only as far as the heap has room: no error for fewer */
+    uint32_t want = m->extra < SHM_LPOOL_BATCH_MAX - 1 ? m->extra : SHM_LPOOL_BATCH_MAX - 1;
+    if (want > 0 && call->conn->session != 0 && m->align <= SHM_PAGE_SIZE &&
+        shm_lpool_bucket(a->base, s->npages) != NULL) {
+        r->extra = spd_call_alloc(call, want * sizeof *r->extra);
+        while (r->n_extra < want) {
+            int e = 0;
+            shm_spanid_t x = spd_heap_alloc_large(a, m->size, m->align, &e);
+            if (x == 0)
+                break;
+            shm_span_t *xs = shm_span(a->base, x);
+            shm_store_relaxed(&xs->xlarge, call->conn->session);
+            shm_store_release(&xs->xowner, SHM_LARGE_CACHED);
+            r->extra[r->n_extra++] = (uint64_t)xs->start << SHM_PAGE_SHIFT;
+        }
+    }
     call->resp.body_case = SPAND__RESPONSE__BODY_ALLOC_LARGE;
     call->resp.alloc_large = r;
     return 0;

@@ -152,6 +152,10 @@ enum {
  *   0 -> RETURNING       a freeing client that takes the RPC path: CAS acq_rel
  *   0 -> CACHED          a freeing client thread with room in its cache: CAS
  *                        acq_rel
+ *   (new) -> CACHED      the daemon, for each extra span an AllocLarge asks
+ *                        for (the caller's session in xlarge, then the tag
+ *                        with store_release), before it answers: the caller
+ *                        puts them in its thread's cache
  *   CACHED -> 0          that thread, allocating it again, or before it frees
  *                        it on to the pool or the daemon (thread exit,
  *                        detach): store_release
@@ -354,6 +358,7 @@ typedef struct shm_session_s {
     X(spans_freed,      "spans given back to the heap")                          \
     X(large_allocs,     "large objects allocated")                               \
     X(large_frees,      "large objects freed")                                   \
+    X(large_alloc_calls, "AllocLarge requests served")                           \
     X(refills,          "Refill requests served")                                \
     X(refill_spans,     "spans handed out by Refill")                            \
     X(releases,         "spans released by clients")                             \

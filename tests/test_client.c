@@ -788,6 +788,7 @@ static void test_bogus_frees(void)
 /* What Stats says about large objects and the heap. */
 typedef struct pstats_s {
     uint64_t large_allocs, large_frees;   /* the heap's counters */
+    uint64_t alloc_calls;                 /* AllocLarge requests */
     uint64_t large_bytes, pool_bytes, hits, puts, free_bytes;
 } pstats_t;
 
@@ -815,6 +816,8 @@ static bool pool_stats(pstats_t *ps)
             ps->large_allocs = c->value;
         else if (!strcmp(c->name, "large_frees"))
             ps->large_frees = c->value;
+        else if (!strcmp(c->name, "large_alloc_calls"))
+            ps->alloc_calls = c->value;
     }
     spand__response__free_unpacked(r, NULL);
     return true;
@@ -1102,23 +1105,140 @@ static void test_pool_scavenge(void)
     assert_nothing_live();
 }
 
-/* --large-pool 1M: four 256 KiB objects fill it, the fifth goes to the heap */
+/* A burst of large allocations of one size, none freed back meanwhile:
+ * AllocLarge brings extra spans into the thread's cache (1, 3, then 7 a
+ * call), so 40 objects take 8 round trips, not 40; a lone one of another
+ * size brings none.  All of it goes back when the thread frees and exits. */
+typedef struct { int n; size_t size; void *v[40]; pstats_t before, after; } burst_t;
+
+static void *burst_thread(void *arg)
+{
+    burst_t *b = arg;
+    CU_ASSERT(pool_stats(&b->before));
+    for (int i = 0; i < b->n; i++) {
+        b->v[i] = spc_malloc(b->size);
+        if (b->v[i] != NULL)
+            fill(b->v[i], b->size);
+    }
+    CU_ASSERT(pool_stats(&b->after));
+    for (int i = 0; i < b->n; i++)
+        CU_ASSERT(b->v[i] != NULL && check(b->v[i], b->size));
+    for (int i = 0; i < b->n; i++)
+        spc_free(b->v[i]);
+    return NULL;
+}
+
+static void run_burst(burst_t *b)
+{
+    pthread_t th;
+    CU_ASSERT_FATAL(pthread_create(&th, NULL, burst_thread, b) == 0);
+    pthread_join(th, NULL);
+}
+
+static void test_large_burst(void)
+{
+    CU_ASSERT_EQUAL_FATAL(spc_attach(NULL), 0);
+    CU_ASSERT(ct_scavenge(daemon_->sock));          /* an empty pool */
+    pstats_t s0, s1;
+    CU_ASSERT_FATAL(pool_stats(&s0));
+    burst_t b = { .n = 40, .size = PSZ };
+    run_burst(&b);
+    uint64_t calls = b.after.alloc_calls - b.before.alloc_calls;
+    uint64_t spans = b.after.large_allocs - b.before.large_allocs;
+    CU_ASSERT_EQUAL(calls, 8);                      /* 1 + 2 + 4 + 8 x 5 >= 40 */
+    CU_ASSERT_EQUAL(spans, 47);
+    CU_ASSERT_EQUAL(b.after.pool_bytes - b.before.pool_bytes, (spans - 40) * PSZ);
+    CU_ASSERT_FATAL(pool_stats(&s1));               /* the thread has exited */
+    CU_ASSERT_EQUAL(s1.large_bytes, s0.large_bytes);
+    /* every span is in the pool or back in the heap */
+    CU_ASSERT_EQUAL((s1.pool_bytes - s0.pool_bytes) / PSZ + (s1.large_frees - s0.large_frees),
+                    spans);
+    verify_ok();
+    burst_t lone = { .n = 1, .size = 3 * PSZ };     /* a size the thread never had */
+    run_burst(&lone);
+    CU_ASSERT_EQUAL(lone.after.alloc_calls - lone.before.alloc_calls, 1);
+    CU_ASSERT_EQUAL(lone.after.large_allocs - lone.before.large_allocs, 1);
+    spc_detach();
+    verify_ok();
+}
+
+/* A process killed in a burst, with extra spans in its thread's cache: the
+ * daemon frees them when the session ends; the objects it handed out stay
+ * allocated until somebody frees them (here the test, from their offsets). */
+static void test_large_burst_killed(void)
+{
+    enum { N = 12 };                /* 1 + 2 + 4 + 8 spans: 3 extras cached */
+    CU_ASSERT_EQUAL_FATAL(spc_attach(NULL), 0);
+    CU_ASSERT(ct_scavenge(daemon_->sock));
+    pstats_t s0, s1, s2;
+    CU_ASSERT_FATAL(pool_stats(&s0));
+    kid_t k;
+    pid_t pid = kid_fork(&k);
+    if (pid == 0) {
+        uint64_t off[N];
+        for (int i = 0; i < N; i++) {
+            void *p = spc_malloc(PSZ);
+            if (p == NULL)
+                _exit(2);
+            fill(p, PSZ);
+            off[i] = spc_offset(p);
+        }
+        xwrite(k.up[1], off, sizeof off);
+        pause();                                    /* until killed */
+        _exit(0);
+    }
+    uint64_t off[N];
+    CU_ASSERT_FATAL(xread(k.up[0], off, sizeof off));
+    CU_ASSERT_FATAL(pool_stats(&s1));
+    CU_ASSERT_EQUAL(s1.large_allocs - s0.large_allocs, N + 3);
+    CU_ASSERT_EQUAL(s1.pool_bytes, s0.pool_bytes + 3 * PSZ);   /* its cache */
+    kill(pid, SIGKILL);
+    int st = 0;
+    CU_ASSERT_EQUAL(dh_waitpid_timeout(pid, &st, 10000), 0);
+    close(k.up[0]), close(k.up[1]), close(k.down[0]), close(k.down[1]);
+    long n = 1;
+    for (int i = 0; i < 200 && (n = ct_client_sessions(daemon_->sock, pid)) != 0; i++)
+        nanosleep(&(struct timespec){ 0, 10 * 1000 * 1000 }, NULL);
+    CU_ASSERT_EQUAL(n, 0);
+    CU_ASSERT_FATAL(pool_stats(&s2));
+    CU_ASSERT_EQUAL(s2.large_frees, s1.large_frees + 3);       /* the extras */
+    CU_ASSERT_EQUAL(s2.pool_bytes, s0.pool_bytes);
+    CU_ASSERT_EQUAL(s2.large_bytes, s0.large_bytes + N * PSZ); /* still allocated */
+    verify_ok();
+    for (int i = 0; i < N; i++) {
+        char *p = spc_pointer(off[i]);
+        CU_ASSERT(p != NULL && check(p, PSZ));
+        spc_free(p);
+    }
+    spc_detach();
+    CU_ASSERT_FATAL(pool_stats(&s2));
+    CU_ASSERT_EQUAL(s2.large_bytes, s0.large_bytes);
+    verify_ok();
+}
+
+/* --large-pool 1M: four 256 KiB spans fill it, the rest go to the heap (the
+ * five objects, and the extra spans the burst's AllocLarge calls brought
+ * into the thread's cache, all flushed at the detach) */
 static void test_pool_cap(void)
 {
-    pstats_t s0, s1;
+    pstats_t sa, s0, s1;
     enum { N = 5 };
     void *p[N];
     CU_ASSERT_EQUAL_FATAL(spc_attach(NULL), 0);
+    CU_ASSERT_FATAL(pool_stats(&sa));
     for (int i = 0; i < N; i++)
         CU_ASSERT_PTR_NOT_NULL_FATAL(p[i] = spc_malloc(PSZ));
     CU_ASSERT_FATAL(pool_stats(&s0));
+    uint64_t spans = s0.large_allocs - sa.large_allocs;    /* N, and the extras */
+    CU_ASSERT(spans >= N && spans < N + 8);    /* a thread caches at most 8 */
+    CU_ASSERT_EQUAL(s0.pool_bytes, sa.pool_bytes + (spans - N) * PSZ);
     for (int i = 0; i < N; i++)
         spc_free(p[i]);
     spc_detach();                   /* reads the answer of the FreeLarge */
     CU_ASSERT_FATAL(pool_stats(&s1));
     CU_ASSERT_EQUAL(s1.pool_bytes, 4 * PSZ);
     CU_ASSERT_EQUAL(s1.puts, s0.puts + 4);
-    CU_ASSERT_EQUAL(s1.large_frees, s0.large_frees + 1);
+    CU_ASSERT_EQUAL(s1.large_frees, s0.large_frees + spans - 4);
     CU_ASSERT_EQUAL(s1.large_bytes, s0.large_bytes - N * PSZ);
     verify_ok();
     /* 2 MiB objects (256 pages) never go to the pool */
@@ -1847,6 +1967,8 @@ int main(void)
         { "a thread with no small objects takes a whole batch", test_pool_batch_fresh_thread },
         { "a double free of a pooled object aborts", test_pool_double_free },
         { "Scavenge empties the pool", test_pool_scavenge },
+        { "a burst of large allocations: extra spans, fewer round trips", test_large_burst },
+        { "a process killed in a burst: its extra spans freed", test_large_burst_killed },
         CU_TEST_INFO_NULL,
     };
     CU_TestInfo pool_1m[] = {

@@ -116,12 +116,19 @@ static Spand__Response *release(ctl_client_t *c, const uint32_t *ids, size_t n)
     return call(c, SPAND__REQUEST__BODY_RELEASE, &m);
 }
 
-static Spand__Response *alloc_large(ctl_client_t *c, uint64_t size, uint64_t align)
+static Spand__Response *alloc_large_extra(ctl_client_t *c, uint64_t size, uint64_t align,
+                                          uint32_t extra)
 {
     Spand__AllocLarge m = SPAND__ALLOC_LARGE__INIT;
     m.size = size;
     m.align = align;
+    m.extra = extra;
     return call(c, SPAND__REQUEST__BODY_ALLOC_LARGE, &m);
+}
+
+static Spand__Response *alloc_large(ctl_client_t *c, uint64_t size, uint64_t align)
+{
+    return alloc_large_extra(c, size, align, 0);
 }
 
 static Spand__Response *free_large(ctl_client_t *c, uint64_t off)
@@ -486,6 +493,66 @@ static void test_bad_class_and_no_session(void)
     CU_ASSERT(r && r->error == 0 && r->ping && r->ping->token == 9);
     done(r);
     ctl_close(&c);
+    finish(d);
+}
+
+/* AllocLarge's extra spans for the caller's thread cache: at most 15, each
+ * tagged CACHED for the caller's session; none for a size the pool does not
+ * take or an alignment beyond a page; the session's end frees them. */
+static void test_large_extra(void)
+{
+    dh_daemon_t *d = start(NULL);
+    ctl_client_t c;
+    open_client(d, &c);
+    uint32_t session = say_hello(&c, "extra");
+    shm_arena_t a;
+    CU_ASSERT_FATAL(map_arena(&c, &a));
+    Spand__Response *r = alloc_large_extra(&c, 256 << 10, 0, 1000);
+    CU_ASSERT_EQUAL(err_of(r), 0);
+    CU_ASSERT(r && r->alloc_large && r->alloc_large->n_extra == 15);
+    for (size_t i = 0; r && r->alloc_large && i < r->alloc_large->n_extra; i++) {
+        uint64_t off = r->alloc_large->extra[i];
+        CU_ASSERT(off != r->alloc_large->offset && off % SHM_PAGE_SIZE == 0);
+        shm_span_t *s = shm_span(a.base, shm_load_relaxed(&shm_spanmap(a.base)[off >> SHM_PAGE_SHIFT]));
+        CU_ASSERT_EQUAL(shm_load_relaxed(&s->xstate), SHM_SPAN_LARGE);
+        CU_ASSERT_EQUAL((uint64_t)s->start << SHM_PAGE_SHIFT, off);
+        CU_ASSERT_EQUAL(s->npages, (256u << 10) / SHM_PAGE_SIZE);
+        CU_ASSERT_EQUAL(shm_load_relaxed(&s->xowner), SHM_LARGE_CACHED);
+        CU_ASSERT_EQUAL(shm_load_relaxed(&s->xlarge), session);
+    }
+    done(r);
+    r = alloc_large_extra(&c, 2 << 20, 0, 3);            /* past the pool's sizes */
+    CU_ASSERT_EQUAL(err_of(r), 0);
+    CU_ASSERT(r && r->alloc_large && r->alloc_large->n_extra == 0);
+    done(r);
+    r = alloc_large_extra(&c, 256 << 10, 1 << 16, 3);    /* aligned beyond a page */
+    CU_ASSERT_EQUAL(err_of(r), 0);
+    CU_ASSERT(r && r->alloc_large && r->alloc_large->n_extra == 0);
+    done(r);
+    r = stats(&c, false);
+    CU_ASSERT(r && r->stats && counter(r->stats, "large_alloc_calls") == 3);
+    CU_ASSERT(r && r->stats && counter(r->stats, "large_allocs") == 18);
+    CU_ASSERT(r && r->stats && r->stats->large_pool_bytes == 15u * (256 << 10));
+    done(r);
+    check_healthy(d);                                   /* CACHED by an open session */
+    shm_arena_close(&a);
+    ctl_close(&c);                                      /* the session ends */
+    ctl_client_t c2;
+    open_client(d, &c2);
+    uint64_t frees = 0;
+    for (int i = 0; i < 200 && frees != 15; i++) {
+        r = stats(&c2, false);
+        frees = r && r->stats ? counter(r->stats, "large_frees") : 0;
+        if (frees != 15)
+            nanosleep(&(struct timespec){ 0, 10 * 1000 * 1000 }, NULL);
+        done(r);
+    }
+    CU_ASSERT_EQUAL(frees, 15);                         /* the extras, not the three */
+    r = stats(&c2, false);
+    CU_ASSERT(r && r->stats && r->stats->large_pool_bytes == 0);
+    CU_ASSERT(r && r->stats && r->stats->large_bytes >= (2u << 20) + (512u << 10));
+    done(r);
+    ctl_close(&c2);
     finish(d);
 }
 
@@ -1497,6 +1564,7 @@ static CU_TestInfo daemon_tests[] = {
     { "release of spans not held is refused", test_release_refused },
     { "bad class, no session", test_bad_class_and_no_session },
     { "large objects, double free", test_large },
+    { "AllocLarge's extra spans, freed with the session", test_large_extra },
     { "the large pool: FreeLarge refused, Stats, Scavenge", test_large_pool },
     { "full arena: ENOMEM and partial refills", test_arena_full },
     { "bad frames", test_bad_frames },
