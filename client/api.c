@@ -48,19 +48,28 @@ static int rpc_errno(int rc)
     }
 }
 
+/* The pages of a large object of `size` bytes aligned to `align` that a
+ * thread cache keeps spans for (those the pool takes: the caches only keep
+ * what the pool would), or 0: an alignment over a page (any span is page
+ * aligned, no more), a size the pool does not take, or nothing mapped. */
+static uint64_t cached_pages(uint64_t size, uint64_t align)
+{
+    if (spci_map.base == NULL || align > SHM_PAGE_SIZE ||
+        size > (uint64_t)SHM_LPOOL_MAX_PAGES << SHM_PAGE_SHIFT)
+        return 0;
+    uint64_t npages = (size + SHM_PAGE_SIZE - 1) >> SHM_PAGE_SHIFT;
+    return shm_lpool_bucket(spci_map.base, npages) != NULL ? npages : 0;
+}
+
 /* A freed large span of exactly the pages `size` needs, with no round
  * trip: from this thread's own cache (cache.h lcache), else from the large
- * pool (shm/lpool.h).  NULL when neither has one, or for an alignment over
- * a page (any span is page aligned, no more) or a size the pool does not
- * take (bucket NULL: the thread caches only keep what the pool would). */
+ * pool (shm/lpool.h).  NULL when neither has one, or for a size or an
+ * alignment they do not keep (cached_pages). */
 static void *reuse_large(uint64_t size, uint64_t align)
 {
     uint8_t *base = spci_map.base;
-    if (base == NULL || align > SHM_PAGE_SIZE ||
-        size > (uint64_t)SHM_LPOOL_MAX_PAGES << SHM_PAGE_SHIFT)
-        return NULL;
-    uint64_t npages = (size + SHM_PAGE_SIZE - 1) >> SHM_PAGE_SHIFT;
-    if (shm_lpool_bucket(base, npages) == NULL)
+    uint64_t npages = cached_pages(size, align);
+    if (npages == 0)
         return NULL;
     spci_cache_t *c = spci_tc;
     for (unsigned k = 0; k < SPCI_LCACHE_SLOTS; k++) {   /* the empty cache: all NULL */
@@ -103,18 +112,15 @@ static void *reuse_large(uint64_t size, uint64_t align)
     return NULL;
 }
 
-/* How many extra spans of `size` the next AllocLarge asks for, for this
- * thread's cache: none for a size the cache does not keep, or with no free
- * slot; else 0, 1, 3, then 7 for a thread whose large allocations of one
+/* How many extra spans of `npages` pages (cached_pages: 0 for a size the
+ * cache does not keep) the next AllocLarge asks for, for this thread's
+ * cache: none with no free slot; else 0, 1, 3, then 7 for a thread whose large allocations of one
  * size keep needing the daemon (nothing freed comes back through the
  * pool), so that a burst of them pays one round trip for up to 8, and a
  * lone one, or one of a new size, no more memory than it asked for. */
-static uint32_t large_extra(spci_cache_t *c, uint64_t size, uint64_t align)
+static uint32_t large_extra(spci_cache_t *c, uint64_t npages)
 {
-    uint64_t npages = (size + SHM_PAGE_SIZE - 1) >> SHM_PAGE_SHIFT;
-    if (c == &spci_empty_cache || align > SHM_PAGE_SIZE || spci_map.base == NULL ||
-        size > (uint64_t)SHM_LPOOL_MAX_PAGES << SHM_PAGE_SHIFT ||
-        shm_lpool_bucket(spci_map.base, npages) == NULL)
+    if (c == &spci_empty_cache || npages == 0)
         return 0;
     if (c->lpages != npages) {          /* another size: start again */
         c->lpages = (uint32_t)npages;
@@ -130,18 +136,17 @@ static uint32_t large_extra(spci_cache_t *c, uint64_t size, uint64_t align)
 }
 
 /* Put the extra spans an AllocLarge gave (offsets xoff[0..n), tagged
- * CACHED for this session) into the thread's cache, each checked first: a
- * span the daemon did not describe so is left alone (this session's end
+ * CACHED for this session, spans of npages pages) into the thread's cache,
+ * each checked first: a span the daemon did not describe so is left alone (this session's end
  * gives back whatever stays cached to it). */
-static void keep_extras(spci_cache_t *c, uint64_t size, const uint64_t *xoff, uint32_t n)
+static void keep_extras(spci_cache_t *c, uint64_t npages, const uint64_t *xoff, uint32_t n)
 {
     uint8_t *base = spci_map.base;
-    uint64_t npages = (size + SHM_PAGE_SIZE - 1) >> SHM_PAGE_SHIFT;
     unsigned k = 0;
     for (uint32_t i = 0; i < n; i++) {
         shm_span_t *s = NULL;
         uint32_t idx;
-        if (xoff[i] >= spci_map.data_off && xoff[i] - spci_map.data_off < spci_map.data_len &&
+        if (xoff[i] < spci_map.size &&                 /* then the check says where */
             spci_check(base + xoff[i], &s, &idx) == SHM_PTR_OK &&
             shm_load_acquire(&s->xstate) == SHM_SPAN_LARGE && s->npages == npages &&
             shm_load_relaxed(&s->xowner) == SHM_LARGE_CACHED &&
@@ -169,12 +174,12 @@ static __attribute__((noinline, cold)) void *alloc_large_rpc(uint64_t size, uint
     pthread_mutex_lock(&spci_proc.lock);
     int rc = spci_ensure_attached();
     spci_cache_t *c = spci_tc;
+    uint64_t npages = cached_pages(size, align);
     if (rc == 0)
-        rc = spci_rpc_alloc_large_locked(size, align, large_extra(c, size, align), &off,
-                                         xoff, &nx);
+        rc = spci_rpc_alloc_large_locked(size, align, large_extra(c, npages), &off, xoff, &nx);
     pthread_mutex_unlock(&spci_proc.lock);
     if (nx > 0)
-        keep_extras(c, size, xoff, nx);
+        keep_extras(c, npages, xoff, nx);
     if (rc != 0) {
         errno = rpc_errno(rc);
         return NULL;

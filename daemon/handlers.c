@@ -209,8 +209,7 @@ int spd_h_alloc_large(spd_call_t *call)
             if (x == 0)
                 break;
             shm_span_t *xs = shm_span(a->base, x);
-            shm_store_relaxed(&xs->xlarge, call->conn->session);
-            shm_store_release(&xs->xowner, SHM_LARGE_CACHED);
+            shm_lpool_mark_cached(xs, call->conn->session);
             r->extra[r->n_extra++] = (uint64_t)xs->start << SHM_PAGE_SHIFT;
         }
     }

@@ -141,8 +141,7 @@ uint32_t shm_lpool_pop_batch(uint8_t *base, uint64_t npages, shm_span_t **out, u
             shm_store_relaxed(&s->xlarge, 0);
             shm_store_release(&s->xowner, 0);                  /* POOLED -> 0 */
         } else {
-            shm_store_relaxed(&s->xlarge, session);
-            shm_store_release(&s->xowner, SHM_LARGE_CACHED);   /* POOLED -> CACHED */
+            shm_lpool_mark_cached(s, session);                 /* POOLED -> CACHED */
         }
         out[n++] = s;
         id = next;

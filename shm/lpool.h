@@ -58,6 +58,16 @@ static inline shm_lpool_bucket_t *shm_lpool_bucket(uint8_t *base, uint64_t npage
     return &lp->bucket[npages - SHM_LPOOL_MIN_PAGES];
 }
 
+/* Tag LARGE span s CACHED for session `session` (shm/layout.h): the session
+ * in xlarge first (relaxed), then the tag (release), so that whoever sees
+ * the tag sees whose cache it is in.  A popper does it for the spans it
+ * keeps, the daemon for AllocLarge's extra spans. */
+static inline void shm_lpool_mark_cached(shm_span_t *s, uint32_t session)
+{
+    shm_store_relaxed(&s->xlarge, session);
+    shm_store_release(&s->xowner, SHM_LARGE_CACHED);
+}
+
 /* Is s a LARGE span of npages pages tagged POOLED, as every span on the
  * bucket of npages must be?  What a pop and the daemon's drain check of
  * each span they take before they trust it. */

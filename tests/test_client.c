@@ -1509,6 +1509,22 @@ static void *alloc_closed_class(void *arg)
     return NULL;
 }
 
+/* In a kid: allocate one object of CLOSED_SIZE (a span of the class in its
+ * bin), close every fd but the pipes (the connection among them), tell the
+ * parent and wait for its word.  The object; the kid exits on a failure. */
+static void *kid_hold_and_close(const kid_t *k)
+{
+    char c = 0;
+    void *p = spc_malloc(CLOSED_SIZE);
+    if (p == NULL)
+        _exit(2);
+    kid_close_others(k);
+    xwrite(k->up[1], "c", 1);
+    if (!xread(k->down[0], &c, 1))
+        _exit(3);
+    return p;
+}
+
 static void test_closed_connection_keeps_spans(void)
 {
     uint32_t per_span = span_objects(CLOSED_SIZE);
@@ -1518,13 +1534,7 @@ static void test_closed_connection_keeps_spans(void)
     int *up = k.up, *down = k.down;
     if (pid == 0) {
         char c = 0;
-        void *first = spc_malloc(CLOSED_SIZE);  /* a span of the class in its bin */
-        if (first == NULL)
-            _exit(2);
-        kid_close_others(&k);               /* the connection among them */
-        xwrite(up[1], "c", 1);
-        if (!xread(down[0], &c, 1))
-            _exit(3);
+        void *first = kid_hold_and_close(&k);
         void *v[64];                            /* from the spans it holds */
         uint32_t n = 0;
         while (n < per_span && n < 64 && (v[n] = spc_malloc(CLOSED_SIZE)) != NULL)
@@ -1583,14 +1593,8 @@ static void test_reattach_ends_kept_session(void)
     int *up = k.up, *down = k.down;
     if (pid == 0) {
         char c = 0;
-        void *p = spc_malloc(CLOSED_SIZE);      /* a span of the class in its bin */
-        if (p == NULL)
-            _exit(2);
-        spc_free(p);
-        kid_close_others(&k);               /* the connection among them */
-        xwrite(up[1], "c", 1);
-        if (!xread(down[0], &c, 1))
-            _exit(3);
+        void *p = kid_hold_and_close(&k);
+        spc_free(p);                            /* into a span it holds: no daemon */
         spc_detach();
         if (spc_attach(NULL) != 0 || (p = spc_malloc(CLOSED_SIZE)) == NULL)
             _exit(4);
