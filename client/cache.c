@@ -2,8 +2,10 @@
  *
  * The thread cache's slow paths: what happens when a bin or a tiny block
  * runs dry (client/cache.h has the fast paths).  In order, a dry bin
- *   1. extends its current span's list from the alloc bitmap (hscan),
- *   2. takes the current span's remote-free stack (one exchange),
+ *   1. takes the next word of its current span's alloc bitmap with a free
+ *      object (find_word, wrapping around once),
+ *   2. takes the current span's remote-free stack (one exchange) and looks
+ *      again,
  *   3. switches to another span this thread holds with free objects (the
  *      avail list: spares of the last Refill, full spans that got a local
  *      free), then to a full span whose remote stack is not empty,
@@ -158,37 +160,53 @@ static void make_current(spci_cache_t *c, unsigned cls, shm_span_t *s)
     b->span = s;
     b->start = shm_page_addr(spci_map.base, s->start);
     b->bitmap = (uint64_t *)(spci_map.bitmaps + (uint64_t)s->start * SHM_BITMAP_PAGE_BYTES);
-    b->head = (void *)(uintptr_t)s->hfree;   /* the list moves into the bin */
-    s->hfree = 0;
-    s->hcount = 0;
+    b->head = NULL;
+    b->mask = 0;
+    b->word = NULL;
     s->hstate = SPCI_H_CURRENT;
 }
 
-/* The current span's list is empty: refill it from the bitmap, then from
- * the remote-free stack.  True when the bin has objects again. */
+/* Take the first bitmap word of the current span with a free object, looking
+ * from word `from` on and wrapping around.  Only with the list empty. */
+static bool find_word(spci_bin_t *b, uint32_t from)
+{
+    shm_span_t *s = b->span;
+    uint32_t nw = (s->nelems + 63) / 64;
+    if (from >= nw)
+        from = 0;
+    for (uint32_t k = 0; k < nw; k++) {
+        uint32_t wi = from + k < nw ? from + k : from + k - nw;
+        uint32_t left = s->nelems - wi * 64;
+        uint64_t lim = left >= 64 ? ~0ull : (1ull << left) - 1;
+        uint64_t m = ~shm_word_load(&b->bitmap[wi]) & lim;
+        if (m != 0) {
+            b->mask = m;
+            b->word = &b->bitmap[wi];
+            b->wbase = b->start + (uint64_t)wi * 64 * b->size;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The current span's list and mask are empty: take the next bitmap word
+ * with a free object, draining the remote-free stack first when there is
+ * none.  True when the bin has objects again. */
 static bool refresh_current(spci_cache_t *c, unsigned cls)
 {
     spci_bin_t *b = &c->bins[cls];
     shm_span_t *s = b->span;
-    uint32_t step = SHM_PAGE_SIZE / shm_classes[cls].size;   /* a page's worth */
-    if (step < 4)
-        step = 4;
-    s->hfree = 0;
-    if (shm_span_extend(spci_map.base, s, step) == 0) {
-        if (shm_load_relaxed(&s->xremote) == 0)
-            return false;
-        uint64_t bad = 0;
-        if (shm_span_drain_remote(spci_map.base, s, &bad) < 0)
-            spci_bogus_free("spc_free", spci_map.base + bad,
-                            "double free detected (found on the remote-free stack "
-                            "of a span being reused)");
-        if (s->hfree == 0)
-            shm_span_extend(spci_map.base, s, step);   /* drained ones above hscan */
-    }
-    b->head = (void *)(uintptr_t)s->hfree;
-    s->hfree = 0;
-    s->hcount = 0;
-    return b->head != NULL;
+    uint32_t cur = b->word ? (uint32_t)(b->word - b->bitmap) + 1 : 0;
+    if (find_word(b, cur))
+        return true;
+    if (shm_load_relaxed(&s->xremote) == 0)
+        return false;
+    uint64_t bad = 0;
+    if (shm_span_drain_remote(spci_map.base, s, &bad) < 0)
+        spci_bogus_free("spc_free", spci_map.base + bad,
+                        "double free detected (found on the remote-free stack "
+                        "of a span being reused)");
+    return find_word(b, cur);
 }
 
 /* The current span has nothing left: keep it on the full list, where a
@@ -197,8 +215,8 @@ static void retire_current(spci_cache_t *c, unsigned cls)
 {
     spci_bin_t *b = &c->bins[cls];
     shm_span_t *s = b->span;
-    s->hfree = (uint64_t)(uintptr_t)b->head;
     b->head = NULL;
+    b->mask = 0;
     b->span = NULL;
     s->hstate = SPCI_H_FULL;
     spci_slist_t *full = &c->cls[cls].full;
@@ -224,7 +242,7 @@ static bool take_held(spci_cache_t *c, unsigned cls)
     }
     for (uint32_t n = 0; n < SPCI_FULL_SCAN && (s = slist_head(&k->full)) != NULL; n++) {
         slist_remove(&k->full, s);
-        if (shm_load_relaxed(&s->xremote) != 0 || s->hfree != 0) {
+        if (shm_load_relaxed(&s->xremote) != 0) {
             make_current(c, cls, s);
             return true;
         }
@@ -315,7 +333,7 @@ void *spci_alloc_slow(spci_cache_t *c, unsigned cls)
     spci_bin_t *b = &c->bins[cls];
     for (int refills = 0;;) {
         if (b->span != NULL) {
-            if (b->head != NULL || refresh_current(c, cls))
+            if (b->head != NULL || b->mask != 0 || refresh_current(c, cls))
                 return spci_alloc_cls(c, cls);
             retire_current(c, cls);
         }
@@ -389,14 +407,12 @@ void spci_free_owned(spci_cache_t *c, shm_span_t *s, uint32_t i)
     spci_bin_t *b = &c->bins[cls];
     if (b->span == s) {                 /* the current span */
         shm_bit_clear(b->bitmap, i);
-        if (i < s->hscan) {
-            void *obj = b->start + (uint64_t)i * shm_classes[cls].size;
-            *(void **)obj = b->head;
-            b->head = obj;
-        }
+        void *obj = b->start + (uint64_t)i * shm_classes[cls].size;
+        *(void **)obj = b->head;
+        b->head = obj;
         return;
     }
-    shm_span_free_local(spci_map.base, s, i);
+    shm_bit_clear(shm_span_bitmap(spci_map.base, s), i);
     if (s->hstate != SPCI_H_FULL)
         return;
     spci_class_t *k = &c->cls[cls];     /* a full span became usable */
@@ -442,10 +458,8 @@ void spci_cache_flush_locked(spci_cache_t *c, bool session)
         uint32_t n = 0;
         for (unsigned cls = 1; cls < SHM_NCLASSES; cls++) {
             spci_bin_t *b = &c->bins[cls];
-            if (b->span != NULL) {
-                b->span->hfree = (uint64_t)(uintptr_t)b->head;
+            if (b->span != NULL)
                 release_add(ids, &n, b->span);
-            }
             spci_class_t *k = &c->cls[cls];
             shm_span_t *s;
             while ((s = slist_head(&k->avail)) != NULL) {

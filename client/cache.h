@@ -10,16 +10,32 @@
  * switches spci_tc to it.  The fast path never asks "initialized?".
  *
  * A bin (one per size class) caches what the fast path needs of the class's
- * current span: the local free list head (raw pointers threaded through free
- * objects), the span's first byte, its alloc bitmap and the class's divmul.
- *     alloc: pop head; i = ((p - start) * divmul) >> 32; set bit i.
- * While a span is a bin's current span its local list lives in the bin
- * (span->hfree stays 0); the index invariant of shm/layout.h holds with the
- * bin's list in place of hfree:
- *     for i < hscan:  bit i clear  <=>  object i is on the list
- * Class 0 and classes with no current span have head == NULL.  divmul and
- * size are set for every class of a real cache (the free fast path uses
- * them for any span the thread holds); the empty cache has zeros.
+ * current span.  It hands out objects from two places:
+ *   - head: a LIFO list, threaded through the objects, of the objects this
+ *     thread freed into the current span.  A thread that frees and
+ *     allocates again gets back the object it just touched, and the next
+ *     pointer it returns is known as soon as the free is done (the free
+ *     stores it in head): nothing in the loop waits for the free's checks.
+ *         alloc: pop head; i = ((p - start) * divmul) >> 32; set bit i.
+ *   - mask: the free objects of one word of the span's alloc bitmap, taken
+ *     when the list and the last mask ran dry (cache.c, find_word).  Every
+ *     other free object is just a clear bit: nothing is written into it
+ *     when it is freed (here, or by another process through the remote
+ *     stack and its drain) and nothing is read from it when it is handed
+ *     out, so its line stays wherever it was; the caller's first write is
+ *     the only miss, and no later allocation depends on it.
+ *         alloc: k = lowest bit of mask; clear it in mask, set it in *word;
+ *                return wbase + k * size.
+ * The bitmap stays the truth (shm/layout.h): a bit is clear exactly when
+ * the object is free, wherever the bin keeps it, so the drain and the
+ * daemon need nothing from the bin.  Objects on the list and in mask are
+ * disjoint: mask is taken only when the list is empty, and the list only
+ * gets objects that were handed out.  A free bit outside both (an object
+ * the drain freed, or one freed while its span was not current) is found
+ * by a later find_word.
+ * Class 0 and classes with no current span have head == NULL and mask 0.
+ * divmul and size are set for every class of a real cache (the free fast
+ * path uses them for any span the thread holds); the empty cache has zeros.
  *
  * Tiny allocations (1..SPCI_TINY_LIMIT = 4 bytes; 0 counts as 1) are carved
  * from 16-byte blocks of class SHM_CLASS_TINY, one granule g = 1 << code per
@@ -39,7 +55,7 @@
 enum {
     SPCI_H_NONE = 0,    /* not on a private list (fresh, or being released) */
     SPCI_H_CURRENT,     /* a bin's current span */
-    SPCI_H_AVAIL,       /* has free objects (local list, unscanned bits) */
+    SPCI_H_AVAIL,       /* has free objects (clear bits) */
     SPCI_H_FULL,        /* had none when last looked at */
 };
 
@@ -52,11 +68,14 @@ enum {
 #define SPCI_LCACHE_SLOTS 8u      /* freed large spans a thread keeps */
 _Static_assert(SPCI_LCACHE_SLOTS + 1 <= SHM_LPOOL_BATCH_MAX, "a full cache and one more span make a batch");
 
-/* Hot per-class state: 40 bytes, written by the owning thread only. */
+/* Hot per-class state: one cache line, written by the owning thread only. */
 typedef struct spci_bin_s {
-    void *head;                 /* local free list of the current span */
+    void *head;                 /* this thread's frees into the current span */
+    uint64_t mask;              /* free objects of *word not handed out yet */
     uint8_t *start;             /* current span's first byte */
     uint64_t *bitmap;           /* current span's alloc bitmap */
+    uint64_t *word;             /* the bitmap word mask was taken from */
+    uint8_t *wbase;             /* address of that word's object 0 */
     shm_span_t *span;           /* current span, NULL none */
     uint32_t divmul;            /* shm_classes[cls].divmul, even with no span */
     uint32_t size;              /* shm_classes[cls].size, even with no span */
@@ -122,7 +141,7 @@ struct spci_cache_s {
     uint32_t tid;               /* kernel tid of the thread; ~0 in the empty cache */
     uint32_t pad;
     spci_tiny_t tiny[4];
-    spci_bin_t bins[SHM_NCLASSES];
+    spci_bin_t bins[SHM_NCLASSES] __attribute__((aligned(64)));
     /* cold: the slow paths */
     spci_class_t cls[SHM_NCLASSES] __attribute__((aligned(64)));
     spci_rfree_t rfree[SPCI_RFREE_SLOTS] __attribute__((aligned(64))); /* by span id */
@@ -155,12 +174,18 @@ static inline void *spci_alloc_cls(spci_cache_t *c, unsigned cls)
 {
     spci_bin_t *b = &c->bins[cls];
     void *p = b->head;
-    if (SPCI_UNLIKELY(p == NULL))
+    if (SPCI_LIKELY(p != NULL)) {
+        b->head = *(void **)p;
+        uint32_t i = (uint32_t)(((uint64_t)((uint8_t *)p - b->start) * b->divmul) >> 32);
+        shm_bit_set(b->bitmap, i);
+        return p;
+    }
+    uint64_t m = b->mask;
+    if (SPCI_UNLIKELY(m == 0))
         return spci_alloc_slow(c, cls);
-    b->head = *(void **)p;
-    uint32_t i = (uint32_t)(((uint64_t)((uint8_t *)p - b->start) * b->divmul) >> 32);
-    shm_bit_set(b->bitmap, i);
-    return p;
+    b->mask = m & (m - 1);
+    shm_word_store(b->word, shm_word_load(b->word) | (m & (0 - m)));
+    return b->wbase + (uint64_t)__builtin_ctzll(m) * b->size;
 }
 
 /* A tiny allocation of 0..SPCI_TINY_LIMIT bytes. */
@@ -175,8 +200,9 @@ static inline void *spci_alloc_tiny(spci_cache_t *c, size_t size)
     return p;
 }
 
-/* Free p.  Fast case: a non-tiny object below hscan of a span this thread
- * holds that is its class's current span or on the avail list.  Everything
+/* Free p.  Fast case: a non-tiny object of a span this thread holds that
+ * is its class's current span (onto the bin's list) or on the avail list
+ * (its bit alone).  Everything
  * else (validation failures included) goes to spci_free_slow, which checks
  * everything again from scratch. */
 static inline void spci_free_fast(void *p)
@@ -199,7 +225,7 @@ static inline void spci_free_fast(void *p)
     spci_bin_t *b = &c->bins[cls];      /* divmul and size are always set */
     uint64_t rel = off - ((uint64_t)s->start << SHM_PAGE_SHIFT);
     uint32_t i = (uint32_t)((rel * b->divmul) >> 32);
-    if (SPCI_UNLIKELY((uint64_t)i * b->size != rel || i >= s->hscan ||
+    if (SPCI_UNLIKELY((uint64_t)i * b->size != rel || i >= s->nelems ||
                       cls == SHM_CLASS_TINY)) {
         spci_free_slow(p);
         return;
@@ -218,10 +244,7 @@ static inline void spci_free_fast(void *p)
         *(void **)p = b->head;
         b->head = p;
     } else if (SPCI_LIKELY(s->hstate == SPCI_H_AVAIL)) {
-        shm_word_store(w, word & ~bit); /* another held span: its own list */
-        *(void **)p = (void *)(uintptr_t)s->hfree;
-        s->hfree = (uint64_t)(uintptr_t)p;
-        s->hcount++;
+        shm_word_store(w, word & ~bit); /* another held span: the bit alone */
     } else {
         spci_free_owned(c, s, i);       /* full: it moves to the avail list */
     }

@@ -8,8 +8,7 @@
  * those stacks, a bounded number of spans at a time (Go's spanBudget).
  *
  * While a span is in central the daemon is its holder: it alone drains the
- * remote stack and touches the bitmap, and it keeps no holder index (hscan
- * is 0, so draining only clears bits).
+ * remote stack and touches the bitmap.
  *
  * Quarantine: a span whose remote stack held a bogus node (a double free or
  * a stray write) gets SHM_SPAN_CORRUPT and goes to the END of its class's
@@ -123,7 +122,7 @@ spd_put_t spd_central_put(shm_arena_t *a, shm_spanid_t id)
     shm_span_t *s = span_at(a, id);
     shm_central_t *c = &a->hdr->central[s->sizeclass];
     uint64_t bad;
-    span_unhold(s);          /* hscan = 0 first: draining then only clears bits */
+    span_unhold(s);
     int n = shm_span_drain_remote(a->base, s, &bad);
     s->flags = 0;
     shm_store_release(&s->xstate, SHM_SPAN_CENTRAL);

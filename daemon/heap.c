@@ -102,9 +102,6 @@ static void span_clear(shm_span_t *s)
     s->next = s->prev = 0;
     s->session = 0;
     s->left = s->right = 0;
-    s->hscan = 0;
-    s->hcount = 0;
-    s->hfree = 0;
     shm_store_relaxed(&s->xowner, 0);
     shm_store_relaxed(&s->xremote, 0);
     shm_store_relaxed(&s->xlarge, 0);

@@ -104,10 +104,12 @@
 #include "shm/sizeclasses.h"
 
 #define SHM_MAGIC           0x314e4144444e5053ULL  /* "SPNDDAN1" little-endian */
-#define SHM_LAYOUT_VERSION  7u   /* 2: the large pool in the header; 3: remote-free
+#define SHM_LAYOUT_VERSION  8u   /* 2: the large pool in the header; 3: remote-free
                                     records, large-pool batches; 4: 128-byte
                                     span descriptors; 5: xcut; 6: xlarge;
-                                    7: the pool's hint in the descriptor */
+                                    7: the pool's hint in the descriptor;
+                                    8: no holder free list (hscan, hcount,
+                                    hfree): the bitmap alone says what is free */
 
 #define SHM_PAGE_SHIFT      13
 #define SHM_PAGE_SIZE       (1u << SHM_PAGE_SHIFT)          /* 8 KiB */
@@ -217,9 +219,10 @@ enum {
  * objects [0, nreserved) are never handed out (in the tiny class they hold
  * one live-count byte per block).
  *
- * Holder's index into the bitmap (client/cache.c keeps it):
- *     for i < hscan:  bit i clear  <=>  object i is on the local free list
- *     for i >= hscan: object i is on no list; a clear bit means free
+ * A clear bit is a free object, whoever holds the span.  The holder keeps
+ * no list of them in the span: a thread cache hands them out straight from
+ * the bitmap, and only the span it allocates from now keeps a private list
+ * of the objects the thread itself freed into it (client/cache.h).
  */
 typedef struct shm_span_s {
     /* ---- line 0 ---- */
@@ -277,13 +280,10 @@ typedef struct shm_span_s {
     /* ---- line 1 ---- */
     union {
         struct {
-            /* holder: the client's own span lists and index into the bitmap */
+            /* holder: the client's own span lists */
             shm_spanid_t hnext, hprev; /* holder, HELD: the client's own span lists */
-            uint32_t hscan;          /* holder: next object index never put on a list */
-            uint32_t hcount;         /* holder: objects on the local free list */
-            uint64_t hfree;          /* holder: local free list head (address), 0 empty */
             uint8_t  hstate;         /* holder: which private list the span is on */
-            uint8_t  pad2[7];
+            uint8_t  pad2[15];
             _Atomic uint64_t xremote; /* remote-free stack: offset of the first
                                          record, 0 empty; a record's first 8 bytes
                                          hold the next record's offset and its

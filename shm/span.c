@@ -103,64 +103,25 @@ uint32_t shm_span_count(uint8_t *base, const shm_span_t *s)
 
 void shm_span_reset_holder(shm_span_t *s)
 {
-    s->hscan = 0;
-    s->hfree = 0;
-    s->hcount = 0;
     s->hstate = 0;
     s->hnext = s->hprev = 0;
 }
 
-uint32_t shm_span_extend(uint8_t *base, shm_span_t *s, uint32_t max)
+void *shm_span_take(uint8_t *base, shm_span_t *s)
 {
-    const uint64_t *bm = shm_span_bitmap(base, s);
-    uint32_t size = shm_classes[s->sizeclass].size;
-    uint8_t *start = shm_span_addr(base, s);
-    uint32_t i = s->hscan, n = 0;
-    void **tail = (void **)&s->hfree;
-    while (*tail != NULL)                   /* append after what is there */
-        tail = (void **)*tail;
-    while (i < s->nelems && n < max) {
-        uint64_t word = ~shm_word_load(&bm[i >> 6]) >> (i & 63);
-        if (word == 0) {                    /* rest of this word allocated */
-            i = (i | 63) + 1;
-            continue;
+    uint64_t *bm = shm_span_bitmap(base, s);
+    uint32_t words = (s->nelems + 63) / 64;
+    for (uint32_t w = 0; w < words; w++) {
+        uint32_t left = s->nelems - w * 64;
+        uint64_t word = shm_word_load(&bm[w]);
+        uint64_t m = ~word & (left >= 64 ? ~0ull : (1ull << left) - 1);
+        if (m != 0) {
+            shm_word_store(&bm[w], word | (m & (0 - m)));
+            uint32_t i = w * 64 + (uint32_t)__builtin_ctzll(m);
+            return shm_span_addr(base, s) + (uint64_t)i * shm_classes[s->sizeclass].size;
         }
-        i += (uint32_t)__builtin_ctzll(word);
-        if (i >= s->nelems)
-            break;
-        void *obj = start + (uint64_t)i * size;
-        *tail = obj;
-        tail = (void **)obj;
-        n++;
-        i++;
     }
-    *tail = NULL;
-    s->hscan = i < s->nelems ? i : s->nelems;
-    s->hcount += n;
-    return n;
-}
-
-void *shm_span_pop(uint8_t *base, shm_span_t *s)
-{
-    void *p = (void *)(uintptr_t)s->hfree;
-    if (p == NULL)
-        return NULL;
-    s->hfree = (uint64_t)(uintptr_t)*(void **)p;
-    s->hcount--;
-    uint32_t i = shm_obj_index(s->sizeclass, (uint64_t)((uint8_t *)p - shm_span_addr(base, s)));
-    shm_bit_set(shm_span_bitmap(base, s), i);
-    return p;
-}
-
-void shm_span_free_local(uint8_t *base, shm_span_t *s, uint32_t i)
-{
-    shm_bit_clear(shm_span_bitmap(base, s), i);
-    if (i < s->hscan) {
-        void *p = shm_span_addr(base, s) + (uint64_t)i * shm_classes[s->sizeclass].size;
-        *(void **)p = (void *)(uintptr_t)s->hfree;
-        s->hfree = (uint64_t)(uintptr_t)p;
-        s->hcount++;
-    }
+    return NULL;
 }
 
 void shm_remote_push_batch(uint8_t *base, shm_span_t *s, const uint16_t *idx, uint32_t n)
@@ -204,23 +165,18 @@ void shm_remote_push_batch(uint8_t *base, shm_span_t *s, const uint16_t *idx, ui
     } while (!shm_cas_weak_release(&s->xremote, &old, head));
 }
 
-/* The list is built in locals and stored into the descriptor once: freers
- * read the descriptor's identity on the same cache line for every free, so
- * a store per object would pull the line back and forth for the whole
- * drain. */
+/* Nothing is written into the descriptor but the exchange, and nothing
+ * into the objects: only bits, on the holder's bitmap lines. */
 int shm_span_drain_remote(uint8_t *base, shm_span_t *s, uint64_t *bad_off)
 {
     uint64_t off = shm_exchange_acquire(&s->xremote, 0);
     uint64_t first = (uint64_t)s->start << SHM_PAGE_SHIFT;
     uint64_t end = first + ((uint64_t)s->npages << SHM_PAGE_SHIFT);
-    uint32_t nelems = s->nelems, hscan = s->hscan;
+    uint32_t nelems = s->nelems;
     unsigned cls = s->sizeclass;
     uint32_t size = shm_classes[cls].size, nreserved = shm_classes[cls].nreserved;
     uint32_t emax = shm_remote_entries(cls);
-    uint8_t *start = base + first;
     uint64_t *bm = shm_span_bitmap(base, s);
-    uint64_t hfree = s->hfree;
-    uint32_t hcount = s->hcount;
     int n = 0, rc = 0;
     while (off != 0) {
         uint32_t i = shm_obj_index(cls, off - first);
@@ -257,30 +213,18 @@ int shm_span_drain_remote(uint8_t *base, shm_span_t *s, uint64_t *bad_off)
             }
             nr++;
         }
-        /* freed last to first, so that the holder hands them out again in
-         * the order they were freed (a run in address order) */
-        while (nr-- > 0) {
-            for (uint32_t j = from[nr] + len[nr]; j-- > from[nr];) {
+        for (uint32_t r = 0; r < nr; r++) {
+            for (uint32_t j = from[r]; j < from[r] + len[r]; j++) {
                 if (j < nreserved || !shm_bit_test(bm, j)) {
                     *bad_off = first + (uint64_t)j * size;
                     rc = -1;
                     goto out;
                 }
                 shm_bit_clear(bm, j);
-                if (j < hscan) {        /* shm_span_free_local, list in locals */
-                    uint8_t *p = start + (uint64_t)j * size;
-                    *(uint64_t *)p = hfree;
-                    hfree = (uint64_t)(uintptr_t)p;
-                    hcount++;
-                }
                 n++;
             }
         }
     }
 out:
-    if (hfree != s->hfree) {
-        s->hfree = hfree;
-        s->hcount = hcount;
-    }
     return rc < 0 ? rc : n;
 }

@@ -1,10 +1,10 @@
 /* See shm/layout.h for the overview.
  *
  * Operations on one span that the daemon and the clients share: cutting a
- * span into objects, the alloc bitmap, the holder's local free list, the
- * remote-free stack and the tiny blocks' live counts.  Who may call what is
- * the rule of layout.h: bitmap, hscan, hfree and hcount belong to the
- * holder; remote pushes and tiny-count decrements to anyone.
+ * span into objects, the alloc bitmap, the remote-free stack and the tiny
+ * blocks' live counts.  Who may call what is the rule of layout.h: the
+ * bitmap and the h* fields belong to the holder; remote pushes and
+ * tiny-count decrements to anyone.
  */
 #ifndef SHM_SPAN_H
 #define SHM_SPAN_H
@@ -86,23 +86,14 @@ void shm_span_cut(uint8_t *base, shm_span_t *s, unsigned cls);
 /* Objects allocated according to the bitmap (reserved ones included). */
 uint32_t shm_span_count(uint8_t *base, const shm_span_t *s);
 
-/* Forget the holder's index: hscan = hfree = hcount = 0, so the next holder
- * starts again from the bitmap alone.  Called when a span changes hands. */
+/* Forget the holder's fields (hstate, hnext, hprev), so the next holder
+ * starts from the bitmap alone.  Called when a span changes hands. */
 void shm_span_reset_holder(shm_span_t *s);
 
-/* Thread up to `max` free objects at or above s->hscan onto the local free
- * list s->hfree (lowest address first) and advance hscan past them.
- * Returns how many were added. */
-uint32_t shm_span_extend(uint8_t *base, shm_span_t *s, uint32_t max);
-
-/* Pop one object from the local free list and mark it allocated; NULL when
- * the list is empty.  (The client's fast path inlines its own copy of this
- * with the list head kept in the thread cache.) */
-void *shm_span_pop(uint8_t *base, shm_span_t *s);
-
-/* Free object `i` (already checked allocated) into a span the caller holds:
- * clear its bit and, when i < hscan, push it on the local free list. */
-void shm_span_free_local(uint8_t *base, shm_span_t *s, uint32_t i);
+/* The holder: the free object of lowest index, its bit set; NULL when the
+ * span is full.  (The client's fast path has its own way to the same bits,
+ * a word at a time: client/cache.h.) */
+void *shm_span_take(uint8_t *base, shm_span_t *s);
 
 /* ---- the remote-free stack ---- */
 
@@ -164,8 +155,7 @@ static inline void shm_remote_push(uint8_t *base, shm_span_t *s, void *p)
 void shm_remote_push_batch(uint8_t *base, shm_span_t *s, const uint16_t *idx, uint32_t n);
 
 /* The holder: take every record on the remote stack (one exchange,
- * acquire), clear the bits of the objects they free and push those below
- * hscan on the local free list.  Returns the number freed, or -1 when a
+ * acquire) and clear the bits of the objects they free.  Returns the number freed, or -1 when a
  * record is not an allocated object of this span, has a bad header (more
  * entries than its class holds, high bits set), or names an object that is
  * not allocated or past the span (a double or bogus free); then *bad_off is

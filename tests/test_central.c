@@ -31,15 +31,14 @@ static shm_spanid_t take_alloc(shm_arena_t *a, unsigned cls, uint32_t n)
         return 0;
     shm_span_t *s = fx_span(a, id);
     CU_ASSERT_EQUAL(fx_state(a, id), SHM_SPAN_CENTRAL);
-    CU_ASSERT_EQUAL(s->hscan, 0);
-    CU_ASSERT_EQUAL(s->hfree, 0);
-    CU_ASSERT_EQUAL(s->hcount, 0);
+    CU_ASSERT_EQUAL(s->hstate, 0);
+    CU_ASSERT_EQUAL(s->hnext, 0);
+    CU_ASSERT_EQUAL(s->hprev, 0);
     CU_ASSERT_EQUAL(s->next, 0);
     CU_ASSERT_EQUAL(s->prev, 0);
     CU_ASSERT_EQUAL(shm_load_relaxed(&s->xowner), 0);
-    shm_span_extend(a->base, s, n);
     for (uint32_t i = 0; i < n; i++)
-        CU_ASSERT_PTR_NOT_NULL(shm_span_pop(a->base, s));
+        CU_ASSERT_PTR_NOT_NULL(shm_span_take(a->base, s));
     return id;
 }
 
@@ -85,7 +84,7 @@ static void test_put_and_take(void)
     /* objects allocated and freed again locally: still empty */
     e = take_alloc(a, c, 20);
     for (uint32_t i = 0; i < 20; i++)
-        shm_span_free_local(a->base, fx_span(a, e), i);
+        shm_bit_clear(shm_span_bitmap(a->base, fx_span(a, e)), i);
     CU_ASSERT_EQUAL(spd_central_put(a, e), SPD_PUT_HEAP);
 
     shm_spanid_t p = take_alloc(a, c, 5);
@@ -96,17 +95,16 @@ static void test_put_and_take(void)
     CU_ASSERT_EQUAL(ce->partial, p);
     CU_ASSERT_EQUAL(fx_state(a, p), SHM_SPAN_CENTRAL);
     CU_ASSERT_EQUAL(fx_span(a, p)->session, 0);
-    CU_ASSERT_EQUAL(fx_span(a, p)->hscan, 0);
+    CU_ASSERT_EQUAL(fx_span(a, p)->hstate, 0);
     VERIFY_OK(a);
     uint64_t allocated = a->hdr->stats.spans_allocated;
     CU_ASSERT_EQUAL(take_alloc(a, c, 0), p);   /* partial first */
     CU_ASSERT_EQUAL(ce->npartial, 0);
     CU_ASSERT_EQUAL(a->hdr->stats.spans_allocated, allocated);
     CU_ASSERT_EQUAL(shm_span_count(a->base, fx_span(a, p)), 5);
-    /* the holder index starts again from the bitmap: the next objects are
-     * the free ones */
-    shm_span_extend(a->base, fx_span(a, p), 1);
-    uint8_t *o = shm_span_pop(a->base, fx_span(a, p));
+    /* the next holder starts from the bitmap: the next object is the first
+     * free one */
+    uint8_t *o = shm_span_take(a->base, fx_span(a, p));
     CU_ASSERT_PTR_EQUAL(o, obj(a, p, 5));
     fx_hold(a, p, 0);
 
@@ -339,10 +337,9 @@ static void c_take(cmodel_t *m)
     fx_hold(m->a, id, (unsigned)(fx_rand() % 4));
     /* allocate some of it, as a client would */
     uint32_t want = 1 + (uint32_t)(fx_rand() % s->nelems);
-    shm_span_extend(m->a->base, s, want);
     uint8_t *p;
     uint32_t size = shm_classes[cls].size;
-    while (want-- > 0 && (p = shm_span_pop(m->a->base, s)) != NULL)
+    while (want-- > 0 && (p = shm_span_take(m->a->base, s)) != NULL)
         objs_add(objs_of(m, id), (uint32_t)((p - shm_span_addr(m->a->base, s)) / size));
     m->held[m->nheld++] = id;
 }

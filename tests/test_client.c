@@ -1371,6 +1371,120 @@ static void test_threads_exchange(void)
     assert_nothing_live();
 }
 
+/* ---- local and remote frees into the span a thread allocates from ----
+ *
+ * The thread cache hands out objects from two places (client/cache.h): its
+ * list of its own frees into the current span, and a word of the span's
+ * alloc bitmap; a drain of the remote stack frees more into the bitmap.
+ * One thread allocates, frees some of its objects itself and hands others
+ * to a second thread that frees them (remote frees, drained later), in a
+ * random mix over a few sizes.  Every object carries the serial number of
+ * its allocation: an object handed out while it is still live, or still
+ * on its way to the other thread, is found (the live set, or a serial that
+ * changed under the freer). */
+
+#define MIX_OPS 300000
+#define MIX_LIVE 4096
+#define MIX_QUEUE 1024
+
+typedef struct {
+    void *p;
+    uint64_t serial;
+} mix_obj_t;
+
+static struct {
+    mix_obj_t q[MIX_QUEUE];
+    unsigned head, tail;           /* under lock */
+    bool done;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int errors;                    /* the freer's */
+} mix = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
+
+static void *mix_freer(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&mix.lock);
+    for (;;) {
+        while (mix.head == mix.tail && !mix.done)
+            pthread_cond_wait(&mix.cond, &mix.lock);
+        if (mix.head == mix.tail)
+            break;
+        mix_obj_t o = mix.q[mix.tail++ % MIX_QUEUE];
+        pthread_cond_broadcast(&mix.cond);
+        pthread_mutex_unlock(&mix.lock);
+        if (*(uint64_t *)o.p != o.serial)      /* handed out again meanwhile */
+            mix.errors++;
+        spc_free(o.p);
+        pthread_mutex_lock(&mix.lock);
+    }
+    pthread_mutex_unlock(&mix.lock);
+    return NULL;
+}
+
+static void mix_send(mix_obj_t o)
+{
+    pthread_mutex_lock(&mix.lock);
+    while (mix.head - mix.tail == MIX_QUEUE)
+        pthread_cond_wait(&mix.cond, &mix.lock);
+    mix.q[mix.head++ % MIX_QUEUE] = o;
+    pthread_cond_broadcast(&mix.cond);
+    pthread_mutex_unlock(&mix.lock);
+}
+
+static void test_mixed_frees(void)
+{
+    static const size_t mix_sizes[] = { 24, 48, 1024, 16384 };
+    static mix_obj_t live[MIX_LIVE];
+    uint32_t nlive = 0;
+    uint64_t rng = 0x5eed00c1, serial = 0;
+    int errors = 0;
+    mix.head = mix.tail = 0, mix.done = false, mix.errors = 0;
+    pthread_t th;
+    CU_ASSERT_FATAL(pthread_create(&th, NULL, mix_freer, NULL) == 0);
+    for (int op = 0; op < MIX_OPS; op++) {
+        rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+        unsigned r = (unsigned)(rng >> 33);
+        if (nlive < MIX_LIVE && (nlive == 0 || r % 4 < 2)) {
+            void *p = spc_malloc(mix_sizes[(r >> 4) % 4]);
+            if (p == NULL) {
+                errors++;
+                continue;
+            }
+            for (uint32_t k = 0; k < nlive; k++)    /* not live already */
+                if (live[k].p == p)
+                    errors++;
+            *(uint64_t *)p = ++serial;
+            live[nlive++] = (mix_obj_t){ p, serial };
+            continue;
+        }
+        uint32_t k = (r >> 4) % nlive;
+        mix_obj_t o = live[k];
+        live[k] = live[--nlive];
+        if (*(uint64_t *)o.p != o.serial)
+            errors++;
+        if (r % 4 == 2)
+            spc_free(o.p);                           /* a local free */
+        else
+            mix_send(o);                             /* a remote free */
+    }
+    for (uint32_t k = 0; k < nlive; k++) {
+        if (*(uint64_t *)live[k].p != live[k].serial)
+            errors++;
+        spc_free(live[k].p);
+    }
+    pthread_mutex_lock(&mix.lock);
+    mix.done = true;
+    pthread_cond_broadcast(&mix.cond);
+    pthread_mutex_unlock(&mix.lock);
+    pthread_join(th, NULL);
+    CU_ASSERT_EQUAL(errors, 0);
+    CU_ASSERT_EQUAL(mix.errors, 0);
+    CU_ASSERT(serial > MIX_OPS / 3);
+    spc_detach();
+    assert_nothing_live();
+}
+
 static long spans_while_running;
 
 static void *holding_thread(void *arg)
@@ -1942,6 +2056,7 @@ int main(void)
     };
     CU_TestInfo threads[] = {
         { "threads free each other's objects", test_threads_exchange },
+        { "local and remote frees mixed: no object handed out twice", test_mixed_frees },
         { "an exiting thread gives its spans back", test_thread_exit_releases },
         { "a thread that only frees: exit and detach push its frees", test_free_only_threads },
         CU_TEST_INFO_NULL,

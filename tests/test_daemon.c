@@ -985,9 +985,8 @@ static void client_child(const char *sock, int ready_fd, int go_fd, int nobj)
     if (ctl_call(&c, &req, &r) != 0 || r->error != 0 || r->refill->n_spans != 8)
         _exit(6);
     shm_span_t *s = shm_span(a.base, r->refill->spans[0]);
-    shm_span_extend(a.base, s, (uint32_t)nobj);
     for (int i = 0; i < nobj; i++)
-        if (shm_span_pop(a.base, s) == NULL)
+        if (shm_span_take(a.base, s) == NULL)
             _exit(7);
     if (write(ready_fd, "r", 1) != 1)
         _exit(8);

@@ -1,8 +1,7 @@
 /* See shm/layout.h for the overview.
  *
- * Span operations (shm/span.c) on spans from the heap: the alloc bitmap and
- * the holder's free list keep the hscan invariant of shm/layout.h; the
- * remote-free stack under concurrent pushes from several threads; drains
+ * Span operations (shm/span.c) on spans from the heap: the alloc bitmap
+ * follows a model through takes and frees; the remote-free stack under concurrent pushes from several threads; drains
  * that meet bogus nodes; and a second process that opens the same arena and
  * sees the same spans.
  */
@@ -24,50 +23,33 @@ static uint8_t *obj_addr(shm_arena_t *a, const shm_span_t *s, uint32_t i)
     return shm_span_addr(a->base, s) + (uint64_t)i * shm_classes[s->sizeclass].size;
 }
 
-/* The hscan invariant, the bitmap against the model, and the list's count. */
-static bool check_holder(shm_arena_t *a, shm_span_t *s, const bool *alloc, uint8_t *onlist)
+/* The bitmap against the model, and the count. */
+static bool check_bitmap(shm_arena_t *a, shm_span_t *s, const bool *alloc)
 {
-    uint32_t size = shm_classes[s->sizeclass].size;
-    uint8_t *start = shm_span_addr(a->base, s);
     const uint64_t *bm = shm_span_bitmap(a->base, s);
-    memset(onlist, 0, s->nelems);
-    uint32_t n = 0;
-    for (uint8_t *p = (uint8_t *)(uintptr_t)s->hfree; p != NULL; p = *(uint8_t **)p) {
-        uint64_t off = (uint64_t)(p - start);
-        if (off % size != 0 || off / size >= s->hscan || onlist[off / size] || n > s->nelems)
-            return false;        /* not an object, not below hscan, or twice */
-        onlist[off / size] = 1;
-        n++;
-    }
-    if (n != s->hcount)
-        return false;
     uint32_t live = 0;
     for (uint32_t i = 0; i < s->nelems; i++) {
-        bool bit = shm_bit_test(bm, i);
-        if (bit != alloc[i])
+        if (shm_bit_test(bm, i) != alloc[i])
             return false;
-        if (i < s->hscan && bit == (onlist[i] != 0))
-            return false;        /* below hscan: clear <=> on the list */
-        live += bit;
+        live += alloc[i];
     }
     return live == shm_span_count(a->base, s);
 }
 
-/* Random extend / pop / free_local on spans of several classes; the
- * invariant is checked after every operation. */
-static void test_bitmap_freelist(void)
+/* Random takes and frees on spans of several classes: a take hands out the
+ * free object of lowest index (NULL only when none is free) and sets its
+ * bit, a free clears it; the bitmap is checked after every operation. */
+static void test_bitmap_take(void)
 {
     shm_arena_t *a = fx_new(64ULL << 20);
     CU_ASSERT_PTR_NOT_NULL_FATAL(a);
     static const unsigned classes[] = { 1, 3, 9, 17, 37, 44, 53, 65, SHM_CLASS_TINY };
-    uint32_t maxn = 0;                 /* the model arrays fit every span */
+    uint32_t maxn = 0;                 /* the model array fits every span */
     for (unsigned k = 0; k < sizeof classes / sizeof classes[0]; k++)
         if (shm_classes[classes[k]].nelems > maxn)
             maxn = shm_classes[classes[k]].nelems;
     bool *alloc = calloc(maxn, sizeof *alloc);
-    uint8_t *onlist = calloc(maxn, 1);
     CU_ASSERT_PTR_NOT_NULL_FATAL(alloc);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(onlist);
     fx_seed(0x5eed0002);
     for (unsigned k = 0; k < sizeof classes / sizeof classes[0]; k++) {
         unsigned cls = classes[k];
@@ -79,46 +61,45 @@ static void test_bitmap_freelist(void)
         memset(alloc, 0, maxn * sizeof *alloc);
         for (uint32_t i = 0; i < nres; i++)
             alloc[i] = true;
-        CU_ASSERT(check_holder(a, s, alloc, onlist));
-        unsigned bad = 0, pops = 0;
+        CU_ASSERT(check_bitmap(a, s, alloc));
+        unsigned bad = 0, takes = 0, full = 0;
         for (unsigned op = 0; op < 3000; op++) {
             uint64_t r = fx_rand();
-            if (r % 10 < 4) {
-                uint8_t *p = shm_span_pop(a->base, s);
+            if (r % 10 < 6) {
+                uint32_t lowest = nres;
+                while (lowest < s->nelems && alloc[lowest])
+                    lowest++;
+                uint8_t *p = shm_span_take(a->base, s);
                 if (p != NULL) {
                     uint32_t i = (uint32_t)((p - shm_span_addr(a->base, s)) /
                                             shm_classes[cls].size);
-                    CU_ASSERT(i >= nres && i < s->nelems);
-                    CU_ASSERT_FALSE(alloc[i]);       /* it was free */
+                    CU_ASSERT(p == obj_addr(a, s, i));
+                    CU_ASSERT_EQUAL(i, lowest);      /* the lowest free one */
                     alloc[i] = true;
-                    pops++;
+                    takes++;
                 } else {
-                    CU_ASSERT_EQUAL(s->hcount, 0);
+                    CU_ASSERT_EQUAL(lowest, s->nelems);  /* none was free */
+                    full++;
                 }
-            } else if (r % 10 < 6) {
-                uint32_t before = s->hcount, scan = s->hscan;
-                uint32_t got = shm_span_extend(a->base, s, 1 + (uint32_t)(r >> 8) % 16);
-                CU_ASSERT_EQUAL(s->hcount, before + got);
-                CU_ASSERT(s->hscan >= scan);
             } else {
                 uint32_t i = nres + (uint32_t)((r >> 8) % (s->nelems - nres));
                 if (alloc[i]) {
-                    shm_span_free_local(a->base, s, i);
+                    shm_bit_clear(shm_span_bitmap(a->base, s), i);
                     alloc[i] = false;
                 }
             }
-            if (!check_holder(a, s, alloc, onlist))
+            if (!check_bitmap(a, s, alloc))
                 bad++;
         }
         CU_ASSERT_EQUAL(bad, 0);
-        CU_ASSERT(pops > 100 || s->nelems < 100);
+        CU_ASSERT(takes > 100 || s->nelems < 100);
+        CU_ASSERT(full > 0 || s->nelems > 1000);     /* ran full, at small spans */
         /* the span goes to central like a released span */
         spd_put_t where = spd_central_put(a, id);
         CU_ASSERT(where == SPD_PUT_PARTIAL || where == SPD_PUT_FULL || where == SPD_PUT_HEAP);
         VERIFY_OK(a);
     }
     free(alloc);
-    free(onlist);
 }
 
 /* ---- remote frees from several threads ---- */
@@ -200,11 +181,10 @@ static void test_remote_threads(void)
         shm_spanid_t id = spd_heap_alloc_small(a, cls, &err);
         CU_ASSERT_FATAL(id != 0);
         shm_span_t *s = fx_span(a, id);
-        shm_span_extend(a->base, s, s->nelems);
-        uint32_t popped = 0;
-        while (shm_span_pop(a->base, s) != NULL)
-            popped++;
-        CU_ASSERT_EQUAL(popped, s->nelems);
+        uint32_t taken = 0;
+        while (shm_span_take(a->base, s) != NULL)
+            taken++;
+        CU_ASSERT_EQUAL(taken, s->nelems);
         CU_ASSERT_EQUAL(shm_span_count(a->base, s), s->nelems);
         pthread_barrier_t go;
         pthread_barrier_init(&go, NULL, NTHREADS + 1);
@@ -237,8 +217,6 @@ static void test_remote_threads(void)
         CU_ASSERT_EQUAL(shm_load_relaxed(&s->xremote), 0);
         uint64_t bad;
         CU_ASSERT_EQUAL(shm_span_drain_remote(a->base, s, &bad), 0);
-        /* they are on the holder's list (hscan is past them all), once each */
-        CU_ASSERT_EQUAL(s->hcount, s->nelems);
         CU_ASSERT_EQUAL(spd_central_put(a, id), SPD_PUT_HEAP);
         VERIFY_OK(a);
     }
@@ -254,9 +232,8 @@ static void test_drain_bogus(void)
     shm_spanid_t other = spd_heap_alloc_small(a, 8, &err);
     CU_ASSERT_FATAL(id != 0 && other != 0);
     shm_span_t *s = fx_span(a, id);
-    shm_span_extend(a->base, s, 10);
     for (int i = 0; i < 10; i++)
-        CU_ASSERT_PTR_NOT_NULL(shm_span_pop(a->base, s));
+        CU_ASSERT_PTR_NOT_NULL(shm_span_take(a->base, s));
     shm_span_reset_holder(s);
     uint64_t bad = 0, base_off = (uint64_t)(obj_addr(a, s, 0) - a->base);
 
@@ -302,9 +279,8 @@ static void test_drain_records(void)
     CU_ASSERT_FATAL(id != 0);
     shm_span_t *s = fx_span(a, id);
     uint32_t nel = s->nelems;
-    shm_span_extend(a->base, s, nel);
     for (uint32_t i = 0; i < nel; i++)
-        CU_ASSERT_PTR_NOT_NULL(shm_span_pop(a->base, s));
+        CU_ASSERT_PTR_NOT_NULL(shm_span_take(a->base, s));
     shm_span_reset_holder(s);
     uint64_t *bm = shm_span_bitmap(a->base, s);
     uint64_t bad = 0, base_off = (uint64_t)(obj_addr(a, s, 0) - a->base);
@@ -332,21 +308,25 @@ static void test_drain_records(void)
     CU_ASSERT_EQUAL(shm_remote_record_count(a->base + head), 45);
     CU_ASSERT_EQUAL(shm_span_drain_remote(a->base, s, &bad), 45);
     CU_ASSERT_EQUAL(shm_span_count(a->base, s), nel - 45);
-    /* the holder gets them back in the order they were freed */
-    s->hscan = nel;
+    for (uint32_t i = 0; i < nel; i++)      /* exactly those 45 are free */
+        CU_ASSERT_EQUAL(shm_bit_test(bm, i), !(i >= 100 && i < 140) && i != 200 &&
+                                                 !(i >= 250 && i <= 252) && i != 300);
     shm_remote_push_batch(a->base, s, idx, 45);
     CU_ASSERT_EQUAL(shm_span_drain_remote(a->base, s, &bad), -1);   /* freed already */
     for (int k = 0; k < 45; k++)
         shm_bit_set(bm, idx[k]);
-    s->hfree = 0, s->hcount = 0;
     shm_remote_push_batch(a->base, s, idx, 45);
     CU_ASSERT_EQUAL(shm_span_drain_remote(a->base, s, &bad), 45);
-    for (int k = 0; k < 45; k++)
-        CU_ASSERT_PTR_EQUAL(shm_span_pop(a->base, s), obj_addr(a, s, idx[k]));
+    /* taken again lowest first: the run, 200, 250..252, 300 */
+    static const uint16_t order[] = { 200, 250, 251, 252, 300 };
+    for (int k = 0; k < 40; k++)
+        CU_ASSERT_PTR_EQUAL(shm_span_take(a->base, s), obj_addr(a, s, 100 + (uint32_t)k));
+    for (int k = 0; k < 5; k++)
+        CU_ASSERT_PTR_EQUAL(shm_span_take(a->base, s), obj_addr(a, s, order[k]));
+    CU_ASSERT_PTR_NULL(shm_span_take(a->base, s));
     for (int k = 0; k < 45; k++)
         shm_remote_push(a->base, s, obj_addr(a, s, idx[k]));
     CU_ASSERT_EQUAL(shm_span_drain_remote(a->base, s, &bad), 45);
-    s->hscan = 0, s->hfree = 0, s->hcount = 0;
     CU_ASSERT(!shm_bit_test(bm, 139) && shm_bit_test(bm, 140) && !shm_bit_test(bm, 252));
 
     /* scattered indices fill records of emax entries: 2 records for 40 */
@@ -408,20 +388,19 @@ static void test_drain_records(void)
 }
 
 /* Random batches, some of them with random bytes written over a record
- * or the stack's head, drained by a holder with a list or by one without:
- * a drain always ends, frees each object at most once, never touches the
- * bit of an object nobody pushed unless a corrupt record names it, and
- * with nothing corrupt frees exactly what was pushed and threads every
- * object below hscan onto the list once. */
+ * or the stack's head: a drain always ends, frees each object at most
+ * once, never touches the bit of an object nobody pushed unless a corrupt
+ * record names it, and with nothing corrupt frees exactly what was
+ * pushed. */
 static void test_drain_random(void)
 {
     shm_arena_t *a = fx_new(64ULL << 20);
     CU_ASSERT_PTR_NOT_NULL_FATAL(a);
     fx_seed(0x5eed0005);
     static const unsigned classes[] = { 1, 2, 3, 8, 16, 41, 53, 59, SHM_CLASS_TINY };
-    uint8_t *pushed = calloc(1024, 1), *seen = calloc(1024, 1);
+    uint8_t *pushed = calloc(1024, 1);
     uint16_t *idx = calloc(1024, sizeof *idx);
-    CU_ASSERT_FATAL(pushed && seen && idx);
+    CU_ASSERT_FATAL(pushed && idx);
     unsigned corrupted = 0, refused = 0;
     for (unsigned round = 0; round < 2000; round++) {
         unsigned cls = classes[fx_rand() % (sizeof classes / sizeof classes[0])];
@@ -430,12 +409,8 @@ static void test_drain_random(void)
         CU_ASSERT_FATAL(id != 0);
         shm_span_t *s = fx_span(a, id);
         uint32_t nel = s->nelems, res = shm_classes[cls].nreserved, size = shm_classes[cls].size;
-        shm_span_extend(a->base, s, nel);
-        while (shm_span_pop(a->base, s) != NULL)
+        while (shm_span_take(a->base, s) != NULL)
             ;
-        bool holder = fx_rand() & 1;      /* else hscan 0: central's drain */
-        if (!holder)
-            shm_span_reset_holder(s);
         /* a random set of objects, in random order or in runs */
         memset(pushed, 0, nel);
         uint32_t n = 0, want = 1 + (uint32_t)(fx_rand() % (nel - res));
@@ -501,23 +476,6 @@ static void test_drain_random(void)
             for (uint32_t i = 0; i < nel; i++)
                 CU_ASSERT_EQUAL(shm_bit_test(bm, i), !pushed[i]);
         }
-        /* the holder's list: inside the span, each object once, bits clear */
-        memset(seen, 0, nel);
-        uint32_t onlist = 0;
-        for (uint64_t p = s->hfree; p != 0 && onlist <= nel; onlist++) {
-            uint64_t rel = p - (uint64_t)(uintptr_t)obj_addr(a, s, 0);
-            uint32_t i = (uint32_t)(rel / size);
-            CU_ASSERT_FATAL(rel % size == 0 && i < nel && !seen[i]);
-            CU_ASSERT(!shm_bit_test(bm, i));
-            seen[i] = 1;
-            p = *(uint64_t *)(uintptr_t)p;
-        }
-        CU_ASSERT_EQUAL(onlist, s->hcount);
-        if (!holder) {
-            CU_ASSERT_EQUAL(onlist, 0);
-        } else if (got >= 0) {
-            CU_ASSERT_EQUAL(onlist, (uint32_t)got);
-        }
         /* every object free again: the span goes back to the heap */
         shm_span_reset_holder(s);
         uint64_t *w = shm_span_bitmap(a->base, s);
@@ -529,7 +487,6 @@ static void test_drain_random(void)
     VERIFY_OK(a);
     CU_ASSERT(corrupted > 400 && refused > 100);   /* the corrupt cases did happen */
     free(pushed);
-    free(seen);
     free(idx);
 }
 
@@ -629,9 +586,8 @@ static void test_second_process(void)
     shm_spanid_t part = spd_central_take(a, 5, &err);
     CU_ASSERT_FATAL(big && msg && gone && held && part);
     fx_hold(a, held, 3);
-    shm_span_extend(a->base, fx_span(a, part), 3);
     for (int i = 0; i < 3; i++)
-        shm_span_pop(a->base, fx_span(a, part));
+        CU_ASSERT_PTR_NOT_NULL(shm_span_take(a->base, fx_span(a, part)));
     CU_ASSERT_EQUAL(spd_central_put(a, part), SPD_PUT_PARTIAL);
     CU_ASSERT_EQUAL(spd_heap_free_large(a, (uint64_t)fx_span(a, gone)->start << 13), 0);
     uint8_t *b = fx_addr(a, big);
@@ -692,7 +648,7 @@ static void test_second_process(void)
 }
 
 CU_TestInfo span_tests[] = {
-    { "bitmap and free list keep the hscan invariant", test_bitmap_freelist },
+    { "take hands out the lowest free object; the bitmap follows", test_bitmap_take },
     { "remote frees from several threads, one by one and in records, each once", test_remote_threads },
     { "drains stop at bogus nodes", test_drain_bogus },
     { "records: runs, and bogus ones refused", test_drain_records },

@@ -38,9 +38,8 @@ static shm_spanid_t taken(shm_arena_t *a, unsigned cls, uint32_t nalloc)
     int err;
     shm_spanid_t id = spd_central_take(a, cls, &err);
     CU_ASSERT_FATAL(id != 0);
-    shm_span_extend(a->base, fx_span(a, id), nalloc);
     for (uint32_t i = 0; i < nalloc; i++)
-        shm_span_pop(a->base, fx_span(a, id));
+        CU_ASSERT_PTR_NOT_NULL(shm_span_take(a->base, fx_span(a, id)));
     return id;
 }
 
