@@ -170,23 +170,12 @@ static void make_current(spci_cache_t *c, unsigned cls, shm_span_t *s)
  * from word `from` on and wrapping around.  Only with the list empty. */
 static bool find_word(spci_bin_t *b, uint32_t from)
 {
-    shm_span_t *s = b->span;
-    uint32_t nw = (s->nelems + 63) / 64;
-    if (from >= nw)
-        from = 0;
-    for (uint32_t k = 0; k < nw; k++) {
-        uint32_t wi = from + k < nw ? from + k : from + k - nw;
-        uint32_t left = s->nelems - wi * 64;
-        uint64_t lim = left >= 64 ? ~0ull : (1ull << left) - 1;
-        uint64_t m = ~shm_word_load(&b->bitmap[wi]) & lim;
-        if (m != 0) {
-            b->mask = m;
-            b->word = &b->bitmap[wi];
-            b->wbase = b->start + (uint64_t)wi * 64 * b->size;
-            return true;
-        }
-    }
-    return false;
+    uint32_t wi;
+    if (!shm_span_free_word(spci_map.base, b->span, from, &wi, &b->mask))
+        return false;
+    b->word = &b->bitmap[wi];
+    b->wbase = b->start + (uint64_t)wi * 64 * b->size;
+    return true;
 }
 
 /* The current span's list and mask are empty: take the next bitmap word

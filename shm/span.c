@@ -107,21 +107,36 @@ void shm_span_reset_holder(shm_span_t *s)
     s->hnext = s->hprev = 0;
 }
 
-void *shm_span_take(uint8_t *base, shm_span_t *s)
+bool shm_span_free_word(uint8_t *base, const shm_span_t *s, uint32_t from, uint32_t *wi,
+                        uint64_t *mask)
 {
-    uint64_t *bm = shm_span_bitmap(base, s);
+    const uint64_t *bm = shm_span_bitmap(base, s);
     uint32_t words = (s->nelems + 63) / 64;
-    for (uint32_t w = 0; w < words; w++) {
+    if (from >= words)
+        from = 0;
+    for (uint32_t k = 0; k < words; k++) {
+        uint32_t w = from + k < words ? from + k : from + k - words;
         uint32_t left = s->nelems - w * 64;
-        uint64_t word = shm_word_load(&bm[w]);
-        uint64_t m = ~word & (left >= 64 ? ~0ull : (1ull << left) - 1);
+        uint64_t m = ~shm_word_load(&bm[w]) & (left >= 64 ? ~0ull : (1ull << left) - 1);
         if (m != 0) {
-            shm_word_store(&bm[w], word | (m & (0 - m)));
-            uint32_t i = w * 64 + (uint32_t)__builtin_ctzll(m);
-            return shm_span_addr(base, s) + (uint64_t)i * shm_classes[s->sizeclass].size;
+            *wi = w;
+            *mask = m;
+            return true;
         }
     }
-    return NULL;
+    return false;
+}
+
+void *shm_span_take(uint8_t *base, shm_span_t *s)
+{
+    uint32_t w;
+    uint64_t m;
+    if (!shm_span_free_word(base, s, 0, &w, &m))
+        return NULL;
+    uint64_t *bm = shm_span_bitmap(base, s);
+    shm_word_store(&bm[w], shm_word_load(&bm[w]) | (m & (0 - m)));
+    uint32_t i = w * 64 + (uint32_t)__builtin_ctzll(m);
+    return shm_span_addr(base, s) + (uint64_t)i * shm_classes[s->sizeclass].size;
 }
 
 void shm_remote_push_batch(uint8_t *base, shm_span_t *s, const uint16_t *idx, uint32_t n)

@@ -90,9 +90,16 @@ uint32_t shm_span_count(uint8_t *base, const shm_span_t *s);
  * starts from the bitmap alone.  Called when a span changes hands. */
 void shm_span_reset_holder(shm_span_t *s);
 
+/* The holder: the first word of the span's bitmap with a free object,
+ * looking from word `from` on and wrapping around once: its index in *wi
+ * and its free objects in *mask (set bits; none past the span's last
+ * object).  False when every object is allocated.  A thread cache takes
+ * its objects this way, a word at a time (client/cache.h). */
+bool shm_span_free_word(uint8_t *base, const shm_span_t *s, uint32_t from, uint32_t *wi,
+                        uint64_t *mask);
+
 /* The holder: the free object of lowest index, its bit set; NULL when the
- * span is full.  (The client's fast path has its own way to the same bits,
- * a word at a time: client/cache.h.) */
+ * span is full. */
 void *shm_span_take(uint8_t *base, shm_span_t *s);
 
 /* ---- the remote-free stack ---- */
