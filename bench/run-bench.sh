@@ -14,7 +14,7 @@
 # Missing ones are named with the apt-get command that brings them, and the
 # rest runs.  Nothing is installed here.
 set -u
-builddir= srcdir= quick= reps=5 secs=0.1 only= out= rawdir=
+builddir='' srcdir='' quick='' reps=5 secs=0.1 only='' out='' rawdir=''
 while [ $# -gt 0 ]; do
     case "$1" in
     --builddir) builddir=$2; shift ;;
@@ -25,6 +25,7 @@ while [ $# -gt 0 ]; do
     --only) only=$2; shift ;;
     --out) out=$2; shift ;;
     --raw-dir) rawdir=$2; shift ;;
+    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run-bench.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -32,16 +33,23 @@ done
 [ -n "$builddir" ] || builddir=$(pwd)
 [ -n "$srcdir" ] || srcdir=$(cd "$(dirname "$0")/.." && pwd)
 [ -n "$out" ] || out=$srcdir/bench/RESULTS.md
+# shellcheck disable=SC2016  # the single quotes are part of the text
 command_line="make bench${BENCH_FLAGS:+ BENCH_FLAGS='$BENCH_FLAGS'}"
 
 spanbench=$builddir/bench/spanbench
 [ -x "$spanbench" ] || { echo "run-bench.sh: $spanbench is not built (run make)" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "run-bench.sh: python3 is needed for the report (apt-get install python3)" >&2; exit 1; }
 
-# The repetitions go round the allocators (each run does one of every
-# measurement, then the next allocator's run): the machine's slow spells,
-# which on a virtual machine last seconds, then fall on every allocator
-# alike instead of on the one running at the time.
+# The repetitions go round the allocators, one workload at a time: each
+# round runs workload 1 for every allocator, then workload 2 for every
+# allocator, and so on.  The machine's slow spells, which on a virtual
+# machine last seconds to minutes (the host moves the two virtual CPUs
+# between cores that share a cache and cores that do not, and a cache line
+# then takes 5x longer from one to the other), then fall on every
+# allocator's run of a workload alike instead of on the allocator running
+# at the time.  (With a whole allocator's run between two others', one run
+# at 3d2f570 met the slow placement before four of spand's five rounds and
+# before none of Boost's.)
 if [ -n "$quick" ]; then
     common=(--quick)
     rounds=1
@@ -88,30 +96,49 @@ meta=$rawdir/results-meta.tsv
 status=0
 declare -A c2c=()
 c2c_labels=()
-run() {   # label, then the command
-    local label=$1; shift
+run() {   # label, workload, then the command
+    local label=$1 w=$2; shift 2
     want "$label" || return 0
-    if [ -x "$builddir/bench/c2c" ]; then
+    # the core-to-core latency before every run of a cross-core workload
+    if [ -x "$builddir/bench/c2c" ] && [[ $w == [456] ]]; then
         [ -n "${c2c[$label]:-}" ] || c2c_labels+=("$label")
         c2c[$label]="${c2c[$label]:+${c2c[$label]}/}$("$builddir/bench/c2c")"
     fi
-    echo "run-bench.sh: $label (round $round of $rounds) ..."
+    echo "run-bench.sh: $label, workload $w (round $round of $rounds) ..."
     local t0=$SECONDS
-    "$@" >>"$raw" || { echo "run-bench.sh: $label failed (status $?), its rows are partial" >&2; status=1; }
-    echo "run-bench.sh: $label done in $((SECONDS - t0)) s"
+    "$@" --workloads "$w" >>"$raw" ||
+        { echo "run-bench.sh: $label failed on workload $w (status $?), its rows are partial" >&2; status=1; }
+    echo "run-bench.sh: $label, workload $w done in $((SECONDS - t0)) s"
+}
+
+# Which workloads each kind of allocator has (spanbench, boostbench and
+# icebench print nothing for the others).
+has() {   # label, workload
+    case $1 in
+    spand) return 0 ;;
+    boost) [[ $2 == [1-8] ]] ;;
+    iceoryx) [[ $2 == [13456] ]] ;;
+    *) [[ $2 == [1234678] ]] ;;   # the process-local allocators: not 5, not 9
+    esac
 }
 
 start=$SECONDS
 for round in $(seq "$rounds"); do
-    run glibc "$spanbench" --alloc malloc --impl glibc "${common[@]}"
-    [ -n "$jemalloc" ] && run jemalloc env LD_PRELOAD="$jemalloc" "$spanbench" --alloc malloc --impl jemalloc "${common[@]}"
-    [ -n "$mimalloc" ] && run mimalloc env LD_PRELOAD="$mimalloc" "$spanbench" --alloc malloc --impl mimalloc "${common[@]}"
-    [ -n "$tcmalloc" ] && run tcmalloc env LD_PRELOAD="$tcmalloc" "$spanbench" --alloc malloc --impl tcmalloc "${common[@]}"
-    [ -x "$builddir/daemon/spand" ] &&
-        run spand "$spanbench" --alloc spand --spand "$builddir/daemon/spand" "${common[@]}"
-    [ -x "$builddir/bench/boostbench" ] && run boost "$builddir/bench/boostbench" "${common[@]}"
-    [ -x "$builddir/bench/icebench" ] && command -v iox-roudi >/dev/null &&
-        run iceoryx "$builddir/bench/icebench" --config "$srcdir/bench/roudi.toml" "${common[@]}"
+    for w in 1 2 3 4 5 6 7 8 9; do
+        has glibc "$w" && run glibc "$w" "$spanbench" --alloc malloc --impl glibc "${common[@]}"
+        [ -n "$jemalloc" ] && has jemalloc "$w" &&
+            run jemalloc "$w" env LD_PRELOAD="$jemalloc" "$spanbench" --alloc malloc --impl jemalloc "${common[@]}"
+        [ -n "$mimalloc" ] && has mimalloc "$w" &&
+            run mimalloc "$w" env LD_PRELOAD="$mimalloc" "$spanbench" --alloc malloc --impl mimalloc "${common[@]}"
+        [ -n "$tcmalloc" ] && has tcmalloc "$w" &&
+            run tcmalloc "$w" env LD_PRELOAD="$tcmalloc" "$spanbench" --alloc malloc --impl tcmalloc "${common[@]}"
+        [ -x "$builddir/daemon/spand" ] &&
+            run spand "$w" "$spanbench" --alloc spand --spand "$builddir/daemon/spand" "${common[@]}"
+        [ -x "$builddir/bench/boostbench" ] && has boost "$w" &&
+            run boost "$w" "$builddir/bench/boostbench" "${common[@]}"
+        [ -x "$builddir/bench/icebench" ] && command -v iox-roudi >/dev/null && has iceoryx "$w" &&
+            run iceoryx "$w" "$builddir/bench/icebench" --config "$srcdir/bench/roudi.toml" "${common[@]}"
+    done
 done
 elapsed=$((SECONDS - start))
 
@@ -129,7 +156,7 @@ elapsed=$((SECONDS - start))
         for l in "${c2c_labels[@]}"; do line="${line:+$line, }$l ${c2c[$l]} ns"; done
         printf 'c2c\t%s\n' "$line"
     fi
-    if [ -n "$quick" ]; then printf 'reps\t1 (--quick)\nsecs\t0.03\n'; else printf 'reps\t%s (in %s rounds over the allocators, one each)\nsecs\t%s\n' "$reps" "$reps" "$secs"; fi
+    if [ -n "$quick" ]; then printf 'reps\t1 (--quick)\nsecs\t0.03\n'; else printf 'reps\t%s (in %s rounds; in each, every allocator runs workload 1, then every allocator workload 2, and so on)\nsecs\t%s\n' "$reps" "$reps" "$secs"; fi
     printf 'spand\t%s (git %s)\n' "$builddir/daemon/spand" "$(git -C "$srcdir" rev-parse --short HEAD 2>/dev/null || echo '?')"
     dpkg-query -W -f='version\t${Package} ${Version}\n' libc6 libjemalloc2 libmimalloc2.0 \
         libtcmalloc-minimal4 libboost-dev libiceoryx-binding-c-dev iceoryx \
@@ -141,7 +168,11 @@ elapsed=$((SECONDS - start))
     printf 'note\t%s\n' "iceoryx: loan/release of chunks from RouDi's fixed pools (bench/roudi.toml); cross-process rows publish the chunk to a subscriber that releases it. It has no row where a measurement cannot be expressed (see Not measured)."
 } >"$meta"
 
-python3 "$srcdir/bench/report.py" "$raw" "$meta" "$srcdir/bench/TRIED.md" >"$out.tmp" && mv "$out.tmp" "$out" ||
-    { echo "run-bench.sh: the report failed" >&2; rm -f "$out.tmp"; exit 1; }
+if ! python3 "$srcdir/bench/report.py" "$raw" "$meta" "$srcdir/bench/TRIED.md" >"$out.tmp"; then
+    echo "run-bench.sh: the report failed" >&2
+    rm -f "$out.tmp"
+    exit 1
+fi
+mv "$out.tmp" "$out"
 echo "run-bench.sh: wrote $out (raw results: $raw) in $elapsed s"
 exit $status
