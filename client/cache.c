@@ -320,9 +320,11 @@ void *spci_alloc_slow(spci_cache_t *c, unsigned cls)
         return NULL;
     }
     spci_bin_t *b = &c->bins[cls];
+    /* the bin's list and mask are empty here: the fast path came for that,
+     * and a span made current starts with both empty */
     for (int refills = 0;;) {
         if (b->span != NULL) {
-            if (b->head != NULL || b->mask != 0 || refresh_current(c, cls))
+            if (refresh_current(c, cls))
                 return spci_alloc_cls(c, cls);
             retire_current(c, cls);
         }
