@@ -160,9 +160,9 @@ static void make_current(spci_cache_t *c, unsigned cls, shm_span_t *s)
     b->span = s;
     b->start = shm_page_addr(spci_map.base, s->start);
     b->bitmap = (uint64_t *)(spci_map.bitmaps + (uint64_t)s->start * SHM_BITMAP_PAGE_BYTES);
-    b->head = NULL;
-    b->mask = 0;
-    b->word = NULL;
+    b->head = NULL;                     /* empty already (the last span ran dry, */
+    b->mask = 0;                        /* or the bin is new): said here, where */
+    b->word = NULL;                     /* the bin takes a span */
     s->hstate = SPCI_H_CURRENT;
 }
 
@@ -204,9 +204,7 @@ static void retire_current(spci_cache_t *c, unsigned cls)
 {
     spci_bin_t *b = &c->bins[cls];
     shm_span_t *s = b->span;
-    b->head = NULL;
-    b->mask = 0;
-    b->span = NULL;
+    b->span = NULL;                     /* its list and mask are empty: refresh found nothing */
     s->hstate = SPCI_H_FULL;
     spci_slist_t *full = &c->cls[cls].full;
     slist_push_tail(full, s);

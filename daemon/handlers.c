@@ -17,10 +17,10 @@
 #include "daemon/heap.h"
 #include "daemon/log.h"
 #include "daemon/rpc.h"
-#include "shm/lpool.h"
 #include "daemon/session.h"
 #include "daemon/verify.h"
 #include "shm/atomic.h"
+#include "shm/lpool.h"
 
 /* Spans one Refill hands out at most.  The client asks for growing batches;
  * 256 spans of the smallest class are 256 * 1024 objects; the client takes
