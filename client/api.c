@@ -71,7 +71,7 @@ static void *reuse_large(uint64_t size, uint64_t align)
     uint64_t npages = cached_pages(size, align);
     if (npages == 0)
         return NULL;
-    spci_cache_t *c = spci_tc;
+    spci_cache_t *c = spci_tls.tc;
     for (unsigned k = 0; k < SPCI_LCACHE_SLOTS; k++) {   /* the empty cache: all NULL */
         shm_span_t *s = c->lcache[k];
         if (s != NULL && s->npages == npages) {
@@ -173,7 +173,7 @@ static __attribute__((noinline, cold)) void *alloc_large_rpc(uint64_t size, uint
     uint32_t nx = 0;
     pthread_mutex_lock(&spci_proc.lock);
     int rc = spci_ensure_attached();
-    spci_cache_t *c = spci_tc;
+    spci_cache_t *c = spci_tls.tc;
     uint64_t npages = cached_pages(size, align);
     if (rc == 0)
         rc = spci_rpc_alloc_large_locked(size, align, large_extra(c, npages), &off, xoff, &nx);
@@ -207,7 +207,7 @@ void *spci_alloc_large(uint64_t size, uint64_t align)
 
 SPC_PUBLIC void *spc_malloc(size_t size)
 {
-    spci_cache_t *c = spci_tc;
+    spci_cache_t *c = spci_tls.tc;
     if (SPCI_LIKELY(size - (SPCI_TINY_LIMIT + 1) < SHM_MAX_SMALL - SPCI_TINY_LIMIT))
         return spci_alloc_cls(c, shm_size_to_class(size));      /* 5 .. 32 KiB */
     if (size <= SPCI_TINY_LIMIT)
@@ -308,7 +308,7 @@ SPC_PUBLIC void *spc_aligned_alloc(size_t align, size_t size)
          * that divides their size: the first such class that fits */
         for (unsigned cls = shm_size_to_class(size); cls < SHM_CLASS_TINY; cls++)
             if (shm_classes[cls].size % align == 0)
-                return spci_alloc_cls(spci_tc, cls);
+                return spci_alloc_cls(spci_tls.tc, cls);
     }
     return spci_alloc_large(size, align);
 }

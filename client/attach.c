@@ -61,8 +61,85 @@ static void thread_exit(void *arg)
     spci_cache_flush_locked(c, shm_load_acquire(&spci_attached) && spci_proc.pid == getpid());
     cache_unlink_locked(c);
     pthread_mutex_unlock(&spci_proc.lock);
-    spci_tc = &spci_empty_cache;
-    free(c);
+    spci_tls = (spci_tls_t){ .tc = &spci_empty_cache };
+    free(c->mem);
+}
+
+/* The free's copy of spci_map in the thread-local line of cache c's thread
+ * (spci_tls_t, client/cache.h). */
+static void cache_set_map_locked(spci_cache_t *c)
+{
+    c->tls->map = (spci_fmap_t){
+        .base = spci_map.base,
+        .data_off = spci_map.data_off,
+        .data_len = spci_map.data_len,
+        .pagemap = spci_map.base == NULL ? 0
+                   : (uintptr_t)spci_map.spanmap -
+                     ((uintptr_t)spci_map.base >> SHM_PAGE_SHIFT) * sizeof *spci_map.spanmap,
+        .spans = spci_map.spans,
+        .bitmaps = spci_map.bitmaps,
+    };
+}
+
+static void caches_set_map_locked(void)
+{
+    for (spci_cache_t *c = spci_proc.caches; c != NULL; c = c->next)
+        cache_set_map_locked(c);
+}
+
+/* Weight of a fast path that waits at every operation (page offsets,
+ * client/cache.h): a class above 16 KiB counts a 64th of one below, its
+ * operation being the rarer and, with the object's first touch, the
+ * longer one. */
+static unsigned alias_weight(unsigned cls)
+{
+    return shm_classes[cls].size > 16384 ? 1 : 64;
+}
+
+/* Count, for a cache placed at page offset `at`, every table entry of
+ * `tab` (n entries: size-class numbers) whose line has the page offset of
+ * its own class's bin. */
+static unsigned alias_table_cost(uintptr_t at, const uint8_t *tab, size_t n)
+{
+    unsigned cost = 0;
+    for (size_t j = 0; j < n; j++) {
+        unsigned k = tab[j];
+        if (k == 0 || k >= SHM_CLASS_TINY)
+            continue;
+        uintptr_t bin = (at + offsetof(spci_cache_t, bins) + k * sizeof(spci_bin_t)) %
+                        SPCI_ALIAS_BYTES;
+        if (bin == ((uintptr_t)&tab[j] & (SPCI_ALIAS_BYTES - 64)))
+            cost += alias_weight(k);
+    }
+    return cost;
+}
+
+/* Where in a page to place the calling thread's new cache (client/cache.h,
+ * page offsets): of the 64 line offsets, the one where the fewest fast
+ * paths load a line from outside the cache (this thread's spci_tls, an
+ * entry of the size-class tables) or store one (an object of a class of
+ * 4 KiB multiples, whose objects start pages) at their own bin's page
+ * offset, by alias_weight. */
+static uintptr_t cache_place(void)
+{
+    uintptr_t tls = (uintptr_t)&spci_tls % SPCI_ALIAS_BYTES, best = 0;
+    unsigned best_cost = UINT32_MAX;
+    for (uintptr_t at = 0; at < SPCI_ALIAS_BYTES; at += 64) {
+        unsigned cost = (at + offsetof(spci_cache_t, tiny)) % SPCI_ALIAS_BYTES == tls ? 64 : 0;
+        for (unsigned k = 1; k < SHM_CLASS_TINY; k++) {
+            uintptr_t bin = (at + offsetof(spci_cache_t, bins) + k * sizeof(spci_bin_t)) %
+                            SPCI_ALIAS_BYTES;
+            if (bin == tls || (bin == 0 && shm_classes[k].size % SPCI_ALIAS_BYTES == 0))
+                cost += alias_weight(k);
+        }
+        cost += alias_table_cost(at, shm_class_small, sizeof shm_class_small);
+        cost += alias_table_cost(at, shm_class_large, sizeof shm_class_large);
+        if (cost < best_cost) {
+            best_cost = cost;
+            best = at;
+        }
+    }
+    return best;
 }
 
 spci_cache_t *spci_cache_create(void)
@@ -71,22 +148,27 @@ spci_cache_t *spci_cache_create(void)
         errno = ENOTCONN;
         return NULL;
     }
-    spci_cache_t *c = aligned_alloc(64, sizeof *c);
-    if (c == NULL) {
+    /* a page of slack buys the choice of page offset */
+    void *mem = aligned_alloc(SPCI_ALIAS_BYTES, sizeof(spci_cache_t) + SPCI_ALIAS_BYTES);
+    if (mem == NULL) {
         errno = ENOMEM;
         return NULL;
     }
+    spci_cache_t *c = (spci_cache_t *)((uint8_t *)mem + cache_place());
     memset(c, 0, sizeof *c);
+    c->mem = mem;
+    c->tls = &spci_tls;
     spci_cache_init_bins(c);
     c->tid = spci_gettid();
     pthread_mutex_lock(&spci_proc.lock);
+    cache_set_map_locked(c);
     c->next = spci_proc.caches;
     if (c->next)
         c->next->prev = c;
     spci_proc.caches = c;
     pthread_mutex_unlock(&spci_proc.lock);
     pthread_setspecific(cache_key, c);
-    spci_tc = c;
+    spci_tls.tc = c;
     return c;
 }
 
@@ -114,11 +196,11 @@ static void fork_child(void)
     spci_cache_t *c = spci_proc.caches;
     while (c != NULL) {
         spci_cache_t *next = c->next;
-        free(c);
+        free(c->mem);
         c = next;
     }
     spci_proc.caches = NULL;
-    spci_tc = &spci_empty_cache;
+    spci_tls = (spci_tls_t){ .tc = &spci_empty_cache };
     pthread_setspecific(cache_key, NULL);
     if (spci_proc.sock >= 0)
         close(spci_proc.sock);
@@ -147,12 +229,14 @@ static void map_publish(const shm_arena_t *a)
     spci_map.spanmap = shm_spanmap(a->base);
     spci_map.spans = shm_span(a->base, 0);
     spci_map.bitmaps = a->base + h->bitmap_off;
+    caches_set_map_locked();
 }
 
 static void unmap_locked(void)
 {
     shm_arena_close(&spci_proc.arena);
     memset(&spci_map, 0, sizeof spci_map);
+    caches_set_map_locked();
 }
 
 /* Is the arena behind `fd` the object we have mapped already? */

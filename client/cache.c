@@ -52,11 +52,14 @@ spci_cache_t spci_empty_cache = { .tid = UINT32_MAX };
 /* Pages on the avail lists of every cache of the process (relaxed: a budget,
  * not a synchronising value; slow paths only). */
 static _Atomic uint64_t spci_avail_pages;
-__thread spci_cache_t *spci_tc __attribute__((tls_model("initial-exec"))) = &spci_empty_cache;
+__thread spci_tls_t spci_tls __attribute__((tls_model("initial-exec"))) = {
+    .tc = &spci_empty_cache,
+};
 
 void spci_cache_init_bins(spci_cache_t *c)
 {
-    memset(c->bins, 0, sizeof c->bins);
+    /* bins[0]'s line holds tid: not a bin's to clear */
+    memset(&c->bins[1], 0, sizeof c->bins - sizeof c->bins[0]);
     for (unsigned cls = 1; cls < SHM_NCLASSES; cls++) {
         c->bins[cls].divmul = shm_classes[cls].divmul;
         c->bins[cls].size = shm_classes[cls].size;
@@ -389,6 +392,11 @@ void *spci_tiny_slow(spci_cache_t *c, unsigned code)
 }
 
 /* ---- local frees into held spans ---- */
+
+void spci_free_held(shm_span_t *s, uint32_t i)
+{
+    spci_free_owned(spci_tls.tc, s, i);
+}
 
 void spci_free_owned(spci_cache_t *c, shm_span_t *s, uint32_t i)
 {

@@ -7,7 +7,7 @@
  * Each thread starts at spci_empty_cache (mimalloc's trick): every bin is
  * empty and every tiny block full, so the first allocation of any size falls
  * into the slow path, which attaches, creates the thread's real cache and
- * switches spci_tc to it.  The fast path never asks "initialized?".
+ * switches spci_tls.tc to it.  The fast path never asks "initialized?".
  *
  * A bin (one per size class) caches what the fast path needs of the class's
  * current span.  It hands out objects from two places:
@@ -44,6 +44,35 @@
  * object instead of a count byte per two, and has the plain fast path).  tiny[code] is the current block's next
  * free granule and end; the shared live count of the block is not touched
  * while the thread carves it (bias scheme, see cache.c).
+ *
+ * Page offsets.  A core matches a load against the older stores still in
+ * flight by the address bits below 4 KiB first, and a load whose page
+ * offset equals such a store's waits for it, even when the two addresses
+ * differ ("4K aliasing").  Every operation of a class stores into its bin
+ * (head, mask), so any line its fast path loads at the bin's page offset
+ * costs that class a few cycles at every operation: at w1 (bench/) 15-35 %
+ * of its rate.  Until this was understood it looked like one size class
+ * in one benchmark running slower for no reason (bench/TRIED.md, eighth
+ * round): the free read the arena's coordinates from the global spci_map,
+ * at a page offset fixed by the library's layout, while malloc put the
+ * cache anywhere, so some class's bin landed on spci_map's offset, and
+ * which one changed with the heap.  Now:
+ *   - the lines the fast paths load other than the arena's, the object's
+ *     and the bin's own are this thread's spci_tls (the cache pointer and a
+ *     copy of what the free needs of spci_map, one line), bins[0]'s line
+ *     (tid) and the size-class tables' lines;
+ *   - the cache is placed in its allocation (a page of slack) at the page
+ *     offset, of the 64 a line can have, where the fewest classes up to 16
+ *     KiB have one of those lines at their own bin's page offset, nor the
+ *     first line of their objects when those start pages (attach.c,
+ *     cache_place).  The bins cover 67 lines and a page holds 64, so the
+ *     cache's own lines share offsets too: bins[0]'s (tid) with bin 64's,
+ *     line 0 (tiny) with bin 63's, bin 1's with bin 65's, bin 2's with
+ *     bin 66's (no bin there, only the tiny class's divmul and size);
+ *   - the fast paths store nothing else that a class's next operation loads
+ *     (no stack frame: the free keeps its values in scratch registers).
+ * The arena's lines (a descriptor, a span-map entry, a bitmap word) can
+ * still share a bin's offset for some span; that is the next span's luck.
  */
 #ifndef SPCI_CACHE_H
 #define SPCI_CACHE_H
@@ -66,6 +95,8 @@ enum {
 #define SPCI_RFREE_SLOTS 8u       /* spans with remote frees waiting, per thread */
 #define SPCI_RFREE_BATCH 32u      /* remote frees pushed with one CAS */
 #define SPCI_LCACHE_SLOTS 8u      /* freed large spans a thread keeps */
+#define SPCI_ALIAS_BYTES 4096u    /* loads are matched to older stores by the
+                                     address bits below this first (page offsets) */
 _Static_assert(SPCI_LCACHE_SLOTS + 1 <= SHM_LPOOL_BATCH_MAX, "a full cache and one more span make a batch");
 
 /* Hot per-class state: one cache line, written by the owning thread only. */
@@ -137,11 +168,15 @@ typedef struct spci_class_s {
 } spci_class_t;
 
 struct spci_cache_s {
-    /* hot: the fast paths */
-    uint32_t tid;               /* kernel tid of the thread; ~0 in the empty cache */
-    uint32_t pad;
-    spci_tiny_t tiny[4];
-    spci_bin_t bins[SHM_NCLASSES] __attribute__((aligned(64)));
+    /* hot: the fast paths, lines 0 to 67 (page offsets: above) */
+    spci_tiny_t tiny[4];        /* line 0 */
+    union {
+        spci_bin_t bins[SHM_NCLASSES];      /* lines 1 to 67 */
+        struct {                /* bins[0]'s line (class 0 allocates nothing) */
+            uint32_t tid;       /* kernel tid of the thread; ~0 in the empty cache */
+            uint32_t pad;
+        };
+    } __attribute__((aligned(64)));
     /* cold: the slow paths */
     spci_class_t cls[SHM_NCLASSES] __attribute__((aligned(64)));
     spci_rfree_t rfree[SPCI_RFREE_SLOTS] __attribute__((aligned(64))); /* by span id */
@@ -157,16 +192,35 @@ struct spci_cache_s {
     shm_spanid_t pending[SPCI_PENDING_MAX]; /* xowner cleared, off every list */
     uint32_t npending;
     spci_cache_t *next, *prev;  /* spci_proc.caches, under spci_proc.lock */
+    void *mem;                  /* the allocation the cache was placed in */
+    struct spci_tls_s *tls;     /* its thread's spci_tls (attach, detach) */
 } __attribute__((aligned(64)));
+_Static_assert(offsetof(spci_cache_t, bins) == 64 && sizeof(spci_bin_t) == 64 &&
+               offsetof(spci_cache_t, tid) == 64,
+               "line 0 the tiny blocks, line 1 + k bin k; tid on bin 0's line");
 
 extern spci_cache_t spci_empty_cache;
-extern __thread spci_cache_t *spci_tc __attribute__((tls_model("initial-exec")));
+
+/* The thread's one line of thread-local state, the first thing both fast
+ * paths load: the cache, and what the free needs of the arena's mapping
+ * (spci_map's fields, copied here rather than read from that global so that
+ * the free loads them in parallel with tc, and from a line whose page offset
+ * the cache is placed around: page offsets, above).  Written by the thread
+ * itself (tc) and under spci_proc.lock by attach and detach (map, through
+ * spci_cache_t.tls, for every thread with a cache) and the fork child
+ * handler; map all zeros while nothing is mapped or the thread has no cache,
+ * so the free's range test sends every pointer to the slow path. */
+typedef struct spci_tls_s {
+    spci_cache_t *tc;           /* &spci_empty_cache until the thread has one */
+    spci_fmap_t map;
+} __attribute__((aligned(64))) spci_tls_t;
+
+extern __thread spci_tls_t spci_tls __attribute__((tls_model("initial-exec")));
 
 /* Granule code of a tiny request of 0..SPCI_TINY_LIMIT bytes. */
 static inline unsigned spci_tiny_code(size_t size)
 {
-    static const uint8_t code[SPCI_TINY_LIMIT + 1] = { 0, 0, 1, 2, 2 };
-    return code[size];
+    return (unsigned)(size >= 2) + (unsigned)(size >= 3);  /* 0, 0, 1, 2, 2: no table to load */
 }
 
 /* Pop an object of class cls (1..SHM_NCLASSES-1) from the bin. */
@@ -207,33 +261,41 @@ static inline void *spci_alloc_tiny(spci_cache_t *c, size_t size)
  * everything again from scratch. */
 static inline void spci_free_fast(void *p)
 {
-    const spci_map_t *m = &spci_map;
+    spci_cache_t *c = spci_tls.tc;
+    const spci_fmap_t *m = &spci_tls.map;
     uint64_t off = (uint64_t)((uint8_t *)p - m->base);
     if (SPCI_UNLIKELY(off - m->data_off >= m->data_len)) {
-        spci_free_slow(p);              /* outside, or nothing mapped */
+        spci_free_slow(p);              /* outside, nothing mapped, or no cache yet */
         return;
     }
-    shm_spanid_t id = shm_load_acquire(&m->spanmap[off >> SHM_PAGE_SHIFT]);
+    shm_spanid_t id = shm_load_acquire(
+        (_Atomic uint32_t *)(m->pagemap + ((uintptr_t)p >> SHM_PAGE_SHIFT) * sizeof(uint32_t)));
     shm_span_t *s = m->spans + id;      /* id 0: descriptor 0, never owned */
-    spci_cache_t *c = spci_tc;
     if (SPCI_UNLIKELY(shm_load_relaxed(&s->xowner) != c->tid)) {
         spci_free_other(p, s, off);     /* another holder, large, bogus */
         return;
     }
     /* we hold s: its identity is stable and its state is HELD */
     unsigned cls = s->sizeclass;
+    if (SPCI_UNLIKELY(cls == SHM_CLASS_TINY)) {
+        spci_free_slow(p);              /* a piece of a tiny block */
+        return;
+    }
+    uint8_t *bitmap = m->bitmaps + (uint64_t)s->start * SHM_BITMAP_PAGE_BYTES;
     spci_bin_t *b = &c->bins[cls];      /* divmul and size are always set */
+    __asm__("" : "+r"(b));              /* kept, not recomputed from c and cls: with
+                                           those live too the path ran out of
+                                           scratch registers and saved some on the
+                                           stack (page offsets, above) */
     uint64_t rel = off - ((uint64_t)s->start << SHM_PAGE_SHIFT);
     uint32_t i = (uint32_t)((rel * b->divmul) >> 32);
-    if (SPCI_UNLIKELY((uint64_t)i * b->size != rel || i >= s->nelems ||
-                      cls == SHM_CLASS_TINY)) {
+    if (SPCI_UNLIKELY((uint64_t)i * b->size != rel || i >= s->nelems)) {
         spci_free_slow(p);
         return;
     }
     /* one load of the bitmap word for the test and the clear: only the
      * holder (this thread) writes it (shm/span.h, shm_bit_test/clear) */
-    uint64_t *w = (uint64_t *)(m->bitmaps + (uint64_t)s->start * SHM_BITMAP_PAGE_BYTES) +
-                  (i >> 6);
+    uint64_t *w = (uint64_t *)bitmap + (i >> 6);
     uint64_t word = shm_word_load(w), bit = 1ull << (i & 63);
     if (SPCI_UNLIKELY(!(word & bit))) {
         spci_free_slow(p);              /* reports the double free (a tail call: */
@@ -246,7 +308,7 @@ static inline void spci_free_fast(void *p)
     } else if (SPCI_LIKELY(s->hstate == SPCI_H_AVAIL)) {
         shm_word_store(w, word & ~bit); /* another held span: the bit alone */
     } else {
-        spci_free_owned(c, s, i);       /* full: it moves to the avail list */
+        spci_free_held(s, i);           /* full: it moves to the avail list */
     }
 }
 

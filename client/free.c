@@ -167,7 +167,7 @@ static void tiny_free(void *p, shm_span_t *s, uint32_t i)
     if ((old & SPCI_TINY_COUNT_MASK) == 0)
         spci_bogus_free("spc_free", p, free_reason(SHM_PTR_NOT_ALLOCATED));
     if ((old & SPCI_TINY_COUNT_MASK) == 1)
-        spci_tiny_block_free(spci_tc, s, i);
+        spci_tiny_block_free(spci_tls.tc, s, i);
 }
 
 #define LARGE_TWICE "double free of a large object (it is in the large pool or a " \
@@ -223,7 +223,7 @@ static void large_free_shared(void *p, shm_span_t *s)
  * of that size, or when the pool is full (then large_free_shared). */
 static void large_free(void *p, shm_span_t *s)
 {
-    spci_cache_t *c = spci_tc;
+    spci_cache_t *c = spci_tls.tc;
     if (shm_lpool_bucket(spci_map.base, s->npages) == NULL ||
         (c == &spci_empty_cache && (c = spci_cache_create()) == NULL)) {
         large_free_shared(p, s);
@@ -275,7 +275,7 @@ void spci_lcache_flush(spci_cache_t *c)
  * spci_free_slow, which checks everything from scratch. */
 void spci_free_other(void *p, shm_span_t *s, uint64_t off)
 {
-    spci_cache_t *c = spci_tc;
+    spci_cache_t *c = spci_tls.tc;
     spci_rfree_t *e = rfree_slot(c, s);
     if (SPCI_LIKELY(rfree_is_for(e, s))) {  /* its batch is open: shape known */
         uint64_t rel = off - e->first;
@@ -324,7 +324,7 @@ void spci_free_slow(void *p)
         large_free(p, s);
         return;
     }
-    spci_cache_t *c = spci_tc;
+    spci_cache_t *c = spci_tls.tc;
     if (shm_load_relaxed(&s->xowner) != c->tid && s->sizeclass != SHM_CLASS_TINY) {
         remote_free(c, s, i, p);        /* its bit is tested at the push */
         return;

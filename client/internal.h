@@ -49,6 +49,23 @@ typedef struct spci_map_s {
 
 extern spci_map_t spci_map;
 
+/* What the fast free reads of spci_map, copied into every thread cache's
+ * first line (spci_cache_t.map) so that the free loads no line outside the
+ * cache but the arena's: see client/cache.h on page offsets.  The copies
+ * are written with spci_map, under spci_proc.lock (attach, detach, cache
+ * creation); all zero while nothing is mapped. */
+typedef struct spci_fmap_s {
+    uint8_t *base;
+    uint64_t data_off;
+    uint64_t data_len;
+    /* the span map's address less base's page number's worth of entries:
+     * entry of p at pagemap + (p >> SHM_PAGE_SHIFT) * 4, without waiting
+     * for base (0 while nothing is mapped) */
+    uintptr_t pagemap;
+    shm_span_t *spans;
+    uint8_t *bitmaps;
+} spci_fmap_t;
+
 /* The slow-path state of the process.  All fields under `lock`. */
 typedef struct spci_proc_s {
     pthread_mutex_t lock;       /* recursive: attach, detach, RPCs, the cache list */
@@ -120,6 +137,9 @@ void spci_free_slow(void *p);
 void spci_free_other(void *p, shm_span_t *s, uint64_t off);
 /* Free object i (checked allocated) of span s, held by the thread of c. */
 void spci_free_owned(spci_cache_t *c, shm_span_t *s, uint32_t i);
+/* spci_free_owned with the calling thread's cache, read there: the fast
+ * free's call, which then need not keep the cache's address. */
+void spci_free_held(shm_span_t *s, uint32_t i);
 SPCI_NORETURN void spci_bogus_free(const char *fn, const void *p, const char *why);
 /* Classify p: SHM_PTR_OK and *span, *index, or why it is not an object. */
 shm_bad_t spci_check(const void *p, shm_span_t **span, uint32_t *index);
