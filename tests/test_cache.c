@@ -1,0 +1,224 @@
+/* See shm/layout.h for the overview; client/cache.h for the thread cache.
+ *
+ * White-box checks of the thread cache's thread-local line (spci_tls: the
+ * cache pointer and the free's copy of spci_map) and of where a cache is
+ * placed.  The free trusts the copy without checking it against spci_map,
+ * so every attach, detach and fork must keep every thread's copy right, or
+ * the free reads another arena's span map.  This program links
+ * libspanclient statically to see its internals.
+ */
+#include "config.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "client/cache.h"
+#include "tests/cutest.h"
+#include "tests/daemon_helper.h"
+
+static dh_daemon_t *small_, *big_;      /* two daemons, two arena layouts */
+
+static int suite_start(void)
+{
+    static const char *const small_args[] = { "-m", "256M", NULL };
+    static const char *const big_args[] = { "-m", "1G", NULL };
+    small_ = dh_new();
+    big_ = dh_new();
+    if (small_ == NULL || big_ == NULL || dh_start(small_, small_args) != 0 ||
+        dh_start(big_, big_args) != 0) {
+        fprintf(stderr, "cannot start spand\n");
+        return -1;
+    }
+    setenv("SPAND_SOCKET", small_->sock, 1);
+    return 0;
+}
+
+static int suite_stop(void)
+{
+    spc_detach();
+    int a = dh_stop(small_), b = dh_stop(big_);
+    if (a != 0)
+        dh_dump_log(small_);
+    if (b != 0)
+        dh_dump_log(big_);
+    dh_cleanup(small_);
+    dh_cleanup(big_);
+    return a == 0 && b == 0 ? 0 : -1;
+}
+
+/* The calling thread's copy says what spci_map says: the same arena
+ * (attached), or all zeros (not). */
+static bool copy_is_current(void)
+{
+    const spci_fmap_t *m = &spci_tls.map;
+    if (spci_map.base == NULL)
+        return m->base == NULL && m->data_off == 0 && m->data_len == 0 && m->pagemap == 0 &&
+               m->spans == NULL && m->bitmaps == NULL;
+    return m->base == spci_map.base && m->data_off == spci_map.data_off &&
+           m->data_len == spci_map.data_len && m->spans == spci_map.spans &&
+           m->bitmaps == spci_map.bitmaps &&
+           m->pagemap + ((uintptr_t)m->base >> SHM_PAGE_SHIFT) * sizeof(uint32_t) ==
+               (uintptr_t)spci_map.spanmap;
+}
+
+/* The span the free finds for p through the copy is p's span. */
+static bool copy_finds(void *p)
+{
+    shm_span_t *s;
+    uint32_t i;
+    if (spci_check(p, &s, &i) != SHM_PTR_OK)
+        return false;
+    uint32_t id = *(const uint32_t *)(spci_tls.map.pagemap +
+                                      ((uintptr_t)p >> SHM_PAGE_SHIFT) * sizeof(uint32_t));
+    return spci_tls.map.spans + id == s;
+}
+
+/* attach sets the copy, detach clears it, an attach to another daemon (an
+ * arena of another size: another layout) sets it anew, and frees through it
+ * land in the bin */
+static void test_copy_follows_the_mapping(void)
+{
+    void *p = spc_malloc(100);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    CU_ASSERT(spci_tls.tc != &spci_empty_cache);
+    CU_ASSERT_PTR_NOT_NULL(spci_tls.map.base);
+    CU_ASSERT(copy_is_current());
+    CU_ASSERT(copy_finds(p));
+    uint64_t small_len = spci_tls.map.data_len;
+    spc_free(p);
+    spc_detach();
+    CU_ASSERT_PTR_NULL(spci_map.base);
+    CU_ASSERT(copy_is_current());                   /* zeros: every free goes slow */
+
+    setenv("SPAND_SOCKET", big_->sock, 1);
+    p = spc_malloc(100);                            /* attaches lazily */
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    CU_ASSERT(copy_is_current());
+    CU_ASSERT(spci_tls.map.data_len > small_len);
+    CU_ASSERT(copy_finds(p));
+    spc_free(p);                                    /* the fast path: onto the list */
+    CU_ASSERT_PTR_EQUAL(spci_tls.tc->bins[shm_size_to_class(100)].head, p);
+    CU_ASSERT_PTR_EQUAL(spc_malloc(100), p);
+    spc_free(p);
+    spc_detach();
+    setenv("SPAND_SOCKET", small_->sock, 1);
+}
+
+/* ---- another thread's copy ---- */
+
+static pthread_barrier_t step;
+static bool seen[4];
+
+static void *copy_thread(void *arg)
+{
+    (void)arg;
+    void *p = spc_malloc(64);                       /* this thread's cache */
+    seen[0] = p != NULL && copy_is_current() && spci_tls.map.base != NULL;
+    spc_free(p);
+    pthread_barrier_wait(&step);                    /* main detaches */
+    pthread_barrier_wait(&step);
+    seen[1] = spci_tls.map.base == NULL && copy_is_current();
+    pthread_barrier_wait(&step);                    /* main attaches again */
+    pthread_barrier_wait(&step);
+    seen[2] = spci_tls.map.base != NULL && copy_is_current();   /* before any call here */
+    p = spc_malloc(64);
+    seen[3] = p != NULL && copy_finds(p);
+    spc_free(p);
+    return NULL;
+}
+
+/* detach and attach in one thread update the copy of every thread that
+ * has a cache, before that thread calls the library again */
+static void test_copy_of_other_threads(void)
+{
+    pthread_t t;
+    CU_ASSERT_EQUAL_FATAL(pthread_barrier_init(&step, NULL, 2), 0);
+    memset(seen, 0, sizeof seen);
+    CU_ASSERT_EQUAL_FATAL(pthread_create(&t, NULL, copy_thread, NULL), 0);
+    pthread_barrier_wait(&step);
+    spc_detach();
+    pthread_barrier_wait(&step);
+    pthread_barrier_wait(&step);
+    CU_ASSERT_EQUAL(spc_attach(NULL), 0);
+    pthread_barrier_wait(&step);
+    pthread_join(t, NULL);
+    pthread_barrier_destroy(&step);
+    for (int k = 0; k < 4; k++)
+        CU_ASSERT(seen[k]);
+}
+
+/* a fork child starts with no cache and a cleared copy (it may attach to
+ * another arena), and gets both at its first allocation */
+static void test_copy_in_fork_child(void)
+{
+    void *p = spc_malloc(32);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    CU_ASSERT(spci_tls.map.base != NULL);
+    pid_t pid = fork();
+    CU_ASSERT_FATAL(pid >= 0);
+    if (pid == 0) {
+        if (spci_tls.tc != &spci_empty_cache || spci_tls.map.base != NULL ||
+            spci_tls.map.data_len != 0)
+            _exit(1);
+        spc_free(p);                                /* the parent's object: a remote free */
+        void *q = spc_malloc(32);
+        _exit(q != NULL && spci_tls.tc != &spci_empty_cache && copy_is_current() &&
+              copy_finds(q) ? 0 : 2);
+    }
+    int st;
+    CU_ASSERT_EQUAL(waitpid(pid, &st, 0), pid);
+    CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+/* ---- placement ---- */
+
+static void *placed_thread(void *arg)
+{
+    void *p = spc_malloc(16);
+    spc_free(p);
+    return spci_tls.tc == arg ? NULL : spci_tls.tc;
+}
+
+/* a cache sits on a line boundary within the page of slack it was given,
+ * so its layout's line offsets hold; every thread's is its own */
+static void test_placement(void)
+{
+    void *p = spc_malloc(16);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    spc_free(p);
+    spci_cache_t *c = spci_tls.tc;
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c->mem);
+    uintptr_t at = (uintptr_t)c - (uintptr_t)c->mem;
+    CU_ASSERT(at < SPCI_ALIAS_BYTES);
+    CU_ASSERT_EQUAL(at % 64, 0);
+    CU_ASSERT_EQUAL((uintptr_t)c->mem % SPCI_ALIAS_BYTES, 0);
+    CU_ASSERT_PTR_EQUAL(c->tls, &spci_tls);
+    CU_ASSERT_EQUAL(c->tid, spci_gettid());
+    pthread_t t;
+    void *other = NULL;
+    CU_ASSERT_EQUAL_FATAL(pthread_create(&t, NULL, placed_thread, c), 0);
+    pthread_join(t, &other);
+    CU_ASSERT_PTR_NOT_NULL(other);                  /* a cache of its own */
+}
+
+int main(void)
+{
+    CU_TestInfo tests[] = {
+        { "the free's copy follows attach, detach and another arena",
+          test_copy_follows_the_mapping },
+        { "detach and attach update every thread's copy", test_copy_of_other_threads },
+        { "a fork child starts with no copy", test_copy_in_fork_child },
+        { "a cache is placed on a line in its page of slack", test_placement },
+        CU_TEST_INFO_NULL,
+    };
+    CU_SuiteInfo suites[] = {
+        { "thread cache internals", suite_start, suite_stop, NULL, NULL, tests },
+        CU_SUITE_INFO_NULL,
+    };
+    signal(SIGPIPE, SIG_IGN);
+    return cutest_run(suites);
+}
