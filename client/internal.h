@@ -6,8 +6,10 @@
  *
  * Process state comes in two parts:
  *   spci_map   read-mostly: where the arena is mapped.  Written only by
- *              attach/detach/fork (under spci_proc.lock) while no other
- *              thread uses the arena; read without a lock by every free.
+ *              attach/detach (under spci_proc.lock) while no other thread
+ *              uses the arena; read without a lock by the slow paths, and
+ *              copied into every thread's spci_tls for the fast free
+ *              (client/cache.h).
  *   spci_proc  the slow-path state: the connection to the daemon, the list
  *              of thread caches, the log sink.  Everything in it is touched
  *              with spci_proc.lock held (functions named *_locked assume it).
@@ -34,9 +36,9 @@
 
 typedef struct spci_cache_s spci_cache_t;
 
-/* Where the arena is mapped.  One cache line, read by every free; written
- * by attach, detach and the fork child handler only.  data_len is 0 while
- * nothing is mapped, so the range test of a free fails for every pointer. */
+/* Where the arena is mapped.  One cache line, read by the slow paths (the
+ * fast free reads its thread's copy, spci_fmap_t below); written by attach
+ * and detach only.  data_len is 0 while nothing is mapped. */
 typedef struct spci_map_s {
     uint8_t *base;              /* arena base (== header's base), NULL unmapped */
     uint64_t data_off;          /* first object page's offset */
