@@ -148,8 +148,10 @@ spci_cache_t *spci_cache_create(void)
         errno = ENOTCONN;
         return NULL;
     }
-    /* a page of slack buys the choice of page offset */
-    void *mem = aligned_alloc(SPCI_ALIAS_BYTES, sizeof(spci_cache_t) + SPCI_ALIAS_BYTES);
+    /* a page of slack buys the choice of page offset (aligned_alloc wants
+     * a multiple of the alignment) */
+    size_t len = (sizeof(spci_cache_t) + 2 * SPCI_ALIAS_BYTES - 1) & ~(size_t)(SPCI_ALIAS_BYTES - 1);
+    void *mem = aligned_alloc(SPCI_ALIAS_BYTES, len);
     if (mem == NULL) {
         errno = ENOMEM;
         return NULL;
