@@ -118,8 +118,9 @@ static unsigned alias_table_cost(uintptr_t at, const uint8_t *tab, size_t n)
  * page offsets): of the 64 line offsets, the one where the fewest fast
  * paths load a line from outside the cache (this thread's spci_tls, an
  * entry of the size-class tables) or store one (an object of a class of
- * 4 KiB multiples, whose objects start pages) at their own bin's page
- * offset, by alias_weight. */
+ * 4 KiB multiples, whose objects start pages) at the page offset of the
+ * bin they store into, by alias_weight; a remote free stores into its
+ * batch's slot (rfree) instead, and loads spci_tls too. */
 static uintptr_t cache_place(void)
 {
     uintptr_t tls = (uintptr_t)&spci_tls % SPCI_ALIAS_BYTES, best = 0;
@@ -132,6 +133,12 @@ static uintptr_t cache_place(void)
             if (bin == tls || (bin == 0 && shm_classes[k].size % SPCI_ALIAS_BYTES == 0))
                 cost += alias_weight(k);
         }
+        /* a remote free of any class stores into its batch's slot */
+        for (uintptr_t r = offsetof(spci_cache_t, rfree); r < offsetof(spci_cache_t, rfree) +
+                                                                 sizeof(((spci_cache_t *)0)->rfree);
+             r += 64)
+            if ((at + r) % SPCI_ALIAS_BYTES == tls)
+                cost += 64;
         cost += alias_table_cost(at, shm_class_small, sizeof shm_class_small);
         cost += alias_table_cost(at, shm_class_large, sizeof shm_class_large);
         if (cost < best_cost) {

@@ -179,7 +179,7 @@ struct spci_cache_s {
     } __attribute__((aligned(64)));
     /* cold: the slow paths */
     spci_class_t cls[SHM_NCLASSES] __attribute__((aligned(64)));
-    spci_rfree_t rfree[SPCI_RFREE_SLOTS] __attribute__((aligned(64))); /* by span id */
+    spci_rfree_t rfree[SPCI_RFREE_SLOTS] __attribute__((aligned(64))); /* by descriptor */
     /* freed large spans (tag SHM_LARGE_CACHED) kept for this thread's next
      * allocation of their size: the large pool's bucket heads are shared
      * by every process, a CAS on them a cache miss when two processes

@@ -99,9 +99,12 @@ static bool rfree_has(const spci_rfree_t *e, uint32_t i)
     return false;
 }
 
+/* The slot of s's batch in c: by the descriptor's address (descriptors are
+ * an array of 128-byte entries, so this is its id plus a constant), which
+ * needs no load of spci_map (page offsets, client/cache.h). */
 static inline spci_rfree_t *rfree_slot(spci_cache_t *c, const shm_span_t *s)
 {
-    return &c->rfree[(uint32_t)(s - spci_map.spans) & (SPCI_RFREE_SLOTS - 1)];
+    return &c->rfree[((uintptr_t)s / sizeof *s) & (SPCI_RFREE_SLOTS - 1)];
 }
 
 /* Add object i at p to e, the batch of its span. */
