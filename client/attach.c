@@ -123,7 +123,13 @@ static unsigned alias_table_cost(uintptr_t at, const uint8_t *tab, size_t n)
  * batch's slot (rfree) instead, and loads spci_tls too. */
 static uintptr_t cache_place(void)
 {
+    /* the answer depends on the thread-local line's offset alone (the
+     * tables are the process's): 1 + the line chosen, 0 not yet known */
+    static _Atomic uint8_t memo[SPCI_ALIAS_BYTES / 64];
     uintptr_t tls = (uintptr_t)&spci_tls % SPCI_ALIAS_BYTES, best = 0;
+    uint8_t known = shm_load_relaxed(&memo[tls / 64]);
+    if (known != 0)
+        return (uintptr_t)(known - 1) * 64;
     unsigned best_cost = UINT32_MAX;
     for (uintptr_t at = 0; at < SPCI_ALIAS_BYTES; at += 64) {
         unsigned cost = (at + offsetof(spci_cache_t, tiny)) % SPCI_ALIAS_BYTES == tls ? 64 : 0;
@@ -146,6 +152,7 @@ static uintptr_t cache_place(void)
             best = at;
         }
     }
+    shm_store_relaxed(&memo[tls / 64], (uint8_t)(best / 64 + 1));
     return best;
 }
 
