@@ -64,8 +64,10 @@
  *   - the cache is placed in its allocation (a page of slack) at the page
  *     offset, of the 64 a line can have, where the fewest classes up to 16
  *     KiB have one of those lines at their own bin's page offset, nor the
- *     first line of their objects when those start pages (attach.c,
- *     cache_place).  The bins cover 67 lines and a page holds 64, so the
+ *     first line of their objects when those start pages, and where the
+ *     remote free's batch slots (rfree, which it stores into) are off the
+ *     thread-local line (attach.c, cache_place).  The bins cover 67 lines
+ *     and a page holds 64, so the
  *     cache's own lines share offsets too: bins[0]'s (tid) with bin 64's,
  *     line 0 (tiny) with bin 63's, bin 1's with bin 65's, bin 2's with
  *     bin 66's (no bin there, only the tiny class's divmul and size);
