@@ -103,8 +103,6 @@ _Static_assert(SPCI_LCACHE_SLOTS + 1 <= SHM_LPOOL_BATCH_MAX, "a full cache and o
 
 /* Hot per-class state: one cache line, written by the owning thread only. */
 typedef struct spci_bin_s {
-    void *head;                 /* this thread's frees into the current span */
-    uint64_t mask;              /* free objects of *word not handed out yet */
     uint8_t *start;             /* current span's first byte */
     uint64_t *bitmap;           /* current span's alloc bitmap */
     uint64_t *word;             /* the bitmap word mask was taken from */
@@ -112,7 +110,14 @@ typedef struct spci_bin_s {
     shm_span_t *span;           /* current span, NULL none */
     uint32_t divmul;            /* shm_classes[cls].divmul, even with no span */
     uint32_t size;              /* shm_classes[cls].size, even with no span */
+    /* the two fields the fast paths store, last: the first bytes of a line
+     * are where a descriptor's fields the free reads (start, sizeclass,
+     * nelems) and a span's first bitmap words sit, and a load waits for a
+     * store to the same bytes of its page offset (page offsets, above) */
+    void *head;                 /* this thread's frees into the current span */
+    uint64_t mask;              /* free objects of *word not handed out yet */
 } spci_bin_t;
+_Static_assert(offsetof(spci_bin_t, head) == 48, "the stored fields end the line");
 
 /* The current tiny block of one granule: [pos, end) not handed out yet. */
 typedef struct spci_tiny_s {
