@@ -46,17 +46,19 @@
  * while the thread carves it (bias scheme, see cache.c).
  *
  * Page offsets.  A core matches a load against the older stores still in
- * flight by the address bits below 4 KiB first, and a load whose page
- * offset equals such a store's waits for it, even when the two addresses
- * differ ("4K aliasing").  Every operation of a class stores into its bin
- * (head, mask), so any line its fast path loads at the bin's page offset
- * costs that class a few cycles at every operation: at w1 (bench/) 15-35 %
- * of its rate.  Until this was understood it looked like one size class
- * in one benchmark running slower for no reason (bench/TRIED.md, eighth
- * round): the free read the arena's coordinates from the global spci_map,
- * at a page offset fixed by the library's layout, while malloc put the
- * cache anywhere, so some class's bin landed on spci_map's offset, and
- * which one changed with the heap.  Now:
+ * flight by the address bits below 4 KiB first, and a load of bytes at the
+ * page offset of such a store's bytes waits for it, even when the two
+ * addresses differ ("4K aliasing").  Every operation of a class stores into
+ * its bin (head, mask), so a line its fast path loads at the bin's page
+ * offset, on those bytes, costs that class a few cycles at every
+ * operation: at w1 (bench/) 15-35 % of its rate.  (The placement below
+ * works by whole lines, which errs on the safe side.)  Until this was
+ * understood it looked like one size class in one benchmark running slower
+ * for no reason (bench/TRIED.md, eighth round): the free read the arena's
+ * coordinates from the global spci_map, at a page offset fixed by the
+ * library's layout, while malloc put the cache anywhere, so some class's
+ * bin landed on spci_map's offset, and which one changed with the heap.
+ * Now:
  *   - the lines the fast paths load other than the arena's, the object's
  *     and the bin's own are this thread's spci_tls (the cache pointer and a
  *     copy of what the free needs of spci_map, one line), bins[0]'s line
@@ -67,14 +69,15 @@
  *     first line of their objects when those start pages, and where the
  *     remote free's batch slots (rfree, which it stores into) are off the
  *     thread-local line (attach.c, cache_place).  The bins cover 67 lines
- *     and a page holds 64, so the
- *     cache's own lines share offsets too: bins[0]'s (tid) with bin 64's,
- *     line 0 (tiny) with bin 63's, bin 1's with bin 65's, bin 2's with
- *     bin 66's (no bin there, only the tiny class's divmul and size);
+ *     and a page holds 64, so the cache's own lines share offsets too:
+ *     bins[0]'s (tid) with bin 64's, line 0 (tiny) with bin 63's, bin 1's
+ *     with bin 65's, bin 2's with bin 66's (no bin there, only the tiny
+ *     class's divmul and size);
  *   - the fast paths store nothing else that a class's next operation loads
  *     (no stack frame: the free keeps its values in scratch registers).
  * The arena's lines (a descriptor, a span-map entry, a bitmap word) can
- * still share a bin's offset for some span; that is the next span's luck.
+ * still share a bin's offset for some span; the bin's stored fields are its
+ * last 16 bytes, off the bytes of those lines the fast paths read most.
  */
 #ifndef SPCI_CACHE_H
 #define SPCI_CACHE_H
