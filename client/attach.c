@@ -65,26 +65,15 @@ static void thread_exit(void *arg)
     free(c->mem);
 }
 
-/* The free's copy of spci_map in the thread-local line of cache c's thread
- * (spci_tls_t, client/cache.h). */
-static void cache_set_map_locked(spci_cache_t *c)
-{
-    c->tls->map = (spci_fmap_t){
-        .base = spci_map.base,
-        .data_off = spci_map.data_off,
-        .data_len = spci_map.data_len,
-        .pagemap = spci_map.base == NULL ? 0
-                   : (uintptr_t)spci_map.spanmap -
-                     ((uintptr_t)spci_map.base >> SHM_PAGE_SHIFT) * sizeof *spci_map.spanmap,
-        .spans = spci_map.spans,
-        .bitmaps = spci_map.bitmaps,
-    };
-}
+/* What every thread with a cache gets in its thread-local line (spci_tls_t,
+ * client/cache.h): spci_map as the fast free reads it, set with spci_map
+ * (map_publish, unmap_locked); all zeros while nothing is mapped. */
+static spci_fmap_t fmap;
 
 static void caches_set_map_locked(void)
 {
     for (spci_cache_t *c = spci_proc.caches; c != NULL; c = c->next)
-        cache_set_map_locked(c);
+        c->tls->map = fmap;
 }
 
 /* Weight of a fast path that waits at every operation (page offsets,
@@ -177,7 +166,7 @@ spci_cache_t *spci_cache_create(void)
     spci_cache_init_bins(c);
     c->tid = spci_gettid();
     pthread_mutex_lock(&spci_proc.lock);
-    cache_set_map_locked(c);
+    c->tls->map = fmap;
     c->next = spci_proc.caches;
     if (c->next)
         c->next->prev = c;
@@ -245,6 +234,15 @@ static void map_publish(const shm_arena_t *a)
     spci_map.spanmap = shm_spanmap(a->base);
     spci_map.spans = shm_span(a->base, 0);
     spci_map.bitmaps = a->base + h->bitmap_off;
+    fmap = (spci_fmap_t){
+        .base = spci_map.base,
+        .data_off = spci_map.data_off,
+        .data_len = spci_map.data_len,
+        .pagemap = (uintptr_t)spci_map.spanmap -
+                   ((uintptr_t)spci_map.base >> SHM_PAGE_SHIFT) * sizeof *spci_map.spanmap,
+        .spans = spci_map.spans,
+        .bitmaps = spci_map.bitmaps,
+    };
     caches_set_map_locked();
 }
 
@@ -252,6 +250,7 @@ static void unmap_locked(void)
 {
     shm_arena_close(&spci_proc.arena);
     memset(&spci_map, 0, sizeof spci_map);
+    fmap = (spci_fmap_t){ 0 };
     caches_set_map_locked();
 }
 
