@@ -240,6 +240,7 @@ static void map_publish(const shm_arena_t *a)
         .data_len = spci_map.data_len,
         .pagemap = (uintptr_t)spci_map.spanmap -
                    ((uintptr_t)spci_map.base >> SHM_PAGE_SHIFT) * sizeof *spci_map.spanmap,
+        .classmap = (uintptr_t)shm_classmap(a->base) - ((uintptr_t)spci_map.base >> SHM_PAGE_SHIFT),
         .spans = spci_map.spans,
         .bitmaps = spci_map.bitmaps,
     };

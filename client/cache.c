@@ -160,8 +160,9 @@ static void give_back(spci_cache_t *c, shm_span_t *s)
 static void make_current(spci_cache_t *c, unsigned cls, shm_span_t *s)
 {
     spci_bin_t *b = &c->bins[cls];
-    b->span = s;
+    c->cls[cls].cur = s;
     b->start = shm_page_addr(spci_map.base, s->start);
+    b->limit = cls == SHM_CLASS_TINY ? 0 : s->nelems * b->size;
     b->bitmap = (uint64_t *)(spci_map.bitmaps + (uint64_t)s->start * SHM_BITMAP_PAGE_BYTES);
     b->head = NULL;                     /* empty already (the last span ran dry, */
     b->mask = 0;                        /* or the bin is new): said here, where */
@@ -169,12 +170,12 @@ static void make_current(spci_cache_t *c, unsigned cls, shm_span_t *s)
     s->hstate = SPCI_H_CURRENT;
 }
 
-/* Take the first bitmap word of the current span with a free object, looking
+/* Take the first bitmap word of current span s with a free object, looking
  * from word `from` on and wrapping around.  Only with the list empty. */
-static bool find_word(spci_bin_t *b, uint32_t from)
+static bool find_word(spci_bin_t *b, const shm_span_t *s, uint32_t from)
 {
     uint32_t wi;
-    if (!shm_span_free_word(spci_map.base, b->span, from, &wi, &b->mask))
+    if (!shm_span_free_word(spci_map.base, s, from, &wi, &b->mask))
         return false;
     b->word = &b->bitmap[wi];
     b->wbase = b->start + (uint64_t)wi * 64 * b->size;
@@ -187,9 +188,9 @@ static bool find_word(spci_bin_t *b, uint32_t from)
 static bool refresh_current(spci_cache_t *c, unsigned cls)
 {
     spci_bin_t *b = &c->bins[cls];
-    shm_span_t *s = b->span;
+    shm_span_t *s = c->cls[cls].cur;
     uint32_t cur = b->word ? (uint32_t)(b->word - b->bitmap) + 1 : 0;
-    if (find_word(b, cur))
+    if (find_word(b, s, cur))
         return true;
     if (shm_load_relaxed(&s->xremote) == 0)
         return false;
@@ -198,7 +199,7 @@ static bool refresh_current(spci_cache_t *c, unsigned cls)
         spci_bogus_free("spc_free", spci_map.base + bad,
                         "double free detected (found on the remote-free stack "
                         "of a span being reused)");
-    return find_word(b, cur);
+    return find_word(b, s, cur);
 }
 
 /* The current span has nothing left: keep it on the full list, where a
@@ -206,8 +207,9 @@ static bool refresh_current(spci_cache_t *c, unsigned cls)
 static void retire_current(spci_cache_t *c, unsigned cls)
 {
     spci_bin_t *b = &c->bins[cls];
-    shm_span_t *s = b->span;
-    b->span = NULL;                     /* its list and mask are empty: refresh found nothing */
+    shm_span_t *s = c->cls[cls].cur;
+    c->cls[cls].cur = NULL;             /* its list and mask are empty: refresh found nothing */
+    b->limit = 0;                       /* frees into it: the held-span path */
     s->hstate = SPCI_H_FULL;
     spci_slist_t *full = &c->cls[cls].full;
     slist_push_tail(full, s);
@@ -298,7 +300,7 @@ static int refill(spci_cache_t *c, unsigned cls)
     }
     k->refills++;
     uint32_t held = k->avail.pages + k->full.pages +
-                    (c->bins[cls].span ? c->bins[cls].span->npages : 0);
+                    (k->cur ? k->cur->npages : 0);
     if (held > k->peak_pages)
         k->peak_pages = held;
     if (k->batch < max)
@@ -320,11 +322,10 @@ void *spci_alloc_slow(spci_cache_t *c, unsigned cls)
         errno = ENOTCONN;
         return NULL;
     }
-    spci_bin_t *b = &c->bins[cls];
     /* the bin's list and mask are empty here: the fast path came for that,
      * and a span made current starts with both empty */
     for (int refills = 0;;) {
-        if (b->span != NULL) {
+        if (c->cls[cls].cur != NULL) {
             if (refresh_current(c, cls))
                 return spci_alloc_cls(c, cls);
             retire_current(c, cls);
@@ -382,7 +383,7 @@ void *spci_tiny_slow(spci_cache_t *c, unsigned code)
     uint8_t *blk = spci_alloc_cls(c, SHM_CLASS_TINY);
     if (blk == NULL)
         return NULL;
-    shm_span_t *s = c->bins[SHM_CLASS_TINY].span;   /* the block came from it */
+    shm_span_t *s = c->cls[SHM_CLASS_TINY].cur;     /* the block came from it */
     uint32_t i = (uint32_t)((uint64_t)(blk - c->bins[SHM_CLASS_TINY].start) >> 4);
     shm_store_relaxed(shm_tiny_count(spci_map.base, s, i),
                       (uint8_t)(SPCI_TINY_BIAS | code << 6));
@@ -402,7 +403,7 @@ void spci_free_owned(spci_cache_t *c, shm_span_t *s, uint32_t i)
 {
     unsigned cls = s->sizeclass;
     spci_bin_t *b = &c->bins[cls];
-    if (b->span == s) {                 /* the current span */
+    if (c->cls[cls].cur == s) {         /* the current span */
         shm_bit_clear(b->bitmap, i);
         void *obj = b->start + (uint64_t)i * shm_classes[cls].size;
         *(void **)obj = b->head;
@@ -454,10 +455,9 @@ void spci_cache_flush_locked(spci_cache_t *c, bool session)
         static shm_spanid_t ids[SPCI_RELEASE_CHUNK];   /* under spci_proc.lock */
         uint32_t n = 0;
         for (unsigned cls = 1; cls < SHM_NCLASSES; cls++) {
-            spci_bin_t *b = &c->bins[cls];
-            if (b->span != NULL)
-                release_add(ids, &n, b->span);
             spci_class_t *k = &c->cls[cls];
+            if (k->cur != NULL)
+                release_add(ids, &n, k->cur);
             shm_span_t *s;
             while ((s = slist_head(&k->avail)) != NULL) {
                 avail_remove(k, s);

@@ -106,21 +106,32 @@ _Static_assert(SPCI_LCACHE_SLOTS + 1 <= SHM_LPOOL_BATCH_MAX, "a full cache and o
 
 /* Hot per-class state: one cache line, written by the owning thread only. */
 typedef struct spci_bin_s {
-    uint8_t *start;             /* current span's first byte */
-    uint64_t *bitmap;           /* current span's alloc bitmap */
+    /* Byte order (page offsets, above): what the list paths load sits at
+     * bytes 8-15 of a 16-byte granule where it can, the mask path's fields
+     * at bytes 0-7.  Objects of every class but the 8- and 24-byte ones
+     * start at a multiple of 16 bytes from a page, and the free (its list
+     * link) and most callers store into an object's first bytes: those
+     * stores never meet a list path's load of the bin, wherever the bin
+     * and the object lie.  In a fresh span the first object handed out
+     * starts a page. */
     uint64_t *word;             /* the bitmap word mask was taken from */
+    uint8_t *start;             /* current span's first byte */
     uint8_t *wbase;             /* address of that word's object 0 */
-    shm_span_t *span;           /* current span, NULL none */
     uint32_t divmul;            /* shm_classes[cls].divmul, even with no span */
     uint32_t size;              /* shm_classes[cls].size, even with no span */
-    /* the two fields the fast paths store, last: the first bytes of a line
-     * are where a descriptor's fields the free reads (start, sizeclass,
-     * nelems) and a span's first bitmap words sit, and a load waits for a
-     * store to the same bytes of its page offset (page offsets, above) */
-    void *head;                 /* this thread's frees into the current span */
     uint64_t mask;              /* free objects of *word not handed out yet */
+    void *head;                 /* this thread's frees into the current span */
+    uint64_t *bitmap;           /* current span's alloc bitmap */
+    /* bytes of objects in the current span (nelems * size): the free takes
+     * an object p as the current span's when p - start < limit; 0 with no
+     * current span, and always for the tiny class, whose pieces are not
+     * objects of their own */
+    uint32_t limit;
+    uint32_t pad;
 } spci_bin_t;
-_Static_assert(offsetof(spci_bin_t, head) == 48, "the stored fields end the line");
+_Static_assert(offsetof(spci_bin_t, start) == 8 && offsetof(spci_bin_t, divmul) == 24 &&
+               offsetof(spci_bin_t, head) == 40 && offsetof(spci_bin_t, limit) == 56,
+               "the list paths' fields at bytes 8-15 of a granule, but bitmap");
 
 /* The current tiny block of one granule: [pos, end) not handed out yet. */
 typedef struct spci_tiny_s {
@@ -170,6 +181,7 @@ static inline void spci_uncache_large(shm_span_t *s)
 
 /* Cold per-class state, slow path only. */
 typedef struct spci_class_s {
+    shm_span_t *cur;            /* the bin's current span, NULL none */
     spci_slist_t avail;         /* hstate AVAIL */
     spci_slist_t full;          /* hstate FULL */
     uint32_t batch;             /* spans to ask for in the next Refill */
@@ -264,11 +276,18 @@ static inline void *spci_alloc_tiny(spci_cache_t *c, size_t size)
     return p;
 }
 
-/* Free p.  Fast case: a non-tiny object of a span this thread holds that
- * is its class's current span (onto the bin's list) or on the avail list
- * (its bit alone).  Everything
- * else (validation failures included) goes to spci_free_slow, which checks
- * everything again from scratch. */
+/* Free p.  Two fast cases, both for objects of spans this thread holds:
+ *   - an object of its class's current span, onto the bin's list.  The
+ *     class map (shm/layout.h) names the class of p's page, and p is the
+ *     current span's when p - start < limit: no span descriptor is read,
+ *     and nothing but the object's own bit is trusted.  The map is a hint:
+ *     a stale or wrong byte sends p to a bin whose current span does not
+ *     hold it, and on to the second case.
+ *   - an object of a span on the avail list (its bit alone), found through
+ *     the span map and the descriptor, whose holder must be this thread.
+ * Everything else (validation failures included) goes to spci_free_slow,
+ * which checks everything again from scratch, or to spci_free_other and
+ * spci_free_held.  Every call out is a tail call: no stack frame. */
 static inline void spci_free_fast(void *p)
 {
     spci_cache_t *c = spci_tls.tc;
@@ -276,6 +295,33 @@ static inline void spci_free_fast(void *p)
     uint64_t off = (uint64_t)((uint8_t *)p - m->base);
     if (SPCI_UNLIKELY(off - m->data_off >= m->data_len)) {
         spci_free_slow(p);              /* outside, nothing mapped, or no cache yet */
+        return;
+    }
+    unsigned hint = shm_load_relaxed(
+        (_Atomic uint8_t *)(m->classmap + ((uintptr_t)p >> SHM_PAGE_SHIFT)));
+    if (SPCI_UNLIKELY(hint >= SHM_NCLASSES)) {
+        spci_free_slow(p);              /* not a byte the daemon writes */
+        return;
+    }
+    spci_bin_t *b = &c->bins[hint];     /* bins[0] and the tiny bin: limit 0 */
+    uint64_t rel = (uint64_t)((uint8_t *)p - b->start);
+    if (SPCI_LIKELY(rel < b->limit)) {
+        uint32_t i = (uint32_t)((rel * b->divmul) >> 32);
+        uint64_t *w = b->bitmap + (i >> 6);
+        if (SPCI_UNLIKELY((uint64_t)i * b->size != rel)) {
+            spci_free_slow(p);          /* not an object's first byte */
+            return;
+        }
+        /* one load of the bitmap word for the test and the clear: only the
+         * holder (this thread) writes it (shm/span.h, shm_bit_test/clear) */
+        uint64_t word = shm_word_load(w), bit = 1ull << (i & 63);
+        if (SPCI_UNLIKELY(!(word & bit))) {
+            spci_free_slow(p);          /* reports the double free */
+            return;
+        }
+        shm_word_store(w, word & ~bit);
+        *(void **)p = b->head;
+        b->head = p;
         return;
     }
     shm_spanid_t id = shm_load_acquire(
@@ -292,34 +338,29 @@ static inline void spci_free_fast(void *p)
         return;
     }
     uint8_t *bitmap = m->bitmaps + (uint64_t)s->start * SHM_BITMAP_PAGE_BYTES;
-    spci_bin_t *b = &c->bins[cls];      /* divmul and size are always set */
+    b = &c->bins[cls];                  /* divmul and size are always set */
     __asm__("" : "+r"(b));              /* kept, not recomputed from c and cls: with
                                            those live too the path ran out of
                                            scratch registers and saved some on the
                                            stack (page offsets, above) */
-    uint64_t rel = off - ((uint64_t)s->start << SHM_PAGE_SHIFT);
+    rel = off - ((uint64_t)s->start << SHM_PAGE_SHIFT);
     uint32_t i = (uint32_t)((rel * b->divmul) >> 32);
     if (SPCI_UNLIKELY((uint64_t)i * b->size != rel || i >= s->nelems)) {
         spci_free_slow(p);
         return;
     }
-    /* one load of the bitmap word for the test and the clear: only the
-     * holder (this thread) writes it (shm/span.h, shm_bit_test/clear) */
     uint64_t *w = (uint64_t *)bitmap + (i >> 6);
     uint64_t word = shm_word_load(w), bit = 1ull << (i & 63);
     if (SPCI_UNLIKELY(!(word & bit))) {
-        spci_free_slow(p);              /* reports the double free (a tail call: */
-        return;                         /* no stack frame on the fast path) */
+        spci_free_slow(p);              /* reports the double free */
+        return;
     }
-    if (SPCI_LIKELY(b->span == s)) {    /* the current span: the bin's list */
-        shm_word_store(w, word & ~bit);
-        *(void **)p = b->head;
-        b->head = p;
-    } else if (SPCI_LIKELY(s->hstate == SPCI_H_AVAIL)) {
+    if (SPCI_LIKELY(s->hstate == SPCI_H_AVAIL))
         shm_word_store(w, word & ~bit); /* another held span: the bit alone */
-    } else {
-        spci_free_held(s, i);           /* full: it moves to the avail list */
-    }
+    else
+        spci_free_held(s, i);           /* full: it moves to the avail list; or
+                                           the current span, reached through a
+                                           stale class-map byte */
 }
 
 #endif /* SPCI_CACHE_H */

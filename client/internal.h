@@ -51,19 +51,22 @@ typedef struct spci_map_s {
 
 extern spci_map_t spci_map;
 
-/* What the fast free reads of spci_map, copied into every thread cache's
- * first line (spci_cache_t.map) so that the free loads no line outside the
- * cache but the arena's: see client/cache.h on page offsets.  The copies
- * are written with spci_map, under spci_proc.lock (attach, detach, cache
- * creation); all zero while nothing is mapped. */
+/* What the fast free reads of spci_map, copied into every thread's
+ * thread-local line (spci_tls_t, client/cache.h) so that the free loads no
+ * line but that one, the cache's and the arena's: see client/cache.h on
+ * page offsets.  Worked out once in map_publish (attach.c) and copied under
+ * spci_proc.lock (attach, detach, cache creation); all zero while nothing
+ * is mapped. */
 typedef struct spci_fmap_s {
     uint8_t *base;
     uint64_t data_off;
     uint64_t data_len;
-    /* the span map's address less base's page number's worth of entries:
-     * entry of p at pagemap + (p >> SHM_PAGE_SHIFT) * 4, without waiting
-     * for base (0 while nothing is mapped) */
+    /* the span map's and the class map's addresses less base's page
+     * number's worth of entries: the entries of p at pagemap + (p >>
+     * SHM_PAGE_SHIFT) * 4 and classmap + (p >> SHM_PAGE_SHIFT), without
+     * waiting for base (0 while nothing is mapped) */
     uintptr_t pagemap;
+    uintptr_t classmap;
     shm_span_t *spans;
     uint8_t *bitmaps;
 } spci_fmap_t;

@@ -376,6 +376,7 @@ static int heap_grow(shm_arena_t *a, uint64_t need)
         return rc;
     if ((rc = shm_arena_back(a, hdr->spanmap_off + (uint64_t)end * sizeof(uint32_t),
                              n * sizeof(uint32_t))) != 0 ||
+        (rc = shm_arena_back(a, hdr->classmap_off + end, n)) != 0 ||
         (rc = shm_arena_back(a, hdr->bitmap_off + (uint64_t)end * SHM_BITMAP_PAGE_BYTES,
                              n * SHM_BITMAP_PAGE_BYTES)) != 0) {
         shm_arena_punch(a, data, used);     /* give the data pages back */

@@ -16,7 +16,8 @@
  *      page and a FREE one its first and last page with a zero interior, no
  *      two FREE spans are adjacent, every span is on the list its state asks
  *      for (LARGE on none), small spans have their class's shape, and their
- *      bitmaps keep nreserved <= popcount <= nelems with the reserved objects
+ *      class-map bytes and bitmaps say so: the class on every page, and
+ *      nreserved <= popcount <= nelems with the reserved objects
  *      marked and no bit at or above nelems; the backed span-map slots
  *      outside the heap are 0;
  *   4. totals: heap.free_pages and heap.unbacked_pages are the sums over
@@ -361,6 +362,11 @@ static int check_small(vctx_t *v, shm_spanid_t id, const shm_span_t *s)
         return bad(v, "span %u of class %u has %u pages and %u objects, expected %u and %u",
                    id, cls, s->npages, s->nelems, shm_classes[cls].npages,
                    shm_classes[cls].nelems);
+    const _Atomic uint8_t *cm = shm_classmap(v->a->base);
+    for (uint32_t q = s->start; q < s->start + s->npages; q++)
+        if (shm_load_relaxed(&cm[q]) != cls)
+            return bad(v, "classmap: page %u of span %u (class %u) says class %u", q, id,
+                       cls, shm_load_relaxed(&cm[q]));
     return check_bitmap(v, id, s);
 }
 

@@ -45,7 +45,8 @@ void shm_layout_compute(shm_header_t *h, uint64_t size, uint64_t base)
     h->npages = (uint32_t)npages;
     h->nclasses = SHM_NCLASSES;
     h->spanmap_off = page_round(sizeof(shm_header_t));
-    h->bitmap_off = h->spanmap_off + page_round(npages * sizeof(uint32_t));
+    h->classmap_off = h->spanmap_off + page_round(npages * sizeof(uint32_t));
+    h->bitmap_off = h->classmap_off + page_round(npages);
     h->spans_off = h->bitmap_off + page_round(npages * SHM_BITMAP_PAGE_BYTES);
     /* at most one span per page, and id 0 unused */
     h->data_off = h->spans_off + page_round((npages + 1) * sizeof(shm_span_t));
@@ -177,7 +178,9 @@ int shm_arena_map_fd(shm_arena_t *a, int fd, char *err)
     shm_header_t want;
     memset(&want, 0, sizeof want);
     shm_layout_compute(&want, h.arena_size, h.base);
-    if (want.data_off != h.data_off || want.spans_off != h.spans_off)
+    if (want.data_off != h.data_off || want.spans_off != h.spans_off ||
+        want.bitmap_off != h.bitmap_off || want.classmap_off != h.classmap_off ||
+        want.spanmap_off != h.spanmap_off)
         return fail(err, -EPROTO, "the arena header's region offsets are inconsistent");
     return map_at(a, fd, h.arena_size, h.base, err);
 }

@@ -59,8 +59,11 @@
  * ---------------------------------------------------------------------
  *   [0, spanmap_off)          shm_header_t: identity, class table, heap,
  *                             central, span allocator, sessions, stats
- *   [spanmap_off, bitmap_off) span map: one uint32 span id per page of the
- *                             whole arena (metadata pages map to 0)
+ *   [spanmap_off, classmap_off) span map: one uint32 span id per page of
+ *                             the whole arena (metadata pages map to 0)
+ *   [classmap_off, bitmap_off) class map: one byte per page, the size class
+ *                             of the small span the page was last cut into
+ *                             (0 never), for the fast free (client/cache.h)
  *   [bitmap_off, spans_off)   alloc bitmaps: 128 bytes (1024 bits) per page;
  *                             a span's bitmap starts at its first page's slot,
  *                             so it never needs allocating
@@ -77,6 +80,9 @@
  * Invariants (checked by spd_heap_verify, daemon/verify.c)
  * -------------------------------------------------------
  *   - every page of [first_page, end_page) belongs to exactly one span;
+ *   - classmap[p] == sizeclass for every page p of a CENTRAL or HELD span
+ *     (other pages keep what the last cut wrote: the map is a hint to its
+ *     readers, who never trust it, see client/cache.h);
  *   - spanmap[p] == id for every page p of an in-use span (CENTRAL, HELD,
  *     LARGE); for a FREE span only its first and last page map to it and its
  *     interior maps to 0; pages outside the heap map to 0;
@@ -104,12 +110,13 @@
 #include "shm/sizeclasses.h"
 
 #define SHM_MAGIC           0x314e4144444e5053ULL  /* "SPNDDAN1" little-endian */
-#define SHM_LAYOUT_VERSION  8u   /* 2: the large pool in the header; 3: remote-free
+#define SHM_LAYOUT_VERSION  9u   /* 2: the large pool in the header; 3: remote-free
                                     records, large-pool batches; 4: 128-byte
                                     span descriptors; 5: xcut; 6: xlarge;
                                     7: the pool's hint in the descriptor;
                                     8: no holder free list (hscan, hcount,
-                                    hfree): the bitmap alone says what is free */
+                                    hfree): the bitmap alone says what is free;
+                                    9: the class map */
 
 #define SHM_PAGE_SHIFT      13
 #define SHM_PAGE_SIZE       (1u << SHM_PAGE_SHIFT)          /* 8 KiB */
@@ -415,6 +422,7 @@ typedef struct shm_header_s {
     uint64_t arena_size;     /* bytes reserved, a multiple of the page size */
     uint64_t base;           /* address every process maps the arena at */
     uint64_t spanmap_off;    /* regions, see the layout above */
+    uint64_t classmap_off;
     uint64_t bitmap_off;
     uint64_t spans_off;
     uint64_t data_off;
@@ -444,6 +452,14 @@ static inline uint8_t *shm_page_addr(uint8_t *base, uint32_t page)
 static inline _Atomic uint32_t *shm_spanmap(uint8_t *base)
 {
     return (_Atomic uint32_t *)(base + ((shm_header_t *)base)->spanmap_off);
+}
+
+/* The class map (layout above): written by the daemon with relaxed stores
+ * when it cuts a span into a class (shm_span_cut), before the span is
+ * published; read relaxed by a client's free as a hint only. */
+static inline _Atomic uint8_t *shm_classmap(uint8_t *base)
+{
+    return (_Atomic uint8_t *)(base + ((shm_header_t *)base)->classmap_off);
 }
 
 static inline shm_span_t *shm_span(uint8_t *base, shm_spanid_t id)

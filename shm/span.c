@@ -81,6 +81,9 @@ void shm_span_cut(uint8_t *base, shm_span_t *s, unsigned cls)
     uint64_t *bm = shm_span_bitmap(base, s);
     s->sizeclass = (uint8_t)cls;
     s->nelems = c->nelems;
+    _Atomic uint8_t *cm = shm_classmap(base) + s->start;
+    for (uint32_t p = 0; p < s->npages; p++)
+        shm_store_relaxed(&cm[p], (uint8_t)cls);
     shm_store_relaxed(&s->xcut, shm_load_relaxed(&s->xcut) + 1);
     memset(bm, 0, ((c->nelems + 63) / 64) * sizeof(uint64_t));
     for (uint32_t i = 0; i < c->nreserved; i++)

@@ -152,6 +152,23 @@ static void test_spanmap_outside(void)
     expect_broken(a, "spanmap", "past the heap's end");
 }
 
+static void test_classmap_held(void)
+{
+    WORLD(w);
+    _Atomic uint8_t *cm = shm_classmap(a->base);
+    uint32_t last = fx_span(a, w.H)->start + fx_span(a, w.H)->npages - 1;
+    CU_ASSERT_EQUAL(cm[last], 3);
+    cm[last] = 4;
+    expect_broken(a, "classmap", "class 3) says class 4");
+}
+
+static void test_classmap_central(void)
+{
+    WORLD(w);
+    shm_classmap(a->base)[fx_span(a, w.P)->start] = 0;
+    expect_broken(a, "classmap", "class 5) says class 0");
+}
+
 static void test_overlap(void)
 {
     WORLD(w);
@@ -501,6 +518,8 @@ CU_TestInfo verify_tests[] = {
     { "span map: a free span's interior maps", test_spanmap_free_interior },
     { "span map: a page maps to a dead descriptor", test_spanmap_dead },
     { "span map: a page past the heap maps", test_spanmap_outside },
+    { "class map: a held span's last page names another class", test_classmap_held },
+    { "class map: a central span's first page names none", test_classmap_central },
     { "overlapping spans", test_overlap },
     { "a span on two lists", test_two_lists },
     { "two adjacent free spans", test_adjacent_free },
