@@ -106,32 +106,27 @@ _Static_assert(SPCI_LCACHE_SLOTS + 1 <= SHM_LPOOL_BATCH_MAX, "a full cache and o
 
 /* Hot per-class state: one cache line, written by the owning thread only. */
 typedef struct spci_bin_s {
-    /* Byte order (page offsets, above): what the list paths load sits at
-     * bytes 8-15 of a 16-byte granule where it can, the mask path's fields
-     * at bytes 0-7.  Objects of every class but the 8- and 24-byte ones
-     * start at a multiple of 16 bytes from a page, and the free (its list
-     * link) and most callers store into an object's first bytes: those
-     * stores never meet a list path's load of the bin, wherever the bin
-     * and the object lie.  In a fresh span the first object handed out
-     * starts a page. */
-    uint64_t *word;             /* the bitmap word mask was taken from */
     uint8_t *start;             /* current span's first byte */
-    uint8_t *wbase;             /* address of that word's object 0 */
-    uint32_t divmul;            /* shm_classes[cls].divmul, even with no span */
-    uint32_t size;              /* shm_classes[cls].size, even with no span */
-    uint64_t mask;              /* free objects of *word not handed out yet */
-    void *head;                 /* this thread's frees into the current span */
     uint64_t *bitmap;           /* current span's alloc bitmap */
+    uint64_t *word;             /* the bitmap word mask was taken from */
+    uint8_t *wbase;             /* address of that word's object 0 */
     /* bytes of objects in the current span (nelems * size): the free takes
      * an object p as the current span's when p - start < limit; 0 with no
      * current span, and always for the tiny class, whose pieces are not
      * objects of their own */
     uint32_t limit;
     uint32_t pad;
+    uint32_t divmul;            /* shm_classes[cls].divmul, even with no span */
+    uint32_t size;              /* shm_classes[cls].size, even with no span */
+    /* the two fields the fast paths store, last: the first bytes of a line
+     * are where a span's first bitmap words sit, and a load waits for a
+     * store to the same bytes of its page offset (page offsets, above).
+     * (The list paths' fields at bytes 8-15 of each 16, off the bytes where
+     * objects start, ran 3-7 % slower at w1: bench/TRIED.md.) */
+    void *head;                 /* this thread's frees into the current span */
+    uint64_t mask;              /* free objects of *word not handed out yet */
 } spci_bin_t;
-_Static_assert(offsetof(spci_bin_t, start) == 8 && offsetof(spci_bin_t, divmul) == 24 &&
-               offsetof(spci_bin_t, head) == 40 && offsetof(spci_bin_t, limit) == 56,
-               "the list paths' fields at bytes 8-15 of a granule, but bitmap");
+_Static_assert(offsetof(spci_bin_t, head) == 48, "the stored fields end the line");
 
 /* The current tiny block of one granule: [pos, end) not handed out yet. */
 typedef struct spci_tiny_s {
