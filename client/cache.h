@@ -61,8 +61,8 @@
  * Now:
  *   - the lines the fast paths load other than the arena's, the object's
  *     and the bin's own are this thread's spci_tls (the cache pointer and a
- *     copy of what the free needs of spci_map, one line), bins[0]'s line
- *     (tid) and the size-class tables' lines;
+ *     copy of what the free needs of spci_map, one line), the size-class
+ *     tables' lines and, on the free's span-map path, bins[0]'s line (tid);
  *   - the cache is placed in its allocation (a page of slack) at the page
  *     offset, of the 64 a line can have, where the fewest classes up to 16
  *     KiB have one of those lines at their own bin's page offset, nor the
@@ -75,9 +75,10 @@
  *     class's divmul and size);
  *   - the fast paths store nothing else that a class's next operation loads
  *     (no stack frame: the free keeps its values in scratch registers).
- * The arena's lines (a descriptor, a span-map entry, a bitmap word) can
- * still share a bin's offset for some span; the bin's stored fields are its
- * last 16 bytes, off the bytes of those lines the fast paths read most.
+ * The arena's lines (a class-map byte, a bitmap word; on the free's
+ * span-map path a span-map entry and a descriptor) can still share a bin's
+ * offset for some span; the bin's stored fields are its last 16 bytes, off
+ * the bytes of those lines the fast paths read most.
  */
 #ifndef SPCI_CACHE_H
 #define SPCI_CACHE_H

@@ -1,10 +1,12 @@
 /* See shm/layout.h for the overview; client/cache.h for the thread cache.
  *
  * White-box checks of the thread cache's thread-local line (spci_tls: the
- * cache pointer and the free's copy of spci_map) and of where a cache is
- * placed.  The free trusts the copy without checking it against spci_map,
- * so every attach, detach and fork must keep every thread's copy right, or
- * the free reads another arena's span map.  This program links
+ * cache pointer and the free's copy of spci_map), of the free's use of the
+ * class map, and of where a cache is placed.  The free trusts the copy
+ * without checking it against spci_map, so every attach, detach and fork
+ * must keep every thread's copy right, or the free reads another arena's
+ * span map; it must trust no class-map byte, which only picks the bin
+ * whose current span it compares p with.  This program links
  * libspanclient statically to see its internals.
  */
 #include "config.h"
@@ -57,15 +59,18 @@ static bool copy_is_current(void)
     const spci_fmap_t *m = &spci_tls.map;
     if (spci_map.base == NULL)
         return m->base == NULL && m->data_off == 0 && m->data_len == 0 && m->pagemap == 0 &&
-               m->spans == NULL && m->bitmaps == NULL;
+               m->classmap == 0 && m->spans == NULL && m->bitmaps == NULL;
     return m->base == spci_map.base && m->data_off == spci_map.data_off &&
            m->data_len == spci_map.data_len && m->spans == spci_map.spans &&
            m->bitmaps == spci_map.bitmaps &&
            m->pagemap + ((uintptr_t)m->base >> SHM_PAGE_SHIFT) * sizeof(uint32_t) ==
-               (uintptr_t)spci_map.spanmap;
+               (uintptr_t)spci_map.spanmap &&
+           m->classmap + ((uintptr_t)m->base >> SHM_PAGE_SHIFT) ==
+               (uintptr_t)shm_classmap(spci_map.base);
 }
 
-/* The span the free finds for p through the copy is p's span. */
+/* The span the free finds for p through the copy is p's span, and the
+ * class-map byte it reads names p's class. */
 static bool copy_finds(void *p)
 {
     shm_span_t *s;
@@ -74,7 +79,8 @@ static bool copy_finds(void *p)
         return false;
     uint32_t id = *(const uint32_t *)(spci_tls.map.pagemap +
                                       ((uintptr_t)p >> SHM_PAGE_SHIFT) * sizeof(uint32_t));
-    return spci_tls.map.spans + id == s;
+    uint8_t cls = *(const uint8_t *)(spci_tls.map.classmap + ((uintptr_t)p >> SHM_PAGE_SHIFT));
+    return spci_tls.map.spans + id == s && cls == s->sizeclass;
 }
 
 /* attach sets the copy, detach clears it, an attach to another daemon (an
@@ -174,6 +180,75 @@ static void test_copy_in_fork_child(void)
     CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
+/* ---- the class map: a hint the free never trusts ---- */
+
+/* Is p free in its span's bitmap? */
+static bool bit_clear(void *p)
+{
+    shm_span_t *s;
+    uint32_t i;
+    CU_ASSERT_EQUAL_FATAL(shm_ptr_locate(spci_map.base, p, &s, &i), SHM_PTR_OK);
+    return !shm_bit_test(shm_span_bitmap(spci_map.base, s), i);
+}
+
+/* An object of its class's current span is freed onto the bin's list
+ * through the class map; with the byte of its page naming another class,
+ * or no class the daemon writes, the free still lands right (the span-map
+ * path, or the slow path), and so does the free of an object of another
+ * span the thread holds, whatever the byte says. */
+static void test_classmap_hint(void)
+{
+    unsigned cls = shm_size_to_class(200);
+    void *p = spc_malloc(200);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    spci_cache_t *c = spci_tls.tc;
+    spci_bin_t *b = &c->bins[cls];
+    CU_ASSERT_FATAL(b->limit == c->cls[cls].cur->nelems * shm_classes[cls].size);
+    CU_ASSERT_FATAL((uint64_t)((uint8_t *)p - b->start) < b->limit);
+    _Atomic uint8_t *byte = shm_classmap(spci_map.base) +
+                            (((uint8_t *)p - spci_map.base) >> SHM_PAGE_SHIFT);
+    CU_ASSERT_EQUAL_FATAL(*byte, cls);
+    void *t = spc_malloc(2);                        /* the tiny bin gets a span */
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c->cls[SHM_CLASS_TINY].cur);
+    CU_ASSERT_EQUAL(c->bins[SHM_CLASS_TINY].limit, 0);
+    spc_free(t);
+    CU_ASSERT_EQUAL(c->bins[0].limit, 0);
+
+    const uint8_t wrong[] = { (uint8_t)(cls + 1), 0, SHM_CLASS_TINY, SHM_NCLASSES, 255 };
+    for (unsigned k = 0; k <= sizeof wrong; k++) {
+        if (k > 0)
+            *byte = wrong[k - 1];
+        spc_free(p);
+        CU_ASSERT(bit_clear(p));
+        CU_ASSERT_PTR_EQUAL(b->head, p);            /* the current span's list */
+        CU_ASSERT_PTR_EQUAL(spc_malloc(200), p);    /* and handed out from it */
+        CU_ASSERT(!bit_clear(p));
+    }
+    *byte = (uint8_t)cls;
+
+    /* objects until the current span changes: the first span's objects are
+     * then on the avail or full list, no longer current */
+    enum { N = 4096 };
+    void **v = calloc(N, sizeof *v);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(v);
+    shm_span_t *first = c->cls[cls].cur;
+    unsigned n = 0;
+    while (n < N && c->cls[cls].cur == first)
+        CU_ASSERT_PTR_NOT_NULL_FATAL(v[n++] = spc_malloc(200));
+    CU_ASSERT_FATAL(c->cls[cls].cur != first);
+    CU_ASSERT_FATAL((uint64_t)((uint8_t *)p - b->start) >= b->limit);
+    *byte = (uint8_t)(cls + 1);
+    spc_free(p);                                    /* a held span, not current */
+    CU_ASSERT(bit_clear(p));
+    CU_ASSERT_PTR_NOT_EQUAL(b->head, p);
+    *byte = (uint8_t)cls;
+    for (unsigned j = 0; j < n; j++)
+        spc_free(v[j]);
+    for (unsigned j = 0; j < n; j++)
+        CU_ASSERT(bit_clear(v[j]));
+    free(v);
+}
+
 /* ---- placement ---- */
 
 static void *placed_thread(void *arg)
@@ -212,6 +287,7 @@ int main(void)
           test_copy_follows_the_mapping },
         { "detach and attach update every thread's copy", test_copy_of_other_threads },
         { "a fork child starts with no copy", test_copy_in_fork_child },
+        { "the free trusts no class-map byte", test_classmap_hint },
         { "a cache is placed on a line in its page of slack", test_placement },
         CU_TEST_INFO_NULL,
     };
