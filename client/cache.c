@@ -415,12 +415,33 @@ void spci_free_owned(spci_cache_t *c, shm_span_t *s, uint32_t i)
         return;
     spci_class_t *k = &c->cls[cls];     /* a full span became usable */
     slist_remove(&k->full, s);
-    if (!avail_keep(k, s->npages)) {
-        give_back(c, s);
+    if (shm_classes[cls].size > SPCI_PROMOTE_MAX) {
+        if (!avail_keep(k, s->npages)) {
+            give_back(c, s);
+            return;
+        }
+        s->hstate = SPCI_H_AVAIL;
+        avail_push(k, s);
         return;
     }
-    s->hstate = SPCI_H_AVAIL;
-    avail_push(k, s);
+    /* of a small class, it becomes the current span, so that the frees
+     * that follow into it (objects allocated together are often freed
+     * together) take the list path, and the next allocations reuse its
+     * lines while they are warm; the current span goes to the avail list
+     * with the objects on its list and mask free in its bitmap */
+    shm_span_t *old = k->cur;
+    if (old != NULL) {
+        if (avail_keep(k, old->npages)) {
+            old->hstate = SPCI_H_AVAIL;
+            avail_push(k, old);
+        } else {
+            give_back(c, old);
+        }
+    }
+    make_current(c, cls, s);
+    void *obj = b->start + (uint64_t)i * shm_classes[cls].size;
+    *(void **)obj = NULL;
+    b->head = obj;
 }
 
 /* ---- flushing a whole cache ---- */

@@ -101,6 +101,9 @@ enum {
 #define SPCI_RFREE_SLOTS 8u       /* spans with remote frees waiting, per thread */
 #define SPCI_RFREE_BATCH 32u      /* remote frees pushed with one CAS */
 #define SPCI_LCACHE_SLOTS 8u      /* freed large spans a thread keeps */
+#define SPCI_PROMOTE_MAX 1024u    /* a full span of a class up to this size
+                                     becomes current at its first free
+                                     (cache.c, spci_free_owned) */
 #define SPCI_ALIAS_BYTES 4096u    /* loads are matched to older stores by the
                                      address bits below this first (page offsets) */
 _Static_assert(SPCI_LCACHE_SLOTS + 1 <= SHM_LPOOL_BATCH_MAX, "a full cache and one more span make a batch");

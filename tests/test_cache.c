@@ -235,17 +235,83 @@ static void test_classmap_hint(void)
     unsigned n = 0;
     while (n < N && c->cls[cls].cur == first)
         CU_ASSERT_PTR_NOT_NULL_FATAL(v[n++] = spc_malloc(200));
-    CU_ASSERT_FATAL(c->cls[cls].cur != first);
+    shm_span_t *second = c->cls[cls].cur;
+    CU_ASSERT_FATAL(second != first && first->hstate == SPCI_H_FULL);
     CU_ASSERT_FATAL((uint64_t)((uint8_t *)p - b->start) >= b->limit);
     *byte = (uint8_t)(cls + 1);
-    spc_free(p);                                    /* a held span, not current */
+    spc_free(p);                    /* a full span: it becomes the current one */
     CU_ASSERT(bit_clear(p));
-    CU_ASSERT_PTR_NOT_EQUAL(b->head, p);
+    CU_ASSERT_PTR_EQUAL(c->cls[cls].cur, first);
+    CU_ASSERT_PTR_EQUAL(b->head, p);
+    CU_ASSERT_EQUAL(second->hstate, SPCI_H_AVAIL);
+    void *q = v[n - 1];                             /* second's */
+    _Atomic uint8_t *qbyte = shm_classmap(spci_map.base) +
+                             (((uint8_t *)q - spci_map.base) >> SHM_PAGE_SHIFT);
+    *qbyte = 0;
+    spc_free(q);                                    /* a held span, not current */
+    v[--n] = NULL;
+    CU_ASSERT(bit_clear(q));
+    CU_ASSERT_PTR_EQUAL(b->head, p);
     *byte = (uint8_t)cls;
+    *qbyte = (uint8_t)cls;
     for (unsigned j = 0; j < n; j++)
         spc_free(v[j]);
     for (unsigned j = 0; j < n; j++)
         CU_ASSERT(bit_clear(v[j]));
+    free(v);
+}
+
+/* Allocate objects of `size` until the class's current span changes;
+ * returns how many (in v), the first span in *first. */
+static unsigned fill_span(size_t size, void **v, unsigned max, shm_span_t **first)
+{
+    spci_class_t *k = &spci_tls.tc->cls[shm_size_to_class(size)];
+    void *p = spc_malloc(size);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    unsigned n = 0;
+    v[n++] = p;
+    *first = k->cur;
+    while (n < max && k->cur == *first)
+        CU_ASSERT_PTR_NOT_NULL_FATAL(v[n++] = spc_malloc(size));
+    CU_ASSERT_FATAL(k->cur != *first && (*first)->hstate == SPCI_H_FULL);
+    return n;
+}
+
+/* The first free into a full span of a class up to SPCI_PROMOTE_MAX makes
+ * it the current span (the frees that follow take the list); above, the
+ * span goes to the avail list and the current span stays. */
+static void test_full_span_at_free(void)
+{
+    enum { N = 4096 };
+    void **v = calloc(N, sizeof *v);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(v);
+    const size_t sizes[] = { 64, 1024, 2048, 16384 };
+    for (unsigned z = 0; z < sizeof sizes / sizeof sizes[0]; z++) {
+        unsigned cls = shm_size_to_class(sizes[z]);
+        spci_class_t *k = &spci_tls.tc->cls[cls];
+        spci_bin_t *b = &spci_tls.tc->bins[cls];
+        shm_span_t *first;
+        unsigned n = fill_span(sizes[z], v, N, &first);
+        shm_span_t *second = k->cur;
+        spc_free(v[0]);                             /* first's */
+        if (shm_classes[cls].size <= SPCI_PROMOTE_MAX) {
+            CU_ASSERT_PTR_EQUAL(k->cur, first);
+            CU_ASSERT_EQUAL(first->hstate, SPCI_H_CURRENT);
+            CU_ASSERT_EQUAL(second->hstate, SPCI_H_AVAIL);
+            CU_ASSERT_PTR_EQUAL(b->head, v[0]);
+            spc_free(v[1]);                         /* onto the list */
+            CU_ASSERT_PTR_EQUAL(b->head, v[1]);
+            CU_ASSERT_PTR_EQUAL(*(void **)v[1], v[0]);
+        } else {
+            CU_ASSERT_PTR_EQUAL(k->cur, second);
+            CU_ASSERT_EQUAL(first->hstate, SPCI_H_AVAIL);
+            spc_free(v[1]);
+        }
+        for (unsigned j = 2; j < n; j++)
+            spc_free(v[j]);
+        for (unsigned j = 0; j < n; j++)
+            CU_ASSERT(bit_clear(v[j]));
+    }
     free(v);
 }
 
@@ -288,6 +354,7 @@ int main(void)
         { "detach and attach update every thread's copy", test_copy_of_other_threads },
         { "a fork child starts with no copy", test_copy_in_fork_child },
         { "the free trusts no class-map byte", test_classmap_hint },
+        { "a full span of a small class becomes current at a free", test_full_span_at_free },
         { "a cache is placed on a line in its page of slack", test_placement },
         CU_TEST_INFO_NULL,
     };
