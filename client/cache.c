@@ -164,9 +164,11 @@ static void make_current(spci_cache_t *c, unsigned cls, shm_span_t *s)
     b->start = shm_page_addr(spci_map.base, s->start);
     b->limit = cls == SHM_CLASS_TINY ? 0 : s->nelems * b->size;
     b->bitmap = (uint64_t *)(spci_map.bitmaps + (uint64_t)s->start * SHM_BITMAP_PAGE_BYTES);
-    b->head = NULL;                     /* empty already (the last span ran dry, */
-    b->mask = 0;                        /* or the bin is new): said here, where */
-    b->word = NULL;                     /* the bin takes a span */
+    b->head = NULL;                     /* the last span's list and mask: empty */
+    b->mask = 0;                        /* (it ran dry, or the bin is new) or */
+    b->word = NULL;                     /* dropped (a full span replaces it at a
+                                           free: their objects are free in its
+                                           bitmap, spci_free_owned) */
     s->hstate = SPCI_H_CURRENT;
 }
 
