@@ -325,7 +325,7 @@ void *spci_alloc_slow(spci_cache_t *c, unsigned cls)
         return NULL;
     }
     /* the bin's list and mask are empty here: the fast path came for that,
-     * and a span made current starts with both empty */
+     * and a span made current here (take_held) starts with both empty */
     for (int refills = 0;;) {
         if (c->cls[cls].cur != NULL) {
             if (refresh_current(c, cls))
