@@ -401,6 +401,18 @@ void spci_free_held(shm_span_t *s, uint32_t i)
     spci_free_owned(spci_tls.tc, s, i);
 }
 
+/* Span s, on no list now, goes on the avail list of its class (k) while
+ * retention allows (avail_keep), else back to the daemon. */
+static void keep_avail(spci_cache_t *c, spci_class_t *k, shm_span_t *s)
+{
+    if (!avail_keep(k, s->npages)) {
+        give_back(c, s);
+        return;
+    }
+    s->hstate = SPCI_H_AVAIL;
+    avail_push(k, s);
+}
+
 void spci_free_owned(spci_cache_t *c, shm_span_t *s, uint32_t i)
 {
     unsigned cls = s->sizeclass;
@@ -418,12 +430,7 @@ void spci_free_owned(spci_cache_t *c, shm_span_t *s, uint32_t i)
     spci_class_t *k = &c->cls[cls];     /* a full span became usable */
     slist_remove(&k->full, s);
     if (shm_classes[cls].size > SPCI_PROMOTE_MAX) {
-        if (!avail_keep(k, s->npages)) {
-            give_back(c, s);
-            return;
-        }
-        s->hstate = SPCI_H_AVAIL;
-        avail_push(k, s);
+        keep_avail(c, k, s);
         return;
     }
     /* of a small class, it becomes the current span, so that the frees
@@ -431,15 +438,8 @@ void spci_free_owned(spci_cache_t *c, shm_span_t *s, uint32_t i)
      * together) take the list path, and the next allocations reuse its
      * lines while they are warm; the current span goes to the avail list
      * with the objects on its list and mask free in its bitmap */
-    shm_span_t *old = k->cur;
-    if (old != NULL) {
-        if (avail_keep(k, old->npages)) {
-            old->hstate = SPCI_H_AVAIL;
-            avail_push(k, old);
-        } else {
-            give_back(c, old);
-        }
-    }
+    if (k->cur != NULL)
+        keep_avail(c, k, k->cur);
     make_current(c, cls, s);
     void *obj = b->start + (uint64_t)i * shm_classes[cls].size;
     *(void **)obj = NULL;
