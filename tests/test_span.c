@@ -313,6 +313,16 @@ static void test_drain_records(void)
                                                  !(i >= 250 && i <= 252) && i != 300);
     shm_remote_push_batch(a->base, s, idx, 45);
     CU_ASSERT_EQUAL(shm_span_drain_remote(a->base, s, &bad), -1);   /* freed already */
+    CU_ASSERT_EQUAL(bad, base_off + 100 * 64);
+    /* one object of the run freed already, in the run's second bitmap word:
+     * that object is named, the objects before it are cleared */
+    for (int k = 0; k < 45; k++)
+        shm_bit_set(bm, idx[k]);
+    shm_bit_clear(bm, 130);
+    shm_remote_push_batch(a->base, s, idx, 45);
+    CU_ASSERT_EQUAL(shm_span_drain_remote(a->base, s, &bad), -1);
+    CU_ASSERT_EQUAL(bad, base_off + 130 * 64);
+    CU_ASSERT(!shm_bit_test(bm, 100) && !shm_bit_test(bm, 129) && shm_bit_test(bm, 131));
     for (int k = 0; k < 45; k++)
         shm_bit_set(bm, idx[k]);
     shm_remote_push_batch(a->base, s, idx, 45);
