@@ -79,9 +79,9 @@ shm_bad_t shm_ptr_locate(uint8_t *base, const void *p, shm_span_t **span, uint32
 /* ---- whole-span operations: the holder ---- */
 
 /* Turn a span fresh from the heap into a small span of class `cls`: mark its
- * pages in the class map, clear its
- * bitmap, mark the reserved objects allocated, zero the tiny counts, empty
- * every list.  The daemon calls it before the span is published. */
+ * pages in the class map, clear its bitmap, mark the reserved objects
+ * allocated, zero the tiny counts, empty the remote-free stack and forget
+ * the holder's fields.  The daemon calls it before the span is published. */
 void shm_span_cut(uint8_t *base, shm_span_t *s, unsigned cls);
 
 /* Objects allocated according to the bitmap (reserved ones included). */

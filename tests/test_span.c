@@ -38,7 +38,9 @@ static bool check_bitmap(shm_arena_t *a, shm_span_t *s, const bool *alloc)
 
 /* Random takes and frees on spans of several classes: a take hands out the
  * free object of lowest index (NULL only when none is free) and sets its
- * bit, a free clears it; the bitmap is checked after every operation. */
+ * bit, a free clears it.  After every operation the bitmap is checked, and
+ * so is the word a thread cache would take next (shm_span_free_word, from
+ * a random word, wrapping around). */
 static void test_bitmap_take(void)
 {
     shm_arena_t *a = fx_new(64ULL << 20);
@@ -90,6 +92,25 @@ static void test_bitmap_take(void)
             }
             if (!check_bitmap(a, s, alloc))
                 bad++;
+            /* the word a thread cache would take looking from a random word
+             * on: the first at or after it, wrapping once, with a free
+             * object, and exactly that word's free objects */
+            uint32_t words = (s->nelems + 63) / 64, from = (uint32_t)(r >> 20) % (words + 1);
+            uint32_t want = UINT32_MAX, wi = UINT32_MAX;
+            for (uint32_t k = 0; k < words && want == UINT32_MAX; k++) {
+                uint32_t w = (from % words + k) % words;
+                for (uint32_t i = w * 64; i < w * 64 + 64 && i < s->nelems; i++)
+                    if (!alloc[i])
+                        want = w;
+            }
+            uint64_t mask = 0;
+            bool found = shm_span_free_word(a->base, s, from, &wi, &mask);
+            if (found != (want != UINT32_MAX) || (found && wi != want))
+                bad++;
+            for (uint32_t i = 0; found && i < 64; i++)
+                if (((mask >> i) & 1) !=
+                    (wi * 64 + i < s->nelems && !alloc[wi * 64 + i]))
+                    bad++;
         }
         CU_ASSERT_EQUAL(bad, 0);
         CU_ASSERT(takes > 100 || s->nelems < 100);
