@@ -130,18 +130,6 @@ bool shm_span_free_word(uint8_t *base, const shm_span_t *s, uint32_t from, uint3
     return false;
 }
 
-void *shm_span_take(uint8_t *base, shm_span_t *s)
-{
-    uint32_t w;
-    uint64_t m;
-    if (!shm_span_free_word(base, s, 0, &w, &m))
-        return NULL;
-    uint64_t *bm = shm_span_bitmap(base, s);
-    shm_word_store(&bm[w], shm_word_load(&bm[w]) | (m & (0 - m)));
-    uint32_t i = w * 64 + (uint32_t)__builtin_ctzll(m);
-    return shm_span_addr(base, s) + (uint64_t)i * shm_classes[s->sizeclass].size;
-}
-
 void shm_remote_push_batch(uint8_t *base, shm_span_t *s, const uint16_t *idx, uint32_t n)
 {
     if (n == 0)

@@ -99,10 +99,6 @@ void shm_span_reset_holder(shm_span_t *s);
 bool shm_span_free_word(uint8_t *base, const shm_span_t *s, uint32_t from, uint32_t *wi,
                         uint64_t *mask);
 
-/* The holder: the free object of lowest index, its bit set; NULL when the
- * span is full. */
-void *shm_span_take(uint8_t *base, shm_span_t *s);
-
 /* ---- the remote-free stack ---- */
 
 /* The stack holds records.  A record is a freed object of the span whose

@@ -2,7 +2,7 @@
 # operations, central, the large pool and the verifier, and the size-class regeneration check.
 check_PROGRAMS += tests/test_core
 tests_test_core_SOURCES = \
-	tests/test_core.c tests/test_core.h tests/cutest.h \
+	tests/test_core.c tests/test_core.h tests/cutest.h tests/span_take.h \
 	tests/test_sizeclasses.c \
 	tests/test_heap.c \
 	tests/test_span.c \

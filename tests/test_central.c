@@ -13,6 +13,7 @@
 
 #include "daemon/list.h"
 #include "tests/test_core.h"
+#include "tests/span_take.h"
 
 static uint8_t *obj(shm_arena_t *a, shm_spanid_t id, uint32_t i)
 {
@@ -38,7 +39,7 @@ static shm_spanid_t take_alloc(shm_arena_t *a, unsigned cls, uint32_t n)
     CU_ASSERT_EQUAL(s->prev, 0);
     CU_ASSERT_EQUAL(shm_load_relaxed(&s->xowner), 0);
     for (uint32_t i = 0; i < n; i++)
-        CU_ASSERT_PTR_NOT_NULL(shm_span_take(a->base, s));
+        CU_ASSERT_PTR_NOT_NULL(fx_take(a->base, s));
     return id;
 }
 
@@ -104,7 +105,7 @@ static void test_put_and_take(void)
     CU_ASSERT_EQUAL(shm_span_count(a->base, fx_span(a, p)), 5);
     /* the next holder starts from the bitmap: the next object is the first
      * free one */
-    uint8_t *o = shm_span_take(a->base, fx_span(a, p));
+    uint8_t *o = fx_take(a->base, fx_span(a, p));
     CU_ASSERT_PTR_EQUAL(o, obj(a, p, 5));
     fx_hold(a, p, 0);
 
@@ -339,7 +340,7 @@ static void c_take(cmodel_t *m)
     uint32_t want = 1 + (uint32_t)(fx_rand() % s->nelems);
     uint8_t *p;
     uint32_t size = shm_classes[cls].size;
-    while (want-- > 0 && (p = shm_span_take(m->a->base, s)) != NULL)
+    while (want-- > 0 && (p = fx_take(m->a->base, s)) != NULL)
         objs_add(objs_of(m, id), (uint32_t)((p - shm_span_addr(m->a->base, s)) / size));
     m->held[m->nheld++] = id;
 }

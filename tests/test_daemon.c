@@ -26,6 +26,7 @@
 #include "shm/span.h"
 #include "tests/cutest.h"
 #include "tests/daemon_helper.h"
+#include "tests/span_take.h"
 #include "tools/ctlclient.h"
 
 /* ---- small tools ---- */
@@ -986,7 +987,7 @@ static void client_child(const char *sock, int ready_fd, int go_fd, int nobj)
         _exit(6);
     shm_span_t *s = shm_span(a.base, r->refill->spans[0]);
     for (int i = 0; i < nobj; i++)
-        if (shm_span_take(a.base, s) == NULL)
+        if (fx_take(a.base, s) == NULL)
             _exit(7);
     if (write(ready_fd, "r", 1) != 1)
         _exit(8);

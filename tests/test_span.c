@@ -17,6 +17,7 @@
 
 #include "daemon/list.h"
 #include "tests/test_core.h"
+#include "tests/span_take.h"
 
 static uint8_t *obj_addr(shm_arena_t *a, const shm_span_t *s, uint32_t i)
 {
@@ -71,7 +72,7 @@ static void test_bitmap_take(void)
                 uint32_t lowest = nres;
                 while (lowest < s->nelems && alloc[lowest])
                     lowest++;
-                uint8_t *p = shm_span_take(a->base, s);
+                uint8_t *p = fx_take(a->base, s);
                 if (p != NULL) {
                     uint32_t i = (uint32_t)((p - shm_span_addr(a->base, s)) /
                                             shm_classes[cls].size);
@@ -203,7 +204,7 @@ static void test_remote_threads(void)
         CU_ASSERT_FATAL(id != 0);
         shm_span_t *s = fx_span(a, id);
         uint32_t taken = 0;
-        while (shm_span_take(a->base, s) != NULL)
+        while (fx_take(a->base, s) != NULL)
             taken++;
         CU_ASSERT_EQUAL(taken, s->nelems);
         CU_ASSERT_EQUAL(shm_span_count(a->base, s), s->nelems);
@@ -254,7 +255,7 @@ static void test_drain_bogus(void)
     CU_ASSERT_FATAL(id != 0 && other != 0);
     shm_span_t *s = fx_span(a, id);
     for (int i = 0; i < 10; i++)
-        CU_ASSERT_PTR_NOT_NULL(shm_span_take(a->base, s));
+        CU_ASSERT_PTR_NOT_NULL(fx_take(a->base, s));
     shm_span_reset_holder(s);
     uint64_t bad = 0, base_off = (uint64_t)(obj_addr(a, s, 0) - a->base);
 
@@ -301,7 +302,7 @@ static void test_drain_records(void)
     shm_span_t *s = fx_span(a, id);
     uint32_t nel = s->nelems;
     for (uint32_t i = 0; i < nel; i++)
-        CU_ASSERT_PTR_NOT_NULL(shm_span_take(a->base, s));
+        CU_ASSERT_PTR_NOT_NULL(fx_take(a->base, s));
     shm_span_reset_holder(s);
     uint64_t *bm = shm_span_bitmap(a->base, s);
     uint64_t bad = 0, base_off = (uint64_t)(obj_addr(a, s, 0) - a->base);
@@ -351,10 +352,10 @@ static void test_drain_records(void)
     /* taken again lowest first: the run, 200, 250..252, 300 */
     static const uint16_t order[] = { 200, 250, 251, 252, 300 };
     for (int k = 0; k < 40; k++)
-        CU_ASSERT_PTR_EQUAL(shm_span_take(a->base, s), obj_addr(a, s, 100 + (uint32_t)k));
+        CU_ASSERT_PTR_EQUAL(fx_take(a->base, s), obj_addr(a, s, 100 + (uint32_t)k));
     for (int k = 0; k < 5; k++)
-        CU_ASSERT_PTR_EQUAL(shm_span_take(a->base, s), obj_addr(a, s, order[k]));
-    CU_ASSERT_PTR_NULL(shm_span_take(a->base, s));
+        CU_ASSERT_PTR_EQUAL(fx_take(a->base, s), obj_addr(a, s, order[k]));
+    CU_ASSERT_PTR_NULL(fx_take(a->base, s));
     for (int k = 0; k < 45; k++)
         shm_remote_push(a->base, s, obj_addr(a, s, idx[k]));
     CU_ASSERT_EQUAL(shm_span_drain_remote(a->base, s, &bad), 45);
@@ -440,7 +441,7 @@ static void test_drain_random(void)
         CU_ASSERT_FATAL(id != 0);
         shm_span_t *s = fx_span(a, id);
         uint32_t nel = s->nelems, res = shm_classes[cls].nreserved, size = shm_classes[cls].size;
-        while (shm_span_take(a->base, s) != NULL)
+        while (fx_take(a->base, s) != NULL)
             ;
         /* a random set of objects, in random order or in runs */
         memset(pushed, 0, nel);
@@ -618,7 +619,7 @@ static void test_second_process(void)
     CU_ASSERT_FATAL(big && msg && gone && held && part);
     fx_hold(a, held, 3);
     for (int i = 0; i < 3; i++)
-        CU_ASSERT_PTR_NOT_NULL(shm_span_take(a->base, fx_span(a, part)));
+        CU_ASSERT_PTR_NOT_NULL(fx_take(a->base, fx_span(a, part)));
     CU_ASSERT_EQUAL(spd_central_put(a, part), SPD_PUT_PARTIAL);
     CU_ASSERT_EQUAL(spd_heap_free_large(a, (uint64_t)fx_span(a, gone)->start << 13), 0);
     uint8_t *b = fx_addr(a, big);

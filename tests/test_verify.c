@@ -11,6 +11,7 @@
 #include "daemon/list.h"
 #include "shm/lpool.h"
 #include "tests/test_core.h"
+#include "tests/span_take.h"
 
 /* A heap with a bit of everything. */
 typedef struct world_s {
@@ -39,7 +40,7 @@ static shm_spanid_t taken(shm_arena_t *a, unsigned cls, uint32_t nalloc)
     shm_spanid_t id = spd_central_take(a, cls, &err);
     CU_ASSERT_FATAL(id != 0);
     for (uint32_t i = 0; i < nalloc; i++)
-        CU_ASSERT_PTR_NOT_NULL(shm_span_take(a->base, fx_span(a, id)));
+        CU_ASSERT_PTR_NOT_NULL(fx_take(a->base, fx_span(a, id)));
     return id;
 }
 
