@@ -98,8 +98,8 @@ static void test_bitmap_take(void)
              * object, and exactly that word's free objects */
             uint32_t words = (s->nelems + 63) / 64, from = (uint32_t)(r >> 20) % (words + 1);
             uint32_t want = UINT32_MAX, wi = UINT32_MAX;
-            for (uint32_t k = 0; k < words && want == UINT32_MAX; k++) {
-                uint32_t w = (from % words + k) % words;
+            for (uint32_t q = 0; q < words && want == UINT32_MAX; q++) {
+                uint32_t w = (from % words + q) % words;
                 for (uint32_t i = w * 64; i < w * 64 + 64 && i < s->nelems; i++)
                     if (!alloc[i])
                         want = w;
