@@ -236,7 +236,7 @@ static void map_publish(const shm_arena_t *a)
     spci_map.bitmaps = a->base + h->bitmap_off;
     fmap = (spci_fmap_t){
         .base = spci_map.base,
-        .data_off = spci_map.data_off,
+        .data = (uintptr_t)spci_map.base + spci_map.data_off,
         .data_len = spci_map.data_len,
         .pagemap = (uintptr_t)spci_map.spanmap -
                    ((uintptr_t)spci_map.base >> SHM_PAGE_SHIFT) * sizeof *spci_map.spanmap,

@@ -251,8 +251,10 @@ static inline void *spci_alloc_cls(spci_cache_t *c, unsigned cls)
     void *p = b->head;
     if (SPCI_LIKELY(p != NULL)) {
         b->head = *(void **)p;
-        uint32_t i = (uint32_t)(((uint64_t)((uint8_t *)p - b->start) * b->divmul) >> 32);
-        shm_bit_set(b->bitmap, i);
+        /* high half: the object's index (shm_obj_index) */
+        uint64_t prod = (uint64_t)((uint8_t *)p - b->start) * b->divmul;
+        uint64_t *w = b->bitmap + (prod >> 38);
+        shm_word_store(w, shm_word_load(w) | 1ull << ((prod >> 32) & 63));
         return p;
     }
     uint64_t m = b->mask;
@@ -291,12 +293,11 @@ static inline void spci_free_fast(void *p)
 {
     spci_cache_t *c = spci_tls.tc;
     const spci_fmap_t *m = &spci_tls.map;
-    uint64_t off = (uint64_t)((uint8_t *)p - m->base);
-    if (SPCI_UNLIKELY(off - m->data_off >= m->data_len)) {
+    if (SPCI_UNLIKELY((uintptr_t)p - m->data >= m->data_len)) {
         spci_free_slow(p);              /* outside, nothing mapped, or no cache yet */
         return;
     }
-    unsigned hint = shm_load_relaxed(
+    uintptr_t hint = shm_load_relaxed(
         (_Atomic uint8_t *)(m->classmap + ((uintptr_t)p >> SHM_PAGE_SHIFT)));
     if (SPCI_UNLIKELY(hint >= SHM_NCLASSES)) {
         spci_free_slow(p);              /* not a byte the daemon writes */
@@ -305,15 +306,16 @@ static inline void spci_free_fast(void *p)
     spci_bin_t *b = &c->bins[hint];     /* bins[0] and the tiny bin: limit 0 */
     uint64_t rel = (uint64_t)((uint8_t *)p - b->start);
     if (SPCI_LIKELY(rel < b->limit)) {
-        uint32_t i = (uint32_t)((rel * b->divmul) >> 32);
-        uint64_t *w = b->bitmap + (i >> 6);
-        if (SPCI_UNLIKELY((uint64_t)i * b->size != rel)) {
+        uint32_t divmul = b->divmul;
+        uint64_t prod = rel * divmul;   /* high half: the index */
+        uint64_t *w = b->bitmap + (prod >> 38);
+        if (SPCI_UNLIKELY(!shm_obj_starts(prod, divmul))) {
             spci_free_slow(p);          /* not an object's first byte */
             return;
         }
         /* one load of the bitmap word for the test and the clear: only the
-         * holder (this thread) writes it (shm/span.h, shm_bit_test/clear) */
-        uint64_t word = shm_word_load(w), bit = 1ull << (i & 63);
+         * holder (this thread) writes it (shm/span.h) */
+        uint64_t word = shm_word_load(w), bit = 1ull << ((prod >> 32) & 63);
         if (SPCI_UNLIKELY(!(word & bit))) {
             spci_free_slow(p);          /* reports the double free */
             return;
@@ -323,6 +325,7 @@ static inline void spci_free_fast(void *p)
         b->head = p;
         return;
     }
+    uint64_t off = (uint64_t)((uint8_t *)p - m->base);
     shm_spanid_t id = shm_load_acquire(
         (_Atomic uint32_t *)(m->pagemap + ((uintptr_t)p >> SHM_PAGE_SHIFT) * sizeof(uint32_t)));
     shm_span_t *s = m->spans + id;      /* id 0: descriptor 0, never owned */
@@ -343,8 +346,10 @@ static inline void spci_free_fast(void *p)
                                            scratch registers and saved some on the
                                            stack (page offsets, above) */
     rel = off - ((uint64_t)s->start << SHM_PAGE_SHIFT);
-    uint32_t i = (uint32_t)((rel * b->divmul) >> 32);
-    if (SPCI_UNLIKELY((uint64_t)i * b->size != rel || i >= s->nelems)) {
+    uint32_t divmul = b->divmul;
+    uint64_t prod = rel * divmul;
+    uint32_t i = (uint32_t)(prod >> 32);
+    if (SPCI_UNLIKELY(!shm_obj_starts(prod, divmul) || i >= s->nelems)) {
         spci_free_slow(p);
         return;
     }

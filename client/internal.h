@@ -59,7 +59,7 @@ extern spci_map_t spci_map;
  * is mapped. */
 typedef struct spci_fmap_s {
     uint8_t *base;
-    uint64_t data_off;
+    uintptr_t data;             /* base + data_off: the first object page */
     uint64_t data_len;
     /* the span map's and the class map's addresses less base's page
      * number's worth of entries: the entries of p at pagemap + (p >>

@@ -43,6 +43,19 @@ static inline uint32_t shm_obj_index(unsigned cls, uint64_t off)
     return (uint32_t)((off * shm_classes[cls].divmul) >> 32);
 }
 
+/* Whether byte offset `off` (inside an object of the span: off < nelems *
+ * size) starts an object, given prod = off * divmul, whose high half is the
+ * object's index (shm_obj_index).  With off = q * size + r and e = size *
+ * divmul - 2^32 (0 <= e < size), prod = (q << 32) + q * e + r * divmul: its
+ * low half is q * e when r == 0, below divmul for every object q of a span
+ * (tools/mksizeclasses.py checks it for every class), and at least divmul
+ * when r > 0.  One compare where i * size == off would take a load of the
+ * size and a multiply. */
+static inline bool shm_obj_starts(uint64_t prod, uint32_t divmul)
+{
+    return (uint32_t)prod < divmul;
+}
+
 /* ---- the alloc bitmap: the holder writes, anyone may peek ---- */
 
 static inline bool shm_bit_test(const uint64_t *bm, uint32_t i)

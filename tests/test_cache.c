@@ -58,9 +58,9 @@ static bool copy_is_current(void)
 {
     const spci_fmap_t *m = &spci_tls.map;
     if (spci_map.base == NULL)
-        return m->base == NULL && m->data_off == 0 && m->data_len == 0 && m->pagemap == 0 &&
+        return m->base == NULL && m->data == 0 && m->data_len == 0 && m->pagemap == 0 &&
                m->classmap == 0 && m->spans == NULL && m->bitmaps == NULL;
-    return m->base == spci_map.base && m->data_off == spci_map.data_off &&
+    return m->base == spci_map.base && m->data == (uintptr_t)spci_map.base + spci_map.data_off &&
            m->data_len == spci_map.data_len && m->spans == spci_map.spans &&
            m->bitmaps == spci_map.bitmaps &&
            m->pagemap + ((uintptr_t)m->base >> SHM_PAGE_SHIFT) * sizeof(uint32_t) ==

@@ -95,6 +95,24 @@ static void test_divmul_exact(void)
     }
 }
 
+/* shm_obj_starts (the free's boundary test, from the low half of off *
+ * divmul) says yes exactly at an object's first byte, for every offset
+ * inside the objects of every span. */
+static void test_obj_starts(void)
+{
+    for (unsigned c = 1; c < SHM_NCLASSES; c++) {
+        const shm_class_t *k = &shm_classes[c];
+        uint64_t end = (uint64_t)k->nelems * k->size, wrong = 0;
+        for (uint64_t off = 0; off < end; off++)
+            if (shm_obj_starts(off * k->divmul, k->divmul) != (off % k->size == 0))
+                wrong++;
+        if (wrong)
+            fprintf(stderr, "\n    class %u: %llu offsets wrong\n", c,
+                    (unsigned long long)wrong);
+        CU_ASSERT_EQUAL(wrong, 0);
+    }
+}
+
 /* The lookup tables agree at their seams. */
 static void test_lookup_seams(void)
 {
@@ -121,6 +139,7 @@ CU_TestInfo sizeclass_tests[] = {
     { "tail and rounding waste <= 12.5 %", test_waste_bounds },
     { "span shapes fit the bitmap", test_class_shapes },
     { "divmul exact for every offset", test_divmul_exact },
+    { "object starts from off * divmul's low half", test_obj_starts },
     { "lookup table seams", test_lookup_seams },
     { "arena header holds the table", test_table_in_arena },
     CU_TEST_INFO_NULL,

@@ -180,6 +180,10 @@ def check(classes):
         s, span = c['size'], c['npages'] * PAGE_SIZE
         assert c['divmul'] == divmul_for(s)
         assert divmul_exact(s, span), "divmul %d span %d" % (s, span)
+        # shm_obj_starts (shm/span.h): the low half of off * divmul is below
+        # divmul exactly at an object's first byte
+        e = s * c['divmul'] - (1 << 32)
+        assert (c['nelems'] - 1) * e < c['divmul'], "obj_starts %d" % s
 
 
 def emit(classes, outdir):
