@@ -282,8 +282,9 @@ void spci_free_other(void *p, shm_span_t *s, uint64_t off)
     spci_rfree_t *e = rfree_slot(c, s);
     if (SPCI_LIKELY(rfree_is_for(e, s))) {  /* its batch is open: shape known */
         uint64_t rel = off - e->first;
-        uint32_t i = (uint32_t)((rel * e->divmul) >> 32);
-        if (SPCI_LIKELY((uint64_t)i * e->size == rel && i < e->nelems)) {
+        uint64_t prod = rel * e->divmul;
+        uint32_t i = (uint32_t)(prod >> 32);
+        if (SPCI_LIKELY(i < e->nelems && shm_obj_starts(prod, e->divmul))) {
             rfree_add(e, i, p);         /* its bit is tested at the push */
             return;
         }
@@ -305,9 +306,10 @@ void spci_free_other(void *p, shm_span_t *s, uint64_t off)
     }
     uint64_t rel = off - ((uint64_t)s->start << SHM_PAGE_SHIFT);
     const spci_bin_t *b = &c->bins[cls];
-    uint32_t i = (uint32_t)((rel * b->divmul) >> 32);
+    uint64_t prod = rel * b->divmul;
+    uint32_t i = (uint32_t)(prod >> 32);
     if (SPCI_UNLIKELY(rel >= ((uint64_t)s->npages << SHM_PAGE_SHIFT) ||
-                      (uint64_t)i * b->size != rel || i >= s->nelems)) {
+                      i >= s->nelems || !shm_obj_starts(prod, b->divmul))) {
         spci_free_slow(p);              /* reports it */
         return;
     }
