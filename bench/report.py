@@ -365,8 +365,8 @@ def main():
     out.append("- load while running: %s" % m1("load"))
     if "c2c" in meta:
         out.append("- core-to-core round trip of one cache line (bench/c2c: two threads pinned to "
-                   "the first two CPUs), measured before each allocator's run of a cross-core workload, "
-                   "in the order run (workloads 4, 5, 6 of round 1, then of round 2, ...): %s. On a virtual "
+                   "the first two CPUs), measured before each allocator's run of a cross-core workload "
+                   "at its first size, in the order run (workloads 4, 5, 6 of round 1, then of round 2, ...): %s. On a virtual "
                    "machine it moves with where the host runs the virtual CPUs, and the cross-core "
                    "workloads (4, 5, 6) move with it" % m1("c2c"))
     out.append("- repetitions: %s per measurement; each cell is the median [min-max]; %s s timed per throughput measurement" % (

@@ -40,13 +40,12 @@ spanbench=$builddir/bench/spanbench
 [ -x "$spanbench" ] || { echo "run-bench.sh: $spanbench is not built (run make)" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "run-bench.sh: python3 is needed for the report (apt-get install python3)" >&2; exit 1; }
 
-# The repetitions go round the allocators, one workload at a time: each
-# round runs workload 1 for every allocator, then workload 2 for every
-# allocator, and so on.  The machine's slow spells, which on a virtual
+# The repetitions go round the allocators, one measurement at a time (the
+# loop at the end says how).  The machine's slow spells, which on a virtual
 # machine last seconds to minutes (the host moves the two virtual CPUs
 # between cores that share a cache and cores that do not, and a cache line
 # then takes 5x longer from one to the other), then fall on every
-# allocator's run of a workload alike instead of on the allocator running
+# allocator's run of a cell alike instead of on the allocator running
 # at the time.  (With a whole allocator's run between two others', one run
 # at 3d2f570 met the slow placement before four of spand's five rounds and
 # before none of Boost's.)
@@ -100,15 +99,17 @@ run() {   # label, workload, then the command
     local label=$1 w=$2; shift 2
     want "$label" || return 0
     # the core-to-core latency before every run of a cross-core workload
-    if [ -x "$builddir/bench/c2c" ] && [[ $w == [456] ]]; then
+    # (at its first size)
+    if [ -x "$builddir/bench/c2c" ] && [[ $w == [456] ]] && [ "$cur_size" = "${sizes[0]}" ]; then
         [ -n "${c2c[$label]:-}" ] || c2c_labels+=("$label")
         c2c[$label]="${c2c[$label]:+${c2c[$label]}/}$("$builddir/bench/c2c")"
     fi
-    echo "run-bench.sh: $label, workload $w (round $round of $rounds) ..."
+    local what="workload $w${cur_size:+ at $cur_size bytes}"
+    echo "run-bench.sh: $label, $what (round $round of $rounds) ..."
     local t0=$SECONDS
     "$@" --workloads "$w" >>"$raw" ||
-        { echo "run-bench.sh: $label failed on workload $w (status $?), its rows are partial" >&2; status=1; }
-    echo "run-bench.sh: $label, workload $w done in $((SECONDS - t0)) s"
+        { echo "run-bench.sh: $label failed on $what (status $?), its rows are partial" >&2; status=1; }
+    echo "run-bench.sh: $label, $what done in $((SECONDS - t0)) s"
 }
 
 # Which workloads each kind of allocator has (spanbench, boostbench and
@@ -122,22 +123,53 @@ has() {   # label, workload
     esac
 }
 
+# One allocator's run of workload w, with the given extra arguments (a
+# --sizes list, or none).
+run_alloc() {   # label, workload, extra arguments...
+    local label=$1 w=$2; shift 2
+    case $label in
+    glibc) has glibc "$w" && run glibc "$w" "$spanbench" --alloc malloc --impl glibc "${common[@]}" "$@" ;;
+    jemalloc|mimalloc|tcmalloc)
+        local lib=${!label}
+        [ -n "$lib" ] && has "$label" "$w" &&
+            run "$label" "$w" env LD_PRELOAD="$lib" "$spanbench" --alloc malloc --impl "$label" "${common[@]}" "$@" ;;
+    spand)
+        [ -x "$builddir/daemon/spand" ] &&
+            run spand "$w" "$spanbench" --alloc spand --spand "$builddir/daemon/spand" "${common[@]}" "$@" ;;
+    boost)
+        [ -x "$builddir/bench/boostbench" ] && has boost "$w" &&
+            run boost "$w" "$builddir/bench/boostbench" "${common[@]}" "$@" ;;
+    iceoryx)
+        [ -x "$builddir/bench/icebench" ] && command -v iox-roudi >/dev/null && has iceoryx "$w" &&
+            run iceoryx "$w" "$builddir/bench/icebench" --config "$srcdir/bench/roudi.toml" "${common[@]}" "$@" ;;
+    esac
+    return 0
+}
+
+# Within a round, the throughput workloads (1-6) go size by size: every
+# allocator runs one size, then every allocator the next, so that the cells
+# a ratio compares are measured within a second or two of each other, not
+# the length of a whole workload apart; and each round starts the allocators
+# one place further along, so that none always runs right after the same
+# other one.  (The ninth round's last run at 9a2b7ee, whose allocators each
+# ran all seven sizes in turn, met a slow spell in three of spand's five
+# w1 16 B measurements and in none of tcmalloc's.)
+allocs=(glibc jemalloc mimalloc tcmalloc spand boost iceoryx)
+sizes=(16 64 256 1024 4096 16384 262144)   # spanbench's, boostbench's and icebench's own list
+cur_size=''
 start=$SECONDS
 for round in $(seq "$rounds"); do
+    k=$(( (round - 1) % ${#allocs[@]} ))
+    order=("${allocs[@]:k}" "${allocs[@]:0:k}")
     for w in 1 2 3 4 5 6 7 8 9; do
-        has glibc "$w" && run glibc "$w" "$spanbench" --alloc malloc --impl glibc "${common[@]}"
-        [ -n "$jemalloc" ] && has jemalloc "$w" &&
-            run jemalloc "$w" env LD_PRELOAD="$jemalloc" "$spanbench" --alloc malloc --impl jemalloc "${common[@]}"
-        [ -n "$mimalloc" ] && has mimalloc "$w" &&
-            run mimalloc "$w" env LD_PRELOAD="$mimalloc" "$spanbench" --alloc malloc --impl mimalloc "${common[@]}"
-        [ -n "$tcmalloc" ] && has tcmalloc "$w" &&
-            run tcmalloc "$w" env LD_PRELOAD="$tcmalloc" "$spanbench" --alloc malloc --impl tcmalloc "${common[@]}"
-        [ -x "$builddir/daemon/spand" ] &&
-            run spand "$w" "$spanbench" --alloc spand --spand "$builddir/daemon/spand" "${common[@]}"
-        [ -x "$builddir/bench/boostbench" ] && has boost "$w" &&
-            run boost "$w" "$builddir/bench/boostbench" "${common[@]}"
-        [ -x "$builddir/bench/icebench" ] && command -v iox-roudi >/dev/null && has iceoryx "$w" &&
-            run iceoryx "$w" "$builddir/bench/icebench" --config "$srcdir/bench/roudi.toml" "${common[@]}"
+        if [[ $w == [1-6] ]]; then
+            for cur_size in "${sizes[@]}"; do
+                for a in "${order[@]}"; do run_alloc "$a" "$w" --sizes "$cur_size"; done
+            done
+        else
+            cur_size=''
+            for a in "${order[@]}"; do run_alloc "$a" "$w"; done
+        fi
     done
 done
 elapsed=$((SECONDS - start))
@@ -156,7 +188,7 @@ elapsed=$((SECONDS - start))
         for l in "${c2c_labels[@]}"; do line="${line:+$line, }$l ${c2c[$l]} ns"; done
         printf 'c2c\t%s\n' "$line"
     fi
-    if [ -n "$quick" ]; then printf 'reps\t1 (--quick)\nsecs\t0.03\n'; else printf 'reps\t%s (in %s rounds; in each, every allocator runs workload 1, then every allocator workload 2, and so on)\nsecs\t%s\n' "$reps" "$reps" "$secs"; fi
+    if [ -n "$quick" ]; then printf 'reps\t1 (--quick)\nsecs\t0.03\n'; else printf 'reps\t%s (in %s rounds; in each, every allocator runs workload 1 at 16 B, then every allocator workload 1 at 64 B, and so on through the sizes of workloads 1 to 6, then every allocator workload 7, 8 and 9; each round starts one allocator further along the list)\nsecs\t%s\n' "$reps" "$reps" "$secs"; fi
     printf 'spand\t%s (git %s)\n' "$builddir/daemon/spand" "$(git -C "$srcdir" rev-parse --short HEAD 2>/dev/null || echo '?')"
     dpkg-query -W -f='version\t${Package} ${Version}\n' libc6 libjemalloc2 libmimalloc2.0 \
         libtcmalloc-minimal4 libboost-dev libiceoryx-binding-c-dev iceoryx \
