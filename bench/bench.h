@@ -179,6 +179,7 @@ typedef struct bench_alloc_s {
 
 extern const bench_alloc_t bench_alloc_libc;
 extern const bench_alloc_t bench_alloc_spand;
+extern const bench_alloc_t bench_alloc_stub;     /* workload 1 only: the loop's floor */
 
 /* spand-only pieces: bench/daemon.c */
 int  bench_daemon_start(void);   /* 0 or -1 with a message */

@@ -111,16 +111,23 @@ def throughput_tables(st, out):
         loc = present(st, locals_all, w)
         peers = present(st, PEERS, w)
         has_spand = bool(present(st, ["spand"], w))
-        cols = loc + (["spand"] if has_spand else []) + peers
+        floor = bool(present(st, ["stub"], w))
+        cols = loc + (["spand"] if has_spand else []) + peers + (["stub"] if floor else [])
         if not cols:
             out.append("No results.\n")
             continue
-        head = ["size"] + cols
+        head = ["size"] + ["no allocator (stub)" if c == "stub" else c for c in cols]
         if has_spand and loc:
             head.append("spand / best local")
         for p in peers:
             if has_spand:
                 head.append("%s / spand" % p)
+        if floor:
+            head += (["best local / no allocator"] if loc else []) + \
+                    (["spand / no allocator"] if has_spand else [])
+            out.append("*no allocator (stub)*: the same loop on a stand-in whose malloc returns one "
+                       "buffer and whose free does nothing, through a shared library as the others "
+                       "(bench/stub.c): the most this loop can do on this machine.\n")
         out.append("| " + " | ".join(head) + " |")
         out.append("|" + "---|" * len(head))
         for size in SIZES:
@@ -136,6 +143,11 @@ def throughput_tables(st, out):
             for p in peers:
                 if has_spand:
                     row.append(ratio_text(p, st.med(p, w, size, "ops"), "spand", sp))
+            if floor:
+                fl = st.med("stub", w, size, "ops")
+                bl = max([st.med(i, w, size, "ops") or 0 for i in loc] + [0])
+                for v in ([bl] if loc else []) + ([sp] if has_spand else []):
+                    row.append("%.2f" % (v / fl) if v and fl else "-")
             out.append("| " + " | ".join(row) + " |")
         out.append("")
 

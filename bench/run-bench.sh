@@ -11,6 +11,8 @@
 # Comparators: glibc (no preload); jemalloc, mimalloc, tcmalloc under
 # LD_PRELOAD; spand (spanbench starts its own daemon); Boost.Interprocess
 # (bench/boostbench); iceoryx (bench/icebench, which starts its own RouDi).
+# And, in workload 1 only, the loop's floor: bench/stub.c, an allocator
+# that does nothing.
 # Missing ones are named with the apt-get command that brings them, and the
 # rest runs.  Nothing is installed here.
 set -u
@@ -117,6 +119,7 @@ run() {   # label, workload, then the command
 has() {   # label, workload
     case $1 in
     spand) return 0 ;;
+    stub) [[ $2 == 1 ]] ;;
     boost) [[ $2 == [1-8] ]] ;;
     iceoryx) [[ $2 == [13456] ]] ;;
     *) [[ $2 == [1234678] ]] ;;   # the process-local allocators: not 5, not 9
@@ -139,6 +142,8 @@ run_alloc() {   # label, workload, extra arguments...
     boost)
         [ -x "$builddir/bench/boostbench" ] && has boost "$w" &&
             run boost "$w" "$builddir/bench/boostbench" "${common[@]}" "$@" ;;
+    stub)   # the loop's floor: bench/stub.c, an allocator that does nothing
+        has stub "$w" && run stub "$w" "$spanbench" --alloc stub "${common[@]}" "$@" ;;
     iceoryx)
         [ -x "$builddir/bench/icebench" ] && command -v iox-roudi >/dev/null && has iceoryx "$w" &&
             run iceoryx "$w" "$builddir/bench/icebench" --config "$srcdir/bench/roudi.toml" "${common[@]}" "$@" ;;
@@ -154,7 +159,7 @@ run_alloc() {   # label, workload, extra arguments...
 # other one.  (The ninth round's last run at 9a2b7ee, whose allocators each
 # ran all seven sizes in turn, met a slow spell in three of spand's five
 # w1 16 B measurements and in none of tcmalloc's.)
-allocs=(glibc jemalloc mimalloc tcmalloc spand boost iceoryx)
+allocs=(glibc jemalloc mimalloc tcmalloc spand boost iceoryx stub)
 sizes=(16 64 256 1024 4096 16384 262144)   # spanbench's, boostbench's and icebench's own list
 cur_size=''
 start=$SECONDS

@@ -1,6 +1,6 @@
 /* spanbench: measure one allocator on the workloads of bench/bench.h.
  *
- *   spanbench [--alloc malloc|spand] [--impl LABEL] [--workloads LIST|all]
+ *   spanbench [--alloc malloc|spand|stub] [--impl LABEL] [--workloads LIST|all]
  *             [--sizes LIST] [--reps N] [--secs S] [--quick]
  *             [--spand PATH] [--arena-size SIZE] [--scavenge-interval S]
  *             [--scav-sizes LIST] [--scav-wait S] [--rtt N] [--timeout S] [-v]
@@ -8,7 +8,9 @@
  * --alloc malloc measures whatever malloc the process has (run it under
  * LD_PRELOAD for jemalloc, mimalloc or tcmalloc); --alloc spand starts a
  * private spand, measures libspanclient, and stops the daemon and removes
- * its socket and arena at the end, on failure and on SIGINT/SIGTERM.
+ * its socket and arena at the end, on failure and on SIGINT/SIGTERM;
+ * --alloc stub runs workload 1 on an allocator that does nothing
+ * (bench/stub.c), the loop's own cost.
  * bench/run-bench.sh runs it for every allocator; see bench/README.md.
  */
 #include "config.h"
@@ -44,7 +46,7 @@ static const bench_alloc_t *alloc;
 
 static void usage(FILE *f)
 {
-    fputs("usage: spanbench [--alloc malloc|spand] [--impl LABEL] [--workloads 1,2,..|all]\n"
+    fputs("usage: spanbench [--alloc malloc|spand|stub] [--impl LABEL] [--workloads 1,2,..|all]\n"
           "                 [--sizes 16,64,..] [--reps N] [--secs S] [--quick]\n"
           "                 [--spand PATH] [--arena-size SIZE] [--scavenge-interval S]\n"
           "                 [--scav-sizes LIST] [--scav-wait S] [--rtt N] [--timeout S] [-v]\n",
@@ -187,8 +189,12 @@ static void parse_args(int argc, char **argv)
         alloc = &bench_alloc_libc;
         if (!bench_opts.impl)
             bench_opts.impl = malloc_name();
+    } else if (strcmp(which, "stub") == 0) {
+        alloc = &bench_alloc_stub;
+        if (!bench_opts.impl)
+            bench_opts.impl = "stub";
     } else {
-        bench_die("unknown --alloc '%s' (malloc or spand)", which);
+        bench_die("unknown --alloc '%s' (malloc, spand or stub)", which);
     }
 }
 

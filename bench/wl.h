@@ -15,6 +15,8 @@
  *   WL_DAEMON_PID()   pid whose CPU time counts as the scavenger's, or 0
  *   WL_CROSS_PROCESS  defined when any process may free any object; then
  *   WL_TO_WIRE(p) / WL_FROM_WIRE(v) turn a pointer into an integer and back
+ *   WL_W1_ONLY        defined when only workload 1 makes sense (the stub);
+ *                     then WL_FOOTPRINT, WL_TRIM and WL_DAEMON_PID are unused
  *
  * See bench/bench.h for the output format and the workload numbers.
  */
@@ -45,6 +47,7 @@ static void *WL(xalloc)(size_t size)
     return p;
 }
 
+#ifndef WL_W1_ONLY
 /* Private scratch memory that no allocator under test provides. */
 static void *WL(scratch)(size_t len)
 {
@@ -62,6 +65,7 @@ static size_t WL(batch_count)(size_t size)
         n = BENCH_BATCH_BYTES / size;
     return n;
 }
+#endif
 
 /* ---- workload 1: immediate alloc+free ---- */
 
@@ -112,6 +116,7 @@ static void WL(w1)(size_t size)
     WL_TEARDOWN();
 }
 
+#ifndef WL_W1_ONLY
 /* ---- workload 2: a batch of allocations, then free them all ---- */
 
 static uint64_t WL(batch)(size_t size, void **v, size_t n, double secs, int rounds,
@@ -534,10 +539,13 @@ static void WL(w8)(size_t size)
     WL_TEARDOWN();
 }
 
+#endif /* WL_W1_ONLY */
+
 const bench_alloc_t WL_EXPORT = {
     .name = WL_LABEL,
     .run = {
         [W_IMMEDIATE] = WL(w1),
+#ifndef WL_W1_ONLY
         [W_BATCH] = WL(w2),
         [W_THREADS] = WL(w3),
         [W_XTHREAD] = WL(w4),
@@ -550,5 +558,6 @@ const bench_alloc_t WL_EXPORT = {
 #ifdef WL_DAEMON_WORKLOAD
         [W_DAEMON] = WL_DAEMON_WORKLOAD,
 #endif
+#endif /* WL_W1_ONLY */
     },
 };

@@ -2,7 +2,8 @@
 # See bench/README.md.
 #
 # `make bench` must keep working: run its harness (bench/run-bench.sh) once,
-# quick and for spand alone, into a temporary directory, and check that the
+# quick and for spand alone (and the stub allocator, workload 1's floor),
+# into a temporary directory, and check that the
 # report it writes is whole: the targets table with a verdict on every line,
 # and every results table (workloads 1-9) with spand's figures in it.  The
 # figures themselves are not judged (a test checks correctness, not time).
@@ -23,20 +24,22 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/spand-bench-smoke.XXXXXX") || exit 1
 trap 'rm -rf "$tmp"' EXIT INT TERM
 out=$tmp/RESULTS.md
 if ! bash "$srcdir/bench/run-bench.sh" --builddir "$builddir" --srcdir "$srcdir" \
-        --quick --only spand --out "$out" --raw-dir "$tmp" >"$tmp/log" 2>&1; then
+        --quick --only spand,stub --out "$out" --raw-dir "$tmp" >"$tmp/log" 2>&1; then
     echo "bench-smoke: run-bench.sh failed:" >&2
     tail -n 20 "$tmp/log" >&2
     exit 1
 fi
 # Sections: "## Targets", then "### N. ..." for each workload.  In the
 # targets table every line ends in a verdict; in workloads 1-6 every row
-# has a figure for every size (spand alone: no "-" cell); workload 7 has a
+# has a figure for every size (spand alone, with the stub's column and
+# ratio in workload 1: no "-" cell); workload 7 has a
 # full spand row, workload 8 spand's rows (where "-" may say that 90 % was
 # not back within the quick run's short wait); workload 9 has its round
 # trips and refill counts.
 awk '
     /^## / { sec = $2; next }
     /^### [0-9]+\./ { sec = $2 + 0; seen[sec] = 1; next }
+    sec == 1 && /^\| size \|.*\| no allocator \(stub\) \|.* spand \/ no allocator \|$/ { stubcol = 1 }
     !/^\| / || /^\|---/ || /^\| (size|target|allocator|round trip|workload) \|/ { next }
     sec == "Targets" {
         targets++
@@ -56,6 +59,7 @@ awk '
     sec == 8 && /^\| spand \|/ { rows[sec]++ }   # "-": 90 % not back within a quick wait
     sec == 9 { rows[sec]++ }
     END {
+        if (!stubcol) { print "bench-smoke: workload 1 has no column for the stub"; bad = 1 }
         if (targets < 10) { print "bench-smoke: the targets table has " targets + 0 " lines"; bad = 1 }
         for (w = 1; w <= 9; w++) {
             want = w <= 6 ? 7 : (w == 9 ? 10 : 1)
@@ -66,4 +70,4 @@ awk '
         }
         exit bad
     }' "$out" || { echo "bench-smoke: the report is not whole" >&2; exit 1; }
-echo "bench-smoke: run-bench.sh --quick wrote a whole report for spand"
+echo "bench-smoke: run-bench.sh --quick wrote a whole report for spand and the stub"
