@@ -416,33 +416,28 @@ static void keep_avail(spci_cache_t *c, spci_class_t *k, shm_span_t *s)
 void spci_free_owned(spci_cache_t *c, shm_span_t *s, uint32_t i)
 {
     unsigned cls = s->sizeclass;
-    spci_bin_t *b = &c->bins[cls];
-    if (c->cls[cls].cur == s) {         /* the current span */
-        shm_bit_clear(b->bitmap, i);
-        void *obj = b->start + (uint64_t)i * shm_classes[cls].size;
-        *(void **)obj = b->head;
-        b->head = obj;
-        return;
-    }
+    spci_class_t *k = &c->cls[cls];
     shm_bit_clear(shm_span_bitmap(spci_map.base, s), i);
-    if (s->hstate != SPCI_H_FULL)
-        return;
-    spci_class_t *k = &c->cls[cls];     /* a full span became usable */
-    slist_remove(&k->full, s);
-    if (shm_classes[cls].size > SPCI_PROMOTE_MAX) {
-        keep_avail(c, k, s);
-        return;
+    if (k->cur != s) {
+        if (s->hstate != SPCI_H_FULL)
+            return;                     /* avail: the bit alone */
+        slist_remove(&k->full, s);      /* a full span became usable */
+        if (shm_classes[cls].size > SPCI_PROMOTE_MAX) {
+            keep_avail(c, k, s);
+            return;
+        }
+        /* of a small class, it becomes the current span, so that the frees
+         * that follow into it (objects allocated together are often freed
+         * together) take the list path, and the next allocations reuse its
+         * lines while they are warm; the current span goes to the avail
+         * list with the objects on its list and mask free in its bitmap */
+        if (k->cur != NULL)
+            keep_avail(c, k, k->cur);
+        make_current(c, cls, s);
     }
-    /* of a small class, it becomes the current span, so that the frees
-     * that follow into it (objects allocated together are often freed
-     * together) take the list path, and the next allocations reuse its
-     * lines while they are warm; the current span goes to the avail list
-     * with the objects on its list and mask free in its bitmap */
-    if (k->cur != NULL)
-        keep_avail(c, k, k->cur);
-    make_current(c, cls, s);
-    void *obj = b->start + (uint64_t)i * shm_classes[cls].size;
-    *(void **)obj = NULL;
+    spci_bin_t *b = &c->bins[cls];      /* the current span: onto its list */
+    void *obj = b->start + (uint64_t)i * b->size;
+    *(void **)obj = b->head;
     b->head = obj;
 }
 
