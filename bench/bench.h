@@ -181,6 +181,10 @@ extern const bench_alloc_t bench_alloc_libc;
 extern const bench_alloc_t bench_alloc_spand;
 extern const bench_alloc_t bench_alloc_stub;     /* workload 1 only: the loop's floor */
 
+/* the stub allocator itself: bench/stub.c, its own shared library */
+void *bench_stub_malloc(size_t n);
+void bench_stub_free(void *p);
+
 /* spand-only pieces: bench/daemon.c */
 int  bench_daemon_start(void);   /* 0 or -1 with a message */
 void bench_daemon_stop(void);

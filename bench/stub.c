@@ -4,7 +4,11 @@
  * gets the same buffer back; a free does nothing.  Only workload 1 (an
  * allocation freed at once) can be measured with it: what it reads is the
  * rate no allocator can beat in that loop on this machine. */
+#include "config.h"
+
 #include <stddef.h>
+
+#include "bench/bench.h"
 
 #define STUB_BYTES (256u << 10)   /* the largest size spanbench asks for */
 

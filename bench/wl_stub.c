@@ -6,9 +6,6 @@
 
 #include "bench/bench.h"
 
-void *bench_stub_malloc(size_t n);
-void bench_stub_free(void *p);
-
 #define WL(name) stub_##name
 #define WL_EXPORT bench_alloc_stub
 #define WL_LABEL "stub"
