@@ -381,7 +381,7 @@ def main():
                    "at its first size, in the order run (workloads 4, 5, 6 of round 1, then of round 2, ...): %s. On a virtual "
                    "machine it moves with where the host runs the virtual CPUs, and the cross-core "
                    "workloads (4, 5, 6) move with it" % m1("c2c"))
-    out.append("- repetitions: %s per measurement; each cell is the median [min-max]; %s s timed per throughput measurement" % (
+    out.append("- repetitions per measurement: %s; each cell is the median [min-max]; %s s timed per throughput measurement" % (
         m1("reps"), m1("secs")))
     out.append("- spand: %s" % m1("spand"))
     for v in meta.get("version", []):

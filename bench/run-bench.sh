@@ -2,9 +2,12 @@
 # Run the whole benchmark comparison and write bench/RESULTS.md in the
 # source tree.  `make bench` calls it; see bench/README.md.
 #
-#   run-bench.sh --builddir DIR --srcdir DIR [--quick] [--reps N] [--secs S]
-#                [--only LIST] [--out FILE] [--raw-dir DIR]
+#   run-bench.sh --builddir DIR --srcdir DIR [--quick] [--reps N] [--reps-slow M]
+#                [--secs S] [--only LIST] [--out FILE] [--raw-dir DIR]
 #
+# --reps: repetitions of the throughput workloads 1-6 (7 by default);
+# --reps-slow: of workloads 7-9, the memory, scavenging and daemon ones (5
+# by default, and never more than --reps).
 # --raw-dir: where the raw results (results-raw.tsv, results-meta.tsv) go;
 # the build directory's bench/ by default.
 #
@@ -16,22 +19,27 @@
 # Missing ones are named with the apt-get command that brings them, and the
 # rest runs.  Nothing is installed here.
 set -u
-builddir='' srcdir='' quick='' reps=5 secs=0.1 only='' out='' rawdir=''
+builddir='' srcdir='' quick='' reps=7 reps_slow=5 secs=0.1 only='' out='' rawdir=''
 while [ $# -gt 0 ]; do
     case "$1" in
     --builddir) builddir=$2; shift ;;
     --srcdir) srcdir=$2; shift ;;
     --quick) quick=1 ;;
     --reps) reps=$2; shift ;;
+    --reps-slow) reps_slow=$2; shift ;;
     --secs) secs=$2; shift ;;
     --only) only=$2; shift ;;
     --out) out=$2; shift ;;
     --raw-dir) rawdir=$2; shift ;;
-    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run-bench.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
 done
+for n in "$reps" "$reps_slow"; do
+    case "$n" in ''|*[!0-9]*|0) echo "run-bench.sh: --reps and --reps-slow want a positive integer, not '$n'" >&2; exit 2 ;; esac
+done
+[ "$reps_slow" -le "$reps" ] || reps_slow=$reps
 [ -n "$builddir" ] || builddir=$(pwd)
 [ -n "$srcdir" ] || srcdir=$(cd "$(dirname "$0")/.." && pwd)
 [ -n "$out" ] || out=$srcdir/bench/RESULTS.md
@@ -53,10 +61,10 @@ command -v python3 >/dev/null || { echo "run-bench.sh: python3 is needed for the
 # before none of Boost's.)
 if [ -n "$quick" ]; then
     common=(--quick)
-    rounds=1
+    rounds=1 rounds_slow=1
 else
     common=(--reps 1 --secs "$secs")
-    rounds=$reps
+    rounds=$reps rounds_slow=$reps_slow
 fi
 
 want() { [ -z "$only" ] || [[ ",$only," == *",$1,"* ]]; }
@@ -167,6 +175,7 @@ for round in $(seq "$rounds"); do
     k=$(( (round - 1) % ${#allocs[@]} ))
     order=("${allocs[@]:k}" "${allocs[@]:0:k}")
     for w in 1 2 3 4 5 6 7 8 9; do
+        [[ $w == [789] ]] && ((round > rounds_slow)) && continue
         if [[ $w == [1-6] ]]; then
             for cur_size in "${sizes[@]}"; do
                 for a in "${order[@]}"; do run_alloc "$a" "$w" --sizes "$cur_size"; done
@@ -193,7 +202,7 @@ elapsed=$((SECONDS - start))
         for l in "${c2c_labels[@]}"; do line="${line:+$line, }$l ${c2c[$l]} ns"; done
         printf 'c2c\t%s\n' "$line"
     fi
-    if [ -n "$quick" ]; then printf 'reps\t1 (--quick)\nsecs\t0.03\n'; else printf 'reps\t%s (in %s rounds; in each, every allocator runs workload 1 at 16 B, then every allocator workload 1 at 64 B, and so on through the sizes of workloads 1 to 6, then every allocator workload 7, 8 and 9; each round starts one allocator further along the list)\nsecs\t%s\n' "$reps" "$reps" "$secs"; fi
+    if [ -n "$quick" ]; then printf 'reps\t1 (--quick)\nsecs\t0.03\n'; else printf 'reps\t%s for workloads 1 to 6, %s for 7 to 9 (in %s rounds; in each, every allocator runs workload 1 at 16 B, then every allocator workload 1 at 64 B, and so on through the sizes of workloads 1 to 6, then, in the first %s rounds, every allocator workload 7, 8 and 9; each round starts one allocator further along the list)\nsecs\t%s\n' "$reps" "$reps_slow" "$reps" "$reps_slow" "$secs"; fi
     printf 'spand\t%s (git %s)\n' "$builddir/daemon/spand" "$(git -C "$srcdir" rev-parse --short HEAD 2>/dev/null || echo '?')"
     dpkg-query -W -f='version\t${Package} ${Version}\n' libc6 libjemalloc2 libmimalloc2.0 \
         libtcmalloc-minimal4 libboost-dev libiceoryx-binding-c-dev iceoryx \
