@@ -14,8 +14,8 @@
 # Comparators: glibc (no preload); jemalloc, mimalloc, tcmalloc under
 # LD_PRELOAD; spand (spanbench starts its own daemon); Boost.Interprocess
 # (bench/boostbench); iceoryx (bench/icebench, which starts its own RouDi).
-# And, in workload 1 only, the loop's floor: bench/stub.c, an allocator
-# that does nothing.
+# And, in the throughput workloads but 3, their floor: bench/stub.c, an
+# allocator that does nothing.
 # Missing ones are named with the apt-get command that brings them, and the
 # rest runs.  Nothing is installed here.
 set -u
@@ -127,7 +127,7 @@ run() {   # label, workload, then the command
 has() {   # label, workload
     case $1 in
     spand) return 0 ;;
-    stub) [[ $2 == 1 ]] ;;
+    stub) [[ $2 == [12456] ]] ;;
     boost) [[ $2 == [1-8] ]] ;;
     iceoryx) [[ $2 == [13456] ]] ;;
     *) [[ $2 == [1234678] ]] ;;   # the process-local allocators: not 5, not 9
@@ -150,7 +150,7 @@ run_alloc() {   # label, workload, extra arguments...
     boost)
         [ -x "$builddir/bench/boostbench" ] && has boost "$w" &&
             run boost "$w" "$builddir/bench/boostbench" "${common[@]}" "$@" ;;
-    stub)   # the loop's floor: bench/stub.c, an allocator that does nothing
+    stub)   # the harness's floor: bench/stub.c, an allocator that does nothing
         has stub "$w" && run stub "$w" "$spanbench" --alloc stub "${common[@]}" "$@" ;;
     iceoryx)
         [ -x "$builddir/bench/icebench" ] && command -v iox-roudi >/dev/null && has iceoryx "$w" &&

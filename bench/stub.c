@@ -1,9 +1,10 @@
-/* The loop's own cost: a stand-in for an allocator that does no work, in a
- * shared library of its own so that each call crosses a PLT entry as every
+/* The harness's own cost: a stand-in for an allocator that does no work, in
+ * a shared library of its own so that each call crosses a PLT entry as every
  * allocator's does (bench/wl_stub.c, bench/README.md).  Every allocation
- * gets the same buffer back; a free does nothing.  Only workload 1 (an
- * allocation freed at once) can be measured with it: what it reads is the
- * rate no allocator can beat in that loop on this machine. */
+ * gets the same buffer back; a free does nothing.  What it reads in each
+ * throughput workload (all but workload 3, whose two threads would share
+ * the buffer's line) is the rate no allocator can beat there on this
+ * machine. */
 #include "config.h"
 
 #include <stddef.h>

@@ -15,8 +15,11 @@
  *   WL_DAEMON_PID()   pid whose CPU time counts as the scavenger's, or 0
  *   WL_CROSS_PROCESS  defined when any process may free any object; then
  *   WL_TO_WIRE(p) / WL_FROM_WIRE(v) turn a pointer into an integer and back
- *   WL_W1_ONLY        defined when only workload 1 makes sense (the stub);
- *                     then WL_FOOTPRINT, WL_TRIM and WL_DAEMON_PID are unused
+ *   WL_STUB           defined for the stub (bench/stub.c), whose allocations
+ *                     all get one buffer: the throughput workloads but 3
+ *                     (its two threads would write that buffer's line from
+ *                     two cores), and not 7 and 8; WL_FOOTPRINT, WL_TRIM and
+ *                     WL_DAEMON_PID are then unused
  *
  * See bench/bench.h for the output format and the workload numbers.
  */
@@ -47,7 +50,6 @@ static void *WL(xalloc)(size_t size)
     return p;
 }
 
-#ifndef WL_W1_ONLY
 /* Private scratch memory that no allocator under test provides. */
 static void *WL(scratch)(size_t len)
 {
@@ -65,7 +67,6 @@ static size_t WL(batch_count)(size_t size)
         n = BENCH_BATCH_BYTES / size;
     return n;
 }
-#endif
 
 /* ---- workload 1: immediate alloc+free ---- */
 
@@ -116,7 +117,6 @@ static void WL(w1)(size_t size)
     WL_TEARDOWN();
 }
 
-#ifndef WL_W1_ONLY
 /* ---- workload 2: a batch of allocations, then free them all ---- */
 
 static uint64_t WL(batch)(size_t size, void **v, size_t n, double secs, int rounds,
@@ -158,6 +158,15 @@ static void WL(w2)(size_t size)
     munmap(v, n * sizeof *v);
 }
 
+/* Say this side is ready, then wait for the start (workloads 3, 5, 6). */
+static void WL(gate_wait)(bench_gate_t *g)
+{
+    atomic_fetch_add(&g->ready, 1);
+    while (!atomic_load(&g->go))
+        sched_yield();
+}
+
+#ifndef WL_STUB
 /* ---- workload 3: two threads, each its own immediate loop ---- */
 
 typedef struct {
@@ -165,13 +174,6 @@ typedef struct {
     bench_gate_t *gate;
     uint64_t ops, ns;
 } WL(thr_t);
-
-static void WL(gate_wait)(bench_gate_t *g)
-{
-    atomic_fetch_add(&g->ready, 1);
-    while (!atomic_load(&g->go))
-        sched_yield();
-}
 
 static void *WL(w3_thread)(void *arg)
 {
@@ -202,6 +204,7 @@ static void WL(w3)(size_t size)
     bench_result(W_THREADS, size, "ops", (double)(t[0].ops + t[1].ops) * 1e9 / (double)ns);
     WL_TEARDOWN();
 }
+#endif /* WL_STUB */
 
 /* ---- workloads 4 and 5: one side allocates, the other frees ---- */
 
@@ -407,6 +410,7 @@ static void WL(w5)(size_t size)
 }
 #endif
 
+#ifndef WL_STUB
 /* ---- workload 7: memory for 1e6 small objects ---- */
 
 static void WL(w7)(size_t size)
@@ -539,25 +543,25 @@ static void WL(w8)(size_t size)
     WL_TEARDOWN();
 }
 
-#endif /* WL_W1_ONLY */
+#endif /* WL_STUB */
 
 const bench_alloc_t WL_EXPORT = {
     .name = WL_LABEL,
     .run = {
         [W_IMMEDIATE] = WL(w1),
-#ifndef WL_W1_ONLY
         [W_BATCH] = WL(w2),
-        [W_THREADS] = WL(w3),
         [W_XTHREAD] = WL(w4),
 #ifdef WL_CROSS_PROCESS
         [W_XPROC] = WL(w5),
 #endif
         [W_PROCS] = WL(w6),
+#ifndef WL_STUB
+        [W_THREADS] = WL(w3),
         [W_MEMORY] = WL(w7),
         [W_SCAVENGE] = WL(w8),
 #ifdef WL_DAEMON_WORKLOAD
         [W_DAEMON] = WL_DAEMON_WORKLOAD,
 #endif
-#endif /* WL_W1_ONLY */
+#endif /* WL_STUB */
     },
 };
