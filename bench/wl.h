@@ -158,7 +158,7 @@ static void WL(w2)(size_t size)
     munmap(v, n * sizeof *v);
 }
 
-/* Say this side is ready, then wait for the start (workloads 3, 5, 6). */
+/* Say this side is ready, then wait for the start (workloads 3 to 6). */
 static void WL(gate_wait)(bench_gate_t *g)
 {
     atomic_fetch_add(&g->ready, 1);
