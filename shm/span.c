@@ -52,14 +52,15 @@ shm_bad_t shm_ptr_locate(uint8_t *base, const void *p, shm_span_t **span, uint32
     if (state != SHM_SPAN_CENTRAL && state != SHM_SPAN_HELD)
         return SHM_PTR_NO_SPAN;
     unsigned cls = s->sizeclass;
-    uint32_t i = shm_obj_index(cls, rel);
+    uint64_t prod = shm_obj_prod(cls, rel);
+    uint32_t i = (uint32_t)(prod >> 32);
     if (i >= s->nelems)
         return SHM_PTR_NOT_START;
     if (cls == SHM_CLASS_TINY) {
         /* a tiny allocation may start anywhere inside its block */
         if (i < shm_classes[cls].nreserved)
             return SHM_PTR_NOT_START;
-    } else if ((uint64_t)i * shm_classes[cls].size != rel) {
+    } else if (!shm_obj_starts(prod, shm_classes[cls].divmul)) {
         return SHM_PTR_NOT_START;
     }
     *index = i;
@@ -185,8 +186,10 @@ int shm_span_drain_remote(uint8_t *base, shm_span_t *s, uint64_t *bad_off)
     uint64_t *bm = shm_span_bitmap(base, s);
     int n = 0, rc = 0;
     while (off != 0) {
-        uint32_t i = shm_obj_index(cls, off - first);
-        if (off < first || off >= end || (uint64_t)i * size != off - first || i >= nelems) {
+        uint64_t prod = shm_obj_prod(cls, off - first);
+        uint32_t i = (uint32_t)(prod >> 32);
+        if (off < first || off >= end || i >= nelems ||
+            !shm_obj_starts(prod, shm_classes[cls].divmul)) {
             *bad_off = off;
             rc = -1;
             break;

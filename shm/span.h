@@ -37,10 +37,18 @@ static inline uint64_t *shm_span_bitmap(uint8_t *base, const shm_span_t *s)
     return shm_bitmap(base, s->start);
 }
 
+/* off * divmul for byte offset `off` inside a small span of class `cls`:
+ * its high half is the object's index (shm_obj_index), its low half says
+ * whether off starts that object (shm_obj_starts). */
+static inline uint64_t shm_obj_prod(unsigned cls, uint64_t off)
+{
+    return off * shm_classes[cls].divmul;
+}
+
 /* Object index of byte offset `off` inside a small span of class `cls`. */
 static inline uint32_t shm_obj_index(unsigned cls, uint64_t off)
 {
-    return (uint32_t)((off * shm_classes[cls].divmul) >> 32);
+    return (uint32_t)(shm_obj_prod(cls, off) >> 32);
 }
 
 /* Whether byte offset `off` (inside an object of the span: off < nelems *
