@@ -303,9 +303,11 @@ def targets(st, out):
         ok = (ok is not False) and r >= 1.8
         if worst is None or r < worst[0]:
             worst = (r, size)
+    floor = ""
     if worst is not None:
         two, one = st.med("stub", "w6", worst[1], "ops"), st.med("stub", "w1", worst[1], "ops")
-        floor = "; no allocator there: %.2fx" % (two / one) if two and one else ""
+        if two and one:
+            floor = "; no allocator there: %.2fx" % (two / one)
     out.append("| two processes (w6) >= 1.8x one (w1) | %s | %s |" % (
         "-" if worst is None else "worst: %.2fx (%s%s)" % (worst[0], size_name(worst[1]), floor),
         verdict(ok)))
