@@ -57,7 +57,37 @@ static inline bool rfree_is_for(const spci_rfree_t *e, const shm_span_t *s)
     return e->span == s && e->cut == shm_load_relaxed(&s->xcut);
 }
 
-/* Test the alloc bit of every object waiting in e, then push them.  The
+/* Are the objects waiting in e (at least one) consecutive, each freed
+ * right after the one before it?  A queue's consumer frees in the order the
+ * producer allocated, so the common batch is one run: a full one is
+ * compared four indices at a time. */
+static bool rfree_consecutive(const spci_rfree_t *e)
+{
+    uint32_t n = e->n, lo = e->idx[0];
+    if (n == SPCI_RFREE_BATCH) {
+        /* four lanes of 16 bits, lo + k .. lo + k + 3; an index is below
+         * 2^15 (a record's entry, shm/span.h; tools/mksizeclasses.py checks
+         * every class), so no lane carries */
+        uint64_t want = lo * 0x0001000100010001ull + 0x0003000200010000ull, got;
+        for (uint32_t k = 0; k < n; k += 4, want += 0x0004000400040004ull) {
+            memcpy(&got, &e->idx[k], sizeof got);
+            if (got != want)
+                return false;
+        }
+        return true;
+    }
+    for (uint32_t k = 1; k < n; k++)
+        if (e->idx[k] != lo + k)
+            return false;
+    return true;
+}
+_Static_assert(SPCI_RFREE_BATCH % 4 == 0, "a full batch is compared four indices at a time");
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "idx[k] is the low lane of its four");
+
+/* Test the alloc bit of every object waiting in e, then push them: a run
+ * of consecutive objects (the common batch) a bitmap word at a time and as
+ * one record, any other batch a bit at a time and as the records
+ * shm_remote_push_batch builds.  The
  * bits were not tested at the frees: a bit written by the holder's core is
  * a cache miss, and here a batch pays it once a bitmap line.  (Prefetching
  * the line at each free, as this did once, made it worse: it pulled the
@@ -74,6 +104,12 @@ static void rfree_push(spci_rfree_t *e)
                         "reused while this thread's frees into it were waiting: one "
                         "of them freed an object that was free already)");
     const uint64_t *bm = shm_span_bitmap(base, s);
+    if (rfree_consecutive(e) && (e->n == 1 || shm_remote_entries(s->sizeclass) > 0) &&
+        shm_bits_all_set(bm, e->idx[0], e->n)) {
+        shm_remote_push_run(base, s, e->idx[0], e->n);
+        e->span = NULL;
+        return;
+    }
     for (uint32_t k = 0; k < e->n; k++)
         if (!shm_bit_test(bm, e->idx[k]))
             spci_bogus_free("spc_free", shm_span_addr(base, s) +
@@ -107,8 +143,9 @@ static inline spci_rfree_t *rfree_slot(spci_cache_t *c, const shm_span_t *s)
     return &c->rfree[((uintptr_t)s / sizeof *s) & (SPCI_RFREE_SLOTS - 1)];
 }
 
-/* Add object i at p to e, the batch of its span. */
-static inline void rfree_add(spci_rfree_t *e, uint32_t i, void *p)
+/* Add object i at p to e, the batch of its span.  (spci_free_other adds
+ * the common case itself: no double in the mask, no push due.) */
+static __attribute__((noinline)) void rfree_add(spci_rfree_t *e, uint32_t i, void *p)
 {
     uint64_t bit = 1ull << (i & 63);
     if (SPCI_UNLIKELY(e->mask & bit) && rfree_has(e, i))
@@ -276,19 +313,41 @@ void spci_lcache_flush(spci_cache_t *c)
  * pages) held by someone else: the common remote free without checking
  * again what the fast path checked.  Anything unusual goes to
  * spci_free_slow, which checks everything from scratch. */
+static void free_other_unbatched(void *p, shm_span_t *s, uint64_t off);
+
 void spci_free_other(void *p, shm_span_t *s, uint64_t off)
 {
     spci_cache_t *c = spci_tls.tc;
     spci_rfree_t *e = rfree_slot(c, s);
+    __asm__("" : "+r"(e));              /* one register: with the slot's index
+                                           kept apart, the compiler ran out of
+                                           scratch registers and saved three */
     if (SPCI_LIKELY(rfree_is_for(e, s))) {  /* its batch is open: shape known */
         uint64_t rel = off - e->first;
         uint64_t prod = rel * e->divmul;
         uint32_t i = (uint32_t)(prod >> 32);
         if (SPCI_LIKELY(i < e->nelems && shm_obj_starts(prod, e->divmul))) {
-            rfree_add(e, i, p);         /* its bit is tested at the push */
+            /* its bit is tested at the push; every call out of here is a
+             * tail call, so the common case saves no register */
+            uint64_t bit = 1ull << (i & 63);
+            uint32_t n = e->n;
+            if (SPCI_UNLIKELY((e->mask & bit) || n + 1 == SPCI_RFREE_BATCH)) {
+                rfree_add(e, i, p);     /* maybe a double; or the push */
+                return;
+            }
+            e->idx[n] = (uint16_t)i;
+            e->mask |= bit;
+            e->n = n + 1;
             return;
         }
     }
+    free_other_unbatched(p, s, off);
+}
+
+/* spci_free_other for a free that no open batch of this thread takes. */
+static __attribute__((noinline)) void free_other_unbatched(void *p, shm_span_t *s, uint64_t off)
+{
+    spci_cache_t *c = spci_tls.tc;
     uint8_t state = shm_load_acquire(&s->xstate);
     if (state == SHM_SPAN_LARGE) {      /* its start: the tag CAS checks the rest */
         if (SPCI_LIKELY(off == (uint64_t)s->start << SHM_PAGE_SHIFT)) {

@@ -172,6 +172,20 @@ void shm_remote_push_batch(uint8_t *base, shm_span_t *s, const uint16_t *idx, ui
     } while (!shm_cas_weak_release(&s->xremote, &old, head));
 }
 
+void shm_remote_push_run(uint8_t *base, shm_span_t *s, uint32_t lo, uint32_t n)
+{
+    uint8_t *r = shm_span_addr(base, s) + (uint64_t)lo * shm_classes[s->sizeclass].size;
+    uint64_t bits = 0;
+    if (n > 1) {
+        *(uint16_t *)(r + 8) = (uint16_t)(SHM_REMOTE_RUN | (n - 1));
+        bits = 1ull << 48;
+    }
+    uint64_t old = shm_load_relaxed(&s->xremote);
+    do {
+        *(uint64_t *)r = old | bits;
+    } while (!shm_cas_weak_release(&s->xremote, &old, (uint64_t)(r - base)));
+}
+
 /* Nothing is written into the descriptor but the exchange, and nothing
  * into the objects: only bits, on the holder's bitmap lines. */
 int shm_span_drain_remote(uint8_t *base, shm_span_t *s, uint64_t *bad_off)

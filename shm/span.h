@@ -81,6 +81,22 @@ static inline void shm_bit_clear(uint64_t *bm, uint32_t i) /* holder only */
     shm_word_store(&bm[i >> 6], bm[i >> 6] & ~(1ULL << (i & 63)));
 }
 
+/* Are the bits of objects lo .. lo + n - 1 all set?  One load a word,
+ * not one a bit (a remote free's batch tests its objects this way when
+ * they are consecutive: client/free.c). */
+static inline bool shm_bits_all_set(const uint64_t *bm, uint32_t lo, uint32_t n)
+{
+    uint32_t end = lo + n;
+    while (lo < end) {
+        uint32_t b = lo & 63, k = end - lo < 64 - b ? end - lo : 64 - b;
+        uint64_t m = (k == 64 ? ~0ull : (1ull << k) - 1) << b;
+        if ((shm_word_load(&bm[lo >> 6]) & m) != m)
+            return false;
+        lo += k;
+    }
+    return true;
+}
+
 /* ---- lookups: any process ---- */
 
 /* The span whose pages hold `p`, or NULL.  Lock-free: the span map entry is
@@ -178,6 +194,13 @@ static inline void shm_remote_push(uint8_t *base, shm_span_t *s, void *p)
  * caller; n = 0 pushes nothing), as records chained privately (runs of consecutive
  * indices as run entries), with one CAS (release) for them all. */
 void shm_remote_push_batch(uint8_t *base, shm_span_t *s, const uint16_t *idx, uint32_t n);
+
+/* Anyone: push the n (>= 1) consecutive objects lo .. lo + n - 1 of span
+ * `s` (checked allocated by the caller) as one record, object lo's, with
+ * one run entry: what shm_remote_push_batch builds for them, without its
+ * walk over the indices.  A class whose record holds no entry (8 bytes)
+ * takes n == 1 only. */
+void shm_remote_push_run(uint8_t *base, shm_span_t *s, uint32_t lo, uint32_t n);
 
 /* The holder: take every record on the remote stack (one exchange,
  * acquire) and clear the bits of the objects they free.  Returns the number freed, or -1 when a

@@ -675,6 +675,60 @@ static void bogus_remote_double_drained(void)
     pthread_join(th, NULL);
 }
 
+/* A thread frees 32 objects in address order (a full batch of one run,
+ * pushed as one record: client/free.c), one of which another thread freed
+ * before and the holder has drained: the run's bits, tested a word at a
+ * time, are not all set, and the object freed twice is the one named. */
+typedef struct in_run_s {
+    char **q;
+    uint32_t n;
+} in_run_t;
+
+static void *free_run(void *arg)
+{
+    const in_run_t *r = arg;
+    for (uint32_t k = 0; k < r->n; k++)
+        spc_free(r->q[k]);
+    return NULL;
+}
+
+static void bogus_remote_double_in_run(void)
+{
+    uint32_t n = remote_double_allocs;
+    char **q = malloc(n * sizeof *q);
+    for (uint32_t i = 0; i < n; i++)
+        q[i] = spc_malloc(64);
+    /* 32 objects one after another from the start of a page: one span's */
+    uint32_t at = n;
+    for (uint32_t i = 0; i + 32 <= n && at == n; i++) {
+        if ((uintptr_t)q[i] % 4096 != 0)
+            continue;
+        uint32_t k = 1;
+        while (k < 32 && q[i + k] == q[i] + 64 * k)
+            k++;
+        if (k == 32)
+            at = i;
+    }
+    if (at == n) {
+        fprintf(stderr, "no 32 consecutive objects from a page's start\n");
+        return;                 /* exits without aborting: the test fails */
+    }
+    char *twice = q[at + 5];
+    say_ptr(twice);
+    pthread_t th;
+    pthread_create(&th, NULL, free_once, twice);   /* pushed when it exits */
+    pthread_join(th, NULL);
+    void **v = malloc(n * sizeof *v);               /* drains twice's stack */
+    for (uint32_t i = 0; i < n; i++)
+        v[i] = spc_malloc(64);
+    for (uint32_t i = 0; i < n; i++)
+        spc_free(v[i]);
+    free(v);
+    in_run_t r = { q + at, 32 };
+    pthread_create(&th, NULL, free_run, &r);
+    pthread_join(th, NULL);
+}
+
 /* A double free that waits in a thread's batch while the span it names is
  * emptied, given back to the heap and cut again (for another class).  The
  * batch's shape is that of the old span: the thread must not take the
@@ -769,6 +823,7 @@ static void test_bogus_frees(void)
     CU_ASSERT_FATAL(recut_allocs > 0);
     expect_abort(bogus_remote_double, "double free");
     expect_abort(bogus_remote_double_drained, "double free");
+    expect_abort(bogus_remote_double_in_run, "double free");
     expect_abort(bogus_outside, "not a pointer into the arena");
     expect_abort(bogus_metadata, "not a pointer into the arena");
     expect_abort(bogus_misaligned, "not the start of an object");

@@ -419,6 +419,65 @@ static void test_drain_records(void)
     CU_ASSERT_EQUAL(bad, base_off + 5 * 64);
 }
 
+/* A run pushed as one record (shm_remote_push_run), as a batch of
+ * consecutive objects goes; and the test of a run's bits a word at a time
+ * (shm_bits_all_set), across words and at their edges. */
+static void test_push_run(void)
+{
+    shm_arena_t *a = fx_new(64ULL << 20);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+    int err;
+    shm_spanid_t id = spd_heap_alloc_small(a, 8, &err);   /* 64-byte objects */
+    CU_ASSERT_FATAL(id != 0);
+    shm_span_t *s = fx_span(a, id);
+    uint32_t nel = s->nelems;
+    CU_ASSERT_FATAL(nel >= 200);
+    for (uint32_t i = 0; i < nel; i++)
+        CU_ASSERT_PTR_NOT_NULL(fx_take(a->base, s));
+    shm_span_reset_holder(s);
+    uint64_t *bm = shm_span_bitmap(a->base, s);
+    uint64_t bad = 0, base_off = (uint64_t)(obj_addr(a, s, 0) - a->base);
+
+    CU_ASSERT(shm_bits_all_set(bm, 0, nel));
+    CU_ASSERT(shm_bits_all_set(bm, 60, 32));             /* across a word */
+    CU_ASSERT(shm_bits_all_set(bm, 64, 64));             /* one whole word */
+    shm_bit_clear(bm, 63);
+    CU_ASSERT(!shm_bits_all_set(bm, 60, 32));
+    CU_ASSERT(!shm_bits_all_set(bm, 63, 1));
+    CU_ASSERT(shm_bits_all_set(bm, 64, 32) && shm_bits_all_set(bm, 31, 32));
+    shm_bit_set(bm, 63);
+    shm_bit_clear(bm, 127);
+    CU_ASSERT(!shm_bits_all_set(bm, 64, 64) && !shm_bits_all_set(bm, 100, 40));
+    CU_ASSERT(shm_bits_all_set(bm, 64, 63) && shm_bits_all_set(bm, 128, 40));
+    shm_bit_set(bm, 127);
+    shm_bit_clear(bm, 70);                               /* in the second word only */
+    CU_ASSERT(!shm_bits_all_set(bm, 60, 32) && !shm_bits_all_set(bm, 0, 100));
+    CU_ASSERT(shm_bits_all_set(bm, 60, 10) && shm_bits_all_set(bm, 71, 57));
+    shm_bit_set(bm, 70);
+
+    /* 32 objects from 100 (two bitmap words): one record, one run entry */
+    shm_remote_push_run(a->base, s, 100, 32);
+    uint64_t head = shm_load_relaxed(&s->xremote);
+    CU_ASSERT_EQUAL(head, base_off + 100 * 64);
+    uint64_t hdr = *(uint64_t *)(a->base + head);
+    CU_ASSERT_EQUAL(hdr & SHM_REMOTE_OFF_MASK, 0);
+    CU_ASSERT_EQUAL(SHM_REMOTE_ENTRIES(hdr), 1);
+    CU_ASSERT_EQUAL(shm_remote_record_count(a->base + head), 32);
+    /* one alone on top: no entry, linked to the run's record */
+    shm_remote_push_run(a->base, s, 7, 1);
+    head = shm_load_relaxed(&s->xremote);
+    hdr = *(uint64_t *)(a->base + head);
+    CU_ASSERT_EQUAL(head, base_off + 7 * 64);
+    CU_ASSERT_EQUAL(hdr, base_off + 100 * 64);
+    CU_ASSERT_EQUAL(shm_span_drain_remote(a->base, s, &bad), 33);
+    for (uint32_t i = 0; i < nel; i++)      /* exactly those 33 are free */
+        CU_ASSERT_EQUAL(shm_bit_test(bm, i), !(i >= 100 && i < 132) && i != 7);
+    /* the same run again: its first object is free already, and named */
+    shm_remote_push_run(a->base, s, 100, 32);
+    CU_ASSERT_EQUAL(shm_span_drain_remote(a->base, s, &bad), -1);
+    CU_ASSERT_EQUAL(bad, base_off + 100 * 64);
+}
+
 /* Random batches, some of them with random bytes written over a record
  * or the stack's head: a drain always ends, frees each object at most
  * once, never touches the bit of an object nobody pushed unless a corrupt
@@ -684,6 +743,7 @@ CU_TestInfo span_tests[] = {
     { "remote frees from several threads, one by one and in records, each once", test_remote_threads },
     { "drains stop at bogus nodes", test_drain_bogus },
     { "records: runs, and bogus ones refused", test_drain_records },
+    { "a run pushed as one record; a run's bits tested a word at a time", test_push_run },
     { "random batches and corrupt records, drained", test_drain_random },
     { "a second process sees the same spans", test_second_process },
     CU_TEST_INFO_NULL,
