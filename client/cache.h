@@ -167,7 +167,8 @@ typedef struct spci_rfree_s {
     uint32_t cut;               /* span's xcut when the batch was opened */
     uint64_t first;             /* offset of its first byte */
     uint16_t idx[SPCI_RFREE_BATCH]; /* their indices, in the order freed */
-} spci_rfree_t;
+} __attribute__((aligned(64))) spci_rfree_t;   /* 128 bytes: a slot's address is
+                                                  a shift, not a multiply */
 
 /* Take large span s out of a thread's cache (tag SHM_LARGE_CACHED -> 0,
  * shm/layout.h): allocated again, in this thread's hands, whether it is
@@ -330,7 +331,7 @@ static inline void spci_free_fast(void *p)
         (_Atomic uint32_t *)(m->pagemap + ((uintptr_t)p >> SHM_PAGE_SHIFT) * sizeof(uint32_t)));
     shm_span_t *s = m->spans + id;      /* id 0: descriptor 0, never owned */
     if (SPCI_UNLIKELY(shm_load_relaxed(&s->xowner) != c->tid)) {
-        spci_free_other(p, s, off);     /* another holder, large, bogus */
+        spci_free_other(p, s, off, c);  /* another holder, large, bogus */
         return;
     }
     /* we hold s: its identity is stable and its state is HELD */

@@ -315,9 +315,8 @@ void spci_lcache_flush(spci_cache_t *c)
  * spci_free_slow, which checks everything from scratch. */
 static void free_other_unbatched(void *p, shm_span_t *s, uint64_t off);
 
-void spci_free_other(void *p, shm_span_t *s, uint64_t off)
+void spci_free_other(void *p, shm_span_t *s, uint64_t off, spci_cache_t *c)
 {
-    spci_cache_t *c = spci_tls.tc;
     spci_rfree_t *e = rfree_slot(c, s);
     __asm__("" : "+r"(e));              /* one register: with the slot's index
                                            kept apart, the compiler ran out of

@@ -139,7 +139,7 @@ void spci_cache_flush_locked(spci_cache_t *c, bool session);
 void spci_free_slow(void *p);
 /* A free whose span (s, found from off, p's offset) this thread does not
  * hold: the remote free, or spci_free_slow for anything unusual. */
-void spci_free_other(void *p, shm_span_t *s, uint64_t off);
+void spci_free_other(void *p, shm_span_t *s, uint64_t off, spci_cache_t *c);
 /* Free object i (checked allocated) of span s, held by the thread of c. */
 void spci_free_owned(spci_cache_t *c, shm_span_t *s, uint32_t i);
 /* spci_free_owned with the calling thread's cache, read there: the fast
