@@ -99,7 +99,8 @@ enum {
 #define SPCI_TINY_COUNT_MASK 63u  /* low 6 bits: count; top 2: granule code */
 #define SPCI_PENDING_MAX 64u      /* spans waiting to be released */
 #define SPCI_RFREE_SLOTS 8u       /* spans with remote frees waiting, per thread */
-#define SPCI_RFREE_BATCH 32u      /* remote frees pushed with one CAS */
+#define SPCI_RFREE_BATCH 64u      /* remote frees pushed with one CAS, at most */
+#define SPCI_RFREE_BYTES (512u << 10) /* and at most this many bytes of objects */
 #define SPCI_LCACHE_SLOTS 8u      /* freed large spans a thread keeps */
 #define SPCI_PROMOTE_MAX 1024u    /* a full span of a class up to this size
                                      becomes current at its first free
@@ -147,7 +148,7 @@ typedef struct spci_slist_s {
 
 /* Remote frees of one span that this thread has checked but not pushed yet
  * (client/free.c): their indices, pushed onto the span's remote-free stack
- * as records (shm/span.h) with one CAS when SPCI_RFREE_BATCH are waiting,
+ * as records (shm/span.h) with one CAS when `cap` are waiting,
  * when another span needs the slot, or when the cache is flushed (thread
  * exit, detach).  One CAS a batch instead of one an object: a locked
  * instruction waits for every store before it.  And nothing is written into
@@ -165,10 +166,15 @@ typedef struct spci_rfree_s {
     uint32_t nelems;            /* 0 for the tiny class: its pieces never take
                                    that path */
     uint32_t cut;               /* span's xcut when the batch was opened */
+    /* objects pushed at once: SPCI_RFREE_BATCH, or fewer where that many
+     * would hold more than SPCI_RFREE_BYTES waiting */
+    uint32_t cap;
     uint64_t first;             /* offset of its first byte */
     uint16_t idx[SPCI_RFREE_BATCH]; /* their indices, in the order freed */
-} __attribute__((aligned(64))) spci_rfree_t;   /* 128 bytes: a slot's address is
-                                                  a shift, not a multiply */
+    uint8_t pad[256 - 48 - 2 * SPCI_RFREE_BATCH];
+} __attribute__((aligned(64))) spci_rfree_t;
+_Static_assert(sizeof(spci_rfree_t) == 256, "a slot's offset is a shift of the descriptor's "
+               "address (client/free.c, rfree_slot)");
 
 /* Take large span s out of a thread's cache (tag SHM_LARGE_CACHED -> 0,
  * shm/layout.h): allocated again, in this thread's hands, whether it is

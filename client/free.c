@@ -59,29 +59,25 @@ static inline bool rfree_is_for(const spci_rfree_t *e, const shm_span_t *s)
 
 /* Are the objects waiting in e (at least one) consecutive, each freed
  * right after the one before it?  A queue's consumer frees in the order the
- * producer allocated, so the common batch is one run: a full one is
- * compared four indices at a time. */
+ * producer allocated, so the common batch is one run: its indices are
+ * compared four at a time. */
 static bool rfree_consecutive(const spci_rfree_t *e)
 {
-    uint32_t n = e->n, lo = e->idx[0];
-    if (n == SPCI_RFREE_BATCH) {
-        /* four lanes of 16 bits, lo + k .. lo + k + 3; an index is below
-         * 2^15 (a record's entry, shm/span.h; tools/mksizeclasses.py checks
-         * every class), so no lane carries */
-        uint64_t want = lo * 0x0001000100010001ull + 0x0003000200010000ull, got;
-        for (uint32_t k = 0; k < n; k += 4, want += 0x0004000400040004ull) {
-            memcpy(&got, &e->idx[k], sizeof got);
-            if (got != want)
-                return false;
-        }
-        return true;
+    uint32_t n = e->n, lo = e->idx[0], k = 0;
+    /* four lanes of 16 bits, lo + k .. lo + k + 3; an index is below 2^15
+     * (a record's entry, shm/span.h; tools/mksizeclasses.py checks every
+     * class), so no lane carries */
+    uint64_t want = lo * 0x0001000100010001ull + 0x0003000200010000ull, got;
+    for (; k + 4 <= n; k += 4, want += 0x0004000400040004ull) {
+        memcpy(&got, &e->idx[k], sizeof got);
+        if (got != want)
+            return false;
     }
-    for (uint32_t k = 1; k < n; k++)
+    for (; k < n; k++)
         if (e->idx[k] != lo + k)
             return false;
     return true;
 }
-_Static_assert(SPCI_RFREE_BATCH % 4 == 0, "a full batch is compared four indices at a time");
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "idx[k] is the low lane of its four");
 
 /* Test the alloc bit of every object waiting in e, then push them: a run
@@ -137,7 +133,8 @@ static bool rfree_has(const spci_rfree_t *e, uint32_t i)
 
 /* The slot of s's batch in c: by the descriptor's address (descriptors are
  * an array of 128-byte entries, so this is its id plus a constant), which
- * needs no load of spci_map (page offsets, client/cache.h). */
+ * needs no load of spci_map (page offsets, client/cache.h); the slot's
+ * offset is then a mask and a shift of that address. */
 static inline spci_rfree_t *rfree_slot(spci_cache_t *c, const shm_span_t *s)
 {
     return &c->rfree[((uintptr_t)s / sizeof *s) & (SPCI_RFREE_SLOTS - 1)];
@@ -153,7 +150,7 @@ static __attribute__((noinline)) void rfree_add(spci_rfree_t *e, uint32_t i, voi
                         "already)");
     e->idx[e->n] = (uint16_t)i;
     e->mask |= bit;
-    if (++e->n == SPCI_RFREE_BATCH)
+    if (++e->n == e->cap)
         rfree_push(e);
 }
 
@@ -179,6 +176,8 @@ static void remote_free(spci_cache_t *c, shm_span_t *s, uint32_t i, void *p)
         e->size = shm_classes[cls].size;
         e->nelems = cls == SHM_CLASS_TINY ? 0 : s->nelems;
         e->first = (uint64_t)s->start << SHM_PAGE_SHIFT;
+        e->cap = SPCI_RFREE_BYTES / e->size < SPCI_RFREE_BATCH ? SPCI_RFREE_BYTES / e->size
+                                                                : SPCI_RFREE_BATCH;
         e->cut = shm_load_relaxed(&s->xcut);
     }
     rfree_add(e, i, p);
@@ -330,7 +329,7 @@ void spci_free_other(void *p, shm_span_t *s, uint64_t off, spci_cache_t *c)
              * tail call, so the common case saves no register */
             uint64_t bit = 1ull << (i & 63);
             uint32_t n = e->n;
-            if (SPCI_UNLIKELY((e->mask & bit) || n + 1 == SPCI_RFREE_BATCH)) {
+            if (SPCI_UNLIKELY((e->mask & bit) || n + 1 == e->cap)) {
                 rfree_add(e, i, p);     /* maybe a double; or the push */
                 return;
             }

@@ -315,6 +315,102 @@ static void test_full_span_at_free(void)
     free(v);
 }
 
+/* ---- remote frees: the batch's cap ---- */
+
+/* Objects waiting on span s's remote-free stack, record by record. */
+static uint32_t stacked(const shm_span_t *s)
+{
+    uint32_t n = 0;
+    for (uint64_t off = shm_load_relaxed(&s->xremote); off != 0;
+         off = *(const uint64_t *)(spci_map.base + off) & SHM_REMOTE_OFF_MASK)
+        n += shm_remote_record_count(spci_map.base + off);
+    return n;
+}
+
+typedef struct capx_s {
+    void **v;                   /* objects of span s to free */
+    uint32_t count;             /* how many */
+    uint32_t cap;               /* the batch's cap for their class */
+    shm_span_t *s;
+    int bad;                    /* the free after which a check failed, 0 none */
+} capx_t;
+
+/* Free x->count objects of x->v, one by one, from a thread that does not
+ * hold their span: each waits in the thread's batch for s until the
+ * cap-th, which pushes them all.  (The thread's exit pushes the rest.) */
+static void *free_to_cap(void *arg)
+{
+    capx_t *x = arg;
+    for (uint32_t j = 0; j < x->count && x->bad == 0; j++) {
+        spc_free(x->v[j]);
+        spci_cache_t *c = spci_tls.tc;
+        const spci_rfree_t *e = &c->rfree[((uintptr_t)x->s / sizeof *x->s) &
+                                          (SPCI_RFREE_SLOTS - 1)];
+        bool ok = j + 1 < x->cap
+                      ? e->span == x->s && e->n == j + 1 && e->cap == x->cap && stacked(x->s) == 0
+                      : e->span == NULL && stacked(x->s) == x->cap;
+        if (!ok)
+            x->bad = (int)j + 1;
+    }
+    return NULL;
+}
+
+/* A thread's batch of remote frees into one span is pushed when it holds
+ * SPCI_RFREE_BATCH objects, or fewer where that many would keep more than
+ * SPCI_RFREE_BYTES waiting: 64 at 64 B, 32 at 16 KiB (a span's 32
+ * objects), 16 at 32 KiB (whose spans hold 4: there only the batch's cap
+ * is checked, after one free). */
+static void test_rfree_cap(void)
+{
+    const size_t sizes[] = { 64, 16384, 32768 };
+    const uint32_t caps[] = { 64, 32, 16 };
+    CU_ASSERT_EQUAL_FATAL(SPCI_RFREE_BATCH, 64);
+    CU_ASSERT_EQUAL_FATAL(SPCI_RFREE_BYTES, 512u << 10);
+    for (unsigned z = 0; z < sizeof sizes / sizeof sizes[0]; z++) {
+        uint32_t cap = caps[z], count = sizes[z] == 32768 ? 1 : cap;
+        unsigned n = 3 * (cap > 32 ? cap : 32);
+        void **v = calloc(n, sizeof *v), **w = calloc(n, sizeof *w);
+        shm_span_t **of = calloc(n, sizeof *of);
+        CU_ASSERT_FATAL(v != NULL && w != NULL && of != NULL);
+        for (unsigned j = 0; j < n; j++) {
+            uint32_t i;
+            CU_ASSERT_PTR_NOT_NULL_FATAL(v[j] = spc_malloc(sizes[z]));
+            CU_ASSERT_EQUAL_FATAL(shm_ptr_locate(spci_map.base, v[j], &of[j], &i), SHM_PTR_OK);
+        }
+        /* the span holding most of them, and its objects */
+        shm_span_t *best = NULL;
+        uint32_t most = 0;
+        for (unsigned j = 0; j < n; j++) {
+            uint32_t k = 0;
+            for (unsigned l = 0; l < n; l++)
+                k += of[l] == of[j];
+            if (k > most)
+                most = k, best = of[j];
+        }
+        CU_ASSERT_FATAL(most >= count);
+        uint32_t m = 0;
+        for (unsigned j = 0; j < n && m < count; j++)
+            if (of[j] == best)
+                w[m++] = v[j];
+        CU_ASSERT_EQUAL_FATAL(stacked(best), 0);
+        capx_t x = { w, count, cap, best, 0 };
+        pthread_t th;
+        CU_ASSERT_FATAL(pthread_create(&th, NULL, free_to_cap, &x) == 0);
+        pthread_join(th, NULL);
+        CU_ASSERT_EQUAL(x.bad, 0);
+        for (unsigned j = 0; j < n; j++) {
+            bool freed = false;
+            for (uint32_t l = 0; l < m; l++)
+                freed |= v[j] == w[l];
+            if (!freed)
+                spc_free(v[j]);
+        }
+        free(v);
+        free(w);
+        free(of);
+    }
+}
+
 /* ---- placement ---- */
 
 static void *placed_thread(void *arg)
@@ -355,6 +451,7 @@ int main(void)
         { "a fork child starts with no copy", test_copy_in_fork_child },
         { "the free trusts no class-map byte", test_classmap_hint },
         { "a full span of a small class becomes current at a free", test_full_span_at_free },
+        { "a thread's remote frees into a span are pushed at the batch's cap", test_rfree_cap },
         { "a cache is placed on a line in its page of slack", test_placement },
         CU_TEST_INFO_NULL,
     };
