@@ -236,15 +236,32 @@ int shm_span_drain_remote(uint8_t *base, shm_span_t *s, uint64_t *bad_off)
             }
             nr++;
         }
+        /* each run a bitmap word at a time: its bits in the word all set,
+         * then cleared with one store; a clear one among them (a double
+         * free) is named, and the run's objects before it are freed */
         for (uint32_t r = 0; r < nr; r++) {
-            for (uint32_t j = from[r]; j < from[r] + len[r]; j++) {
-                if (j < nreserved || !shm_bit_test(bm, j)) {
-                    *bad_off = first + (uint64_t)j * size;
+            uint32_t j = from[r], stop = j + len[r];
+            if (j < nreserved) {        /* runs ascend: the first is the lowest */
+                *bad_off = first + (uint64_t)j * size;
+                rc = -1;
+                goto out;
+            }
+            while (j < stop) {
+                uint32_t b = j & 63, k = stop - j < 64 - b ? stop - j : 64 - b;
+                uint64_t m = (k == 64 ? ~0ull : (1ull << k) - 1) << b;
+                uint64_t *w = &bm[j >> 6], v = shm_word_load(w);
+                if ((v & m) != m) {
+                    uint32_t at = (uint32_t)__builtin_ctzll(m & ~v);
+                    uint64_t before = m & ((1ull << at) - 1);
+                    shm_word_store(w, v & ~before);
+                    n += __builtin_popcountll(before);
+                    *bad_off = first + (uint64_t)((j & ~63u) + at) * size;
                     rc = -1;
                     goto out;
                 }
-                shm_bit_clear(bm, j);
-                n++;
+                shm_word_store(w, v & ~m);
+                n += (int)k;
+                j += k;
             }
         }
     }
