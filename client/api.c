@@ -313,19 +313,26 @@ SPC_PUBLIC void *spc_aligned_alloc(size_t align, size_t size)
     return spci_alloc_large(size, align);
 }
 
-SPC_PUBLIC uint64_t spc_offset(const void *p)
+/* spc_offset and spc_pointer: one range test on the common path (every
+ * object a process hands to another through a queue takes both); NULL, 0,
+ * no arena mapped yet and anything out of range take the cold half. */
+static __attribute__((noinline, cold)) uint64_t offset_slow(const void *p)
 {
     if (p == NULL)
         return 0;
-    uint64_t off = (uint64_t)((const uint8_t *)p - spci_map.base);
-    if (spci_map.base == NULL || off >= spci_map.size) {
-        errno = EINVAL;
-        return 0;
-    }
-    return off;
+    errno = EINVAL;
+    return 0;
 }
 
-SPC_PUBLIC void *spc_pointer(uint64_t offset)
+SPC_PUBLIC uint64_t spc_offset(const void *p)
+{
+    uint64_t off = (uint64_t)((const uint8_t *)p - spci_map.base);
+    if (SPCI_LIKELY(spci_map.base != NULL && off < spci_map.size))
+        return off;             /* NULL is far below any mapping: not here */
+    return offset_slow(p);
+}
+
+static __attribute__((noinline, cold)) void *pointer_slow(uint64_t offset)
 {
     if (offset == 0)
         return NULL;
@@ -338,4 +345,14 @@ SPC_PUBLIC void *spc_pointer(uint64_t offset)
         return NULL;
     }
     return spci_map.base + offset;
+}
+
+SPC_PUBLIC void *spc_pointer(uint64_t offset)
+{
+    uint8_t *base = spci_map.base;
+    /* data_off > 0 (the header comes first): offset 0 fails this test */
+    if (SPCI_LIKELY(base != NULL &&
+                    offset - spci_map.data_off < spci_map.size - spci_map.data_off))
+        return base + offset;
+    return pointer_slow(offset);
 }
