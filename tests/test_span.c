@@ -289,21 +289,30 @@ static void test_drain_bogus(void)
     CU_ASSERT_EQUAL(shm_span_count(a->base, s), 10 - 3);   /* 3, 4, 5 came back */
 }
 
-/* Records: runs of consecutive objects in one entry, and hand-made records
- * a drain must refuse (too many entries, high header bits, an index or a
- * run past the span, an object freed twice inside one record). */
-static void test_drain_records(void)
+/* A fresh arena (*ap) and a span of 64-byte objects in it with every
+ * object taken, as its holder leaves it to the freers. */
+static shm_span_t *full_span_64(shm_arena_t **ap)
 {
-    shm_arena_t *a = fx_new(64ULL << 20);
+    shm_arena_t *a = *ap = fx_new(64ULL << 20);
     CU_ASSERT_PTR_NOT_NULL_FATAL(a);
     int err;
     shm_spanid_t id = spd_heap_alloc_small(a, 8, &err);   /* 64-byte objects */
     CU_ASSERT_FATAL(id != 0);
     shm_span_t *s = fx_span(a, id);
-    uint32_t nel = s->nelems;
-    for (uint32_t i = 0; i < nel; i++)
+    for (uint32_t i = 0; i < s->nelems; i++)
         CU_ASSERT_PTR_NOT_NULL(fx_take(a->base, s));
     shm_span_reset_holder(s);
+    return s;
+}
+
+/* Records: runs of consecutive objects in one entry, and hand-made records
+ * a drain must refuse (too many entries, high header bits, an index or a
+ * run past the span, an object freed twice inside one record). */
+static void test_drain_records(void)
+{
+    shm_arena_t *a;
+    shm_span_t *s = full_span_64(&a);
+    uint32_t nel = s->nelems;
     uint64_t *bm = shm_span_bitmap(a->base, s);
     uint64_t bad = 0, base_off = (uint64_t)(obj_addr(a, s, 0) - a->base);
     uint32_t emax = shm_remote_entries(8);
@@ -424,17 +433,10 @@ static void test_drain_records(void)
  * (shm_bits_all_set), across words and at their edges. */
 static void test_push_run(void)
 {
-    shm_arena_t *a = fx_new(64ULL << 20);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(a);
-    int err;
-    shm_spanid_t id = spd_heap_alloc_small(a, 8, &err);   /* 64-byte objects */
-    CU_ASSERT_FATAL(id != 0);
-    shm_span_t *s = fx_span(a, id);
+    shm_arena_t *a;
+    shm_span_t *s = full_span_64(&a);
     uint32_t nel = s->nelems;
     CU_ASSERT_FATAL(nel >= 200);
-    for (uint32_t i = 0; i < nel; i++)
-        CU_ASSERT_PTR_NOT_NULL(fx_take(a->base, s));
-    shm_span_reset_holder(s);
     uint64_t *bm = shm_span_bitmap(a->base, s);
     uint64_t bad = 0, base_off = (uint64_t)(obj_addr(a, s, 0) - a->base);
 
