@@ -144,8 +144,12 @@ typedef struct bench_ring_s {
     _Alignas(64) _Atomic uint64_t tail;  /* consumer: store release */
     _Alignas(64) uint64_t head_priv;     /* producer only: items put */
     uint64_t tail_seen;                  /* producer only: tail at its last look */
+    uint64_t full_waits;                 /* producer only: times it found the ring
+                                            still full and waited for the consumer */
     _Alignas(64) uint64_t tail_priv;     /* consumer only: items taken */
     uint64_t head_seen;                  /* consumer only: head at its last look */
+    uint64_t empty_waits;                /* consumer only: times it found the ring
+                                            still empty and waited for the producer */
     _Alignas(64) uint64_t slot[BENCH_RING];
     _Atomic int stop;                    /* producer: no more items */
 } bench_ring_t;

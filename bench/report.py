@@ -159,6 +159,35 @@ def throughput_tables(st, out):
         out.append("")
 
 
+def ring_waits_table(st, out):
+    impls = [i for i in LOCAL + ["spand", "stub"]
+             if any(st.get(i, w, size, "ring_full_per_1k") is not None
+                    for w in ["w4", "w5"] for size in SIZES)]
+    if not impls:
+        return
+    out.append("### Ring waits in workloads 4 and 5: which side was slower\n")
+    out.append("Per 1,000 items of the timed part: how often the producer found the ring "
+               "full and waited for the consumer / how often the consumer found it empty "
+               "and waited for the producer (medians). The side that waits is the faster "
+               "one; the other sets the rate. spanbench's allocators only: Boost and iceoryx "
+               "carry their items their own way.\n")
+    head = ["workload", "size"] + ["no allocator (stub)" if i == "stub" else i for i in impls]
+    out.append("| " + " | ".join(head) + " |")
+    out.append("|" + "---|" * len(head))
+    f1 = lambda v: "-" if v is None else "%.1f" % v
+    for w in ["w4", "w5"]:
+        for size in SIZES:
+            row = [w, size_name(size)]
+            for i in impls:
+                full = st.med(i, w, size, "ring_full_per_1k")
+                empty = st.med(i, w, size, "ring_empty_per_1k")
+                row.append("-" if full is None else "%s / %s" % (f1(full), f1(empty)))
+            if all(x == "-" for x in row[2:]):
+                continue
+            out.append("| " + " | ".join(row) + " |")
+    out.append("")
+
+
 def memory_table(st, out):
     out.append("### 7. Memory: footprint / live bytes after 1,000,000 objects\n")
     out.append("Footprint: growth of the process's RSS (process-local allocators); the "
@@ -410,6 +439,7 @@ def main():
     targets(st, out)
     out.append("## Results\n")
     throughput_tables(st, out)
+    ring_waits_table(st, out)
     memory_table(st, out)
     scavenge_table(st, out)
     daemon_tables(st, out)

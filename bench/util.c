@@ -232,6 +232,7 @@ void bench_ring_put(bench_ring_t *r, uint64_t v)
             r->tail_seen = atomic_load_explicit(&r->tail, memory_order_acquire);
             if (h - r->tail_seen < BENCH_RING)
                 break;
+            r->full_waits += spins == 0;
             backoff(&spins);
         }
     }
@@ -260,6 +261,7 @@ bool bench_ring_get(bench_ring_t *r, uint64_t *v)
             if (atomic_load_explicit(&r->stop, memory_order_acquire) &&
                 (r->head_seen = atomic_load_explicit(&r->head, memory_order_acquire)) == t)
                 return false;
+            r->empty_waits += spins == 0;
             backoff(&spins);
         }
     }

@@ -254,6 +254,16 @@ static uint64_t WL(consumer)(WL(pair_t) *x, void *(*unwire)(uint64_t), uint64_t 
     return n;
 }
 
+/* Which side waited in the timed part: how often, per 1,000 items, the
+ * producer found the ring full and the consumer found it empty. */
+static void WL(report_waits)(int w, size_t size, const bench_ring_t *r, uint64_t items)
+{
+    if (items == 0)
+        return;
+    bench_result(w, size, "ring_full_per_1k", (double)r->full_waits * 1000.0 / (double)items);
+    bench_result(w, size, "ring_empty_per_1k", (double)r->empty_waits * 1000.0 / (double)items);
+}
+
 static uint64_t WL(ptr_wire)(void *p)
 {
     return (uint64_t)(uintptr_t)p;
@@ -294,6 +304,7 @@ static void WL(w4)(size_t size)
     WL(producer)(size, x, WL(ptr_wire));
     pthread_join(th, NULL);
     bench_result(W_XTHREAD, size, "ops", (double)c.ops * 1e9 / (double)c.ns);
+    WL(report_waits)(W_XTHREAD, size, &x->ring, c.ops);
     WL_TEARDOWN();
     munmap(x, sizeof *x);
 }
@@ -402,9 +413,10 @@ static void WL(w5)(size_t size)
 {
     WL(sh) = bench_shared_map(sizeof *WL(sh));
     WL(sh)->size = size;
-    if (WL(run_workers)(2, WL(w5_worker)))
+    if (WL(run_workers)(2, WL(w5_worker))) {
         bench_result(W_XPROC, size, "ops", (double)WL(sh)->ops[1] * 1e9 / (double)WL(sh)->ns[1]);
-    else
+        WL(report_waits)(W_XPROC, size, &WL(sh)->x.ring, WL(sh)->ops[1]);
+    } else
         bench_skip(W_XPROC, size, "a worker process failed");
     bench_shared_unmap(WL(sh), sizeof *WL(sh));
 }

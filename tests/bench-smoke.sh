@@ -36,10 +36,12 @@ fi
 # ratio in workloads 1, 2, 4, 5 and 6: no "-" cell); workload 7 has a
 # full spand row, workload 8 spand's rows (where "-" may say that 90 % was
 # not back within the quick run's short wait); workload 9 has its round
-# trips and refill counts.
+# trips and refill counts; the ring waits table has workloads 4 and 5 at
+# every size, spand's and the stub's.
 awk '
     /^## / { sec = $2; next }
     /^### [0-9]+\./ { sec = $2 + 0; seen[sec] = 1; next }
+    /^### Ring waits/ { sec = "waits"; next }
     /^\| size \|.*\| no allocator \(stub\) \|.* spand \/ no allocator \|$/ { stubcol[sec] = 1 }
     !/^\| / || /^\|---/ || /^\| (size|target|allocator|round trip|workload) \|/ { next }
     sec == "Targets" {
@@ -59,11 +61,17 @@ awk '
     }
     sec == 8 && /^\| spand \|/ { rows[sec]++ }   # "-": 90 % not back within a quick wait
     sec == 9 { rows[sec]++ }
+    sec == "waits" {
+        rows[sec]++
+        if ($0 !~ /^\| w[45] \| [0-9]+ [KB]/ || $0 ~ /\| - \|/) { print "bench-smoke: ring waits: " $0; bad = 1 }
+        next
+    }
     END {
         split("1 2 4 5 6", floor, " ")
         for (k in floor)
             if (!stubcol[floor[k]]) { print "bench-smoke: workload " floor[k] " has no column for the stub"; bad = 1 }
         if (targets < 10) { print "bench-smoke: the targets table has " targets + 0 " lines"; bad = 1 }
+        if (rows["waits"] < 14) { print "bench-smoke: the ring waits table has " rows["waits"] + 0 " rows, wants 14"; bad = 1 }
         for (w = 1; w <= 9; w++) {
             want = w <= 6 ? 7 : (w == 9 ? 10 : 1)
             if (!seen[w] || rows[w] < want) {
