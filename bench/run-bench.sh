@@ -99,6 +99,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 [ -n "$rawdir" ] || rawdir=$builddir/bench
+mkdir -p "$rawdir" || exit 1
 raw=$rawdir/results-raw.tsv
 meta=$rawdir/results-meta.tsv
 : >"$raw"
@@ -134,6 +135,28 @@ has() {   # label, workload
     esac
 }
 
+# RouDi fills every pool of its configuration at start (bench/roudi.toml
+# has one for every size, 150 MiB for 256 KiB alone), which took half of
+# each icebench run: give it the pool of the one size measured, cut from
+# that file (the whole file when the size has no pool of its own there).
+ice_tmp=$(mktemp -d "${TMPDIR:-/tmp}/run-bench.XXXXXX") || exit 1
+trap 'rm -rf "$ice_tmp"' EXIT
+roudi_config() {   # size
+    local f="$ice_tmp/roudi-$1.toml"
+    if [ ! -f "$f" ] && ! awk -v want="$1" '
+            /^\[\[segment\.mempool\]\]/ { pool = $0 "\n"; inpool = 1; next }
+            inpool && /^size = / { size = $3 }
+            inpool { pool = pool $0 "\n"; if ($0 ~ /^count = /) { if (size == want) keep = keep pool; inpool = 0 }; next }
+            { head = head $0 "\n" }
+            END { if (keep == "") exit 1; printf "%s%s", head, keep }' \
+            "$srcdir/bench/roudi.toml" >"$f"; then
+        rm -f "$f"
+        echo "$srcdir/bench/roudi.toml"
+        return
+    fi
+    echo "$f"
+}
+
 # One allocator's run of workload w, with the given extra arguments (a
 # --sizes list, or none).
 run_alloc() {   # label, workload, extra arguments...
@@ -154,7 +177,7 @@ run_alloc() {   # label, workload, extra arguments...
         has stub "$w" && run stub "$w" "$spanbench" --alloc stub "${common[@]}" "$@" ;;
     iceoryx)
         [ -x "$builddir/bench/icebench" ] && command -v iox-roudi >/dev/null && has iceoryx "$w" &&
-            run iceoryx "$w" "$builddir/bench/icebench" --config "$srcdir/bench/roudi.toml" "${common[@]}" "$@" ;;
+            run iceoryx "$w" "$builddir/bench/icebench" --config "$(roudi_config "$cur_size")" "${common[@]}" "$@" ;;
     esac
     return 0
 }
