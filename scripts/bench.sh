@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set everything up, install the comparators (Debian packages, announced),
-# and run the whole benchmark: writes bench/RESULTS.md.  Takes about 11 minutes;
+# and run the whole benchmark: writes bench/RESULTS.md.  Takes about 10 minutes;
 # run it on a quiet machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
