@@ -183,7 +183,7 @@ typedef struct bench_alloc_s {
 
 extern const bench_alloc_t bench_alloc_libc;
 extern const bench_alloc_t bench_alloc_spand;
-extern const bench_alloc_t bench_alloc_stub;     /* workload 1 only: the loop's floor */
+extern const bench_alloc_t bench_alloc_stub;     /* the harness's floor: workloads 1, 2, 4, 5, 6 */
 
 /* the stub allocator itself: bench/stub.c, its own shared library */
 void *bench_stub_malloc(size_t n);

@@ -104,6 +104,11 @@ def present(stats, impls, w):
     return [i for i in impls if any(k[0] == i and k[1] == w for k in stats.vals)]
 
 
+def column(impl):
+    """A column's heading: the allocator's name, the stub's what it is."""
+    return "no allocator (stub)" if impl == "stub" else impl
+
+
 def throughput_tables(st, out):
     locals_all = LOCAL
     floor_said = False
@@ -117,7 +122,7 @@ def throughput_tables(st, out):
         if not cols:
             out.append("No results.\n")
             continue
-        head = ["size"] + ["no allocator (stub)" if c == "stub" else c for c in cols]
+        head = ["size"] + [column(c) for c in cols]
         if has_spand and loc:
             head.append("spand / best local")
         for p in peers:
@@ -171,7 +176,7 @@ def ring_waits_table(st, out):
                "and waited for the producer (medians). The side that waits is the faster "
                "one; the other sets the rate. spanbench's allocators only: Boost and iceoryx "
                "carry their items their own way.\n")
-    head = ["workload", "size"] + ["no allocator (stub)" if i == "stub" else i for i in impls]
+    head = ["workload", "size"] + [column(i) for i in impls]
     out.append("| " + " | ".join(head) + " |")
     out.append("|" + "---|" * len(head))
     f1 = lambda v: "-" if v is None else "%.1f" % v

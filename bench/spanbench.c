@@ -9,8 +9,8 @@
  * LD_PRELOAD for jemalloc, mimalloc or tcmalloc); --alloc spand starts a
  * private spand, measures libspanclient, and stops the daemon and removes
  * its socket and arena at the end, on failure and on SIGINT/SIGTERM;
- * --alloc stub runs workload 1 on an allocator that does nothing
- * (bench/stub.c), the loop's own cost.
+ * --alloc stub runs workloads 1, 2, 4, 5 and 6 on an allocator that does
+ * nothing (bench/stub.c): each workload's own cost.
  * bench/run-bench.sh runs it for every allocator; see bench/README.md.
  */
 #include "config.h"

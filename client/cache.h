@@ -174,7 +174,7 @@ typedef struct spci_rfree_s {
     uint8_t pad[256 - 48 - 2 * SPCI_RFREE_BATCH];
 } __attribute__((aligned(64))) spci_rfree_t;
 _Static_assert(sizeof(spci_rfree_t) == 256, "a slot's offset is a shift of the descriptor's "
-               "address (client/free.c, rfree_slot)");
+               "address (spci_rfree_slot)");
 
 /* Take large span s out of a thread's cache (tag SHM_LARGE_CACHED -> 0,
  * shm/layout.h): allocated again, in this thread's hands, whether it is
@@ -228,6 +228,15 @@ _Static_assert(offsetof(spci_cache_t, bins) == 64 && sizeof(spci_bin_t) == 64 &&
                "line 0 the tiny blocks, line 1 + k bin k; tid on bin 0's line");
 
 extern spci_cache_t spci_empty_cache;
+
+/* The slot of span s's remote-free batch in c: by the descriptor's address
+ * (descriptors are an array of 128-byte entries, so this is its id plus a
+ * constant), which needs no load of spci_map (page offsets, above); with
+ * 256-byte slots the slot's offset is a mask and a shift of it. */
+static inline spci_rfree_t *spci_rfree_slot(spci_cache_t *c, const shm_span_t *s)
+{
+    return &c->rfree[((uintptr_t)s / sizeof *s) & (SPCI_RFREE_SLOTS - 1)];
+}
 
 /* The thread's one line of thread-local state, the first thing both fast
  * paths load: the cache, and what the free needs of the arena's mapping

@@ -57,33 +57,9 @@ static inline bool rfree_is_for(const spci_rfree_t *e, const shm_span_t *s)
     return e->span == s && e->cut == shm_load_relaxed(&s->xcut);
 }
 
-/* Are the objects waiting in e (at least one) consecutive, each freed
- * right after the one before it?  A queue's consumer frees in the order the
- * producer allocated, so the common batch is one run: its indices are
- * compared four at a time. */
-static bool rfree_consecutive(const spci_rfree_t *e)
-{
-    uint32_t n = e->n, lo = e->idx[0], k = 0;
-    /* four lanes of 16 bits, lo + k .. lo + k + 3; an index is below 2^15
-     * (a record's entry, shm/span.h; tools/mksizeclasses.py checks every
-     * class), so no lane carries */
-    uint64_t want = lo * 0x0001000100010001ull + 0x0003000200010000ull, got;
-    for (; k + 4 <= n; k += 4, want += 0x0004000400040004ull) {
-        memcpy(&got, &e->idx[k], sizeof got);
-        if (got != want)
-            return false;
-    }
-    for (; k < n; k++)
-        if (e->idx[k] != lo + k)
-            return false;
-    return true;
-}
-_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "idx[k] is the low lane of its four");
-
-/* Test the alloc bit of every object waiting in e, then push them: a run
- * of consecutive objects (the common batch) a bitmap word at a time and as
- * one record, any other batch a bit at a time and as the records
- * shm_remote_push_batch builds.  The
+/* Test the alloc bit of every object waiting in e, then push them
+ * (shm_remote_push_checked: a run of consecutive objects, the common
+ * batch, a bitmap word at a time and as one record).  The
  * bits were not tested at the frees: a bit written by the holder's core is
  * a cache miss, and here a batch pays it once a bitmap line.  (Prefetching
  * the line at each free, as this did once, made it worse: it pulled the
@@ -99,19 +75,10 @@ static void rfree_push(spci_rfree_t *e)
                         "double free detected (the object's span was emptied and "
                         "reused while this thread's frees into it were waiting: one "
                         "of them freed an object that was free already)");
-    const uint64_t *bm = shm_span_bitmap(base, s);
-    if (rfree_consecutive(e) && (e->n == 1 || shm_remote_entries(s->sizeclass) > 0) &&
-        shm_bits_all_set(bm, e->idx[0], e->n)) {
-        shm_remote_push_run(base, s, e->idx[0], e->n);
-        e->span = NULL;
-        return;
-    }
-    for (uint32_t k = 0; k < e->n; k++)
-        if (!shm_bit_test(bm, e->idx[k]))
-            spci_bogus_free("spc_free", shm_span_addr(base, s) +
-                            (uint64_t)e->idx[k] * shm_classes[s->sizeclass].size,
-                            free_reason(SHM_PTR_NOT_ALLOCATED));
-    shm_remote_push_batch(base, s, e->idx, e->n);
+    uint32_t k = shm_remote_push_checked(base, s, e->idx, e->n);
+    if (SPCI_UNLIKELY(k < e->n))
+        spci_bogus_free("spc_free", base + e->first + (uint64_t)e->idx[k] * e->size,
+                        free_reason(SHM_PTR_NOT_ALLOCATED));
     e->span = NULL;
 }
 
@@ -131,27 +98,34 @@ static bool rfree_has(const spci_rfree_t *e, uint32_t i)
     return false;
 }
 
-/* The slot of s's batch in c: by the descriptor's address (descriptors are
- * an array of 128-byte entries, so this is its id plus a constant), which
- * needs no load of spci_map (page offsets, client/cache.h); the slot's
- * offset is then a mask and a shift of that address. */
-static inline spci_rfree_t *rfree_slot(spci_cache_t *c, const shm_span_t *s)
-{
-    return &c->rfree[((uintptr_t)s / sizeof *s) & (SPCI_RFREE_SLOTS - 1)];
-}
-
-/* Add object i at p to e, the batch of its span.  (spci_free_other adds
- * the common case itself: no double in the mask, no push due.) */
-static __attribute__((noinline)) void rfree_add(spci_rfree_t *e, uint32_t i, void *p)
+/* rfree_add's rare cases: i's mask bit is set (maybe a second free of i in
+ * this thread), or i fills the batch, which is then pushed. */
+static __attribute__((noinline)) void rfree_add_slow(spci_rfree_t *e, uint32_t i, void *p)
 {
     uint64_t bit = 1ull << (i & 63);
-    if (SPCI_UNLIKELY(e->mask & bit) && rfree_has(e, i))
+    if ((e->mask & bit) && rfree_has(e, i))
         spci_bogus_free("spc_free", p, "double free detected (this thread freed it "
                         "already)");
     e->idx[e->n] = (uint16_t)i;
     e->mask |= bit;
     if (++e->n == e->cap)
         rfree_push(e);
+}
+
+/* Add object i at p to e, the batch of its span.  The common case stores
+ * three fields; everything else is a tail call, so that a caller whose
+ * other calls are tail calls too saves no register (spci_free_other). */
+static inline void rfree_add(spci_rfree_t *e, uint32_t i, void *p)
+{
+    uint64_t bit = 1ull << (i & 63);
+    uint32_t n = e->n;
+    if (SPCI_UNLIKELY((e->mask & bit) || n + 1 == e->cap)) {
+        rfree_add_slow(e, i, p);
+        return;
+    }
+    e->idx[n] = (uint16_t)i;
+    e->mask |= bit;
+    e->n = n + 1;
 }
 
 /* Free object i (checked allocated) at p of span s, which this thread does
@@ -164,7 +138,7 @@ static void remote_free(spci_cache_t *c, shm_span_t *s, uint32_t i, void *p)
         shm_remote_push(spci_map.base, s, p);     /* no cache to wait in */
         return;
     }
-    spci_rfree_t *e = rfree_slot(c, s);
+    spci_rfree_t *e = spci_rfree_slot(c, s);
     if (!rfree_is_for(e, s)) {
         if (e->span != NULL)
             rfree_push(e);              /* aborts if s was cut again */
@@ -312,11 +286,11 @@ void spci_lcache_flush(spci_cache_t *c)
  * pages) held by someone else: the common remote free without checking
  * again what the fast path checked.  Anything unusual goes to
  * spci_free_slow, which checks everything from scratch. */
-static void free_other_unbatched(void *p, shm_span_t *s, uint64_t off);
+static void free_other_unbatched(void *p, shm_span_t *s, uint64_t off, spci_cache_t *c);
 
 void spci_free_other(void *p, shm_span_t *s, uint64_t off, spci_cache_t *c)
 {
-    spci_rfree_t *e = rfree_slot(c, s);
+    spci_rfree_t *e = spci_rfree_slot(c, s);
     __asm__("" : "+r"(e));              /* one register: with the slot's index
                                            kept apart, the compiler ran out of
                                            scratch registers and saved three */
@@ -325,27 +299,19 @@ void spci_free_other(void *p, shm_span_t *s, uint64_t off, spci_cache_t *c)
         uint64_t prod = rel * e->divmul;
         uint32_t i = (uint32_t)(prod >> 32);
         if (SPCI_LIKELY(i < e->nelems && shm_obj_starts(prod, e->divmul))) {
-            /* its bit is tested at the push; every call out of here is a
-             * tail call, so the common case saves no register */
-            uint64_t bit = 1ull << (i & 63);
-            uint32_t n = e->n;
-            if (SPCI_UNLIKELY((e->mask & bit) || n + 1 == e->cap)) {
-                rfree_add(e, i, p);     /* maybe a double; or the push */
-                return;
-            }
-            e->idx[n] = (uint16_t)i;
-            e->mask |= bit;
-            e->n = n + 1;
+            rfree_add(e, i, p);         /* its bit is tested at the push */
             return;
         }
     }
-    free_other_unbatched(p, s, off);
+    free_other_unbatched(p, s, off, c); /* every call out of here is a tail
+                                           call: the common case saves no
+                                           register */
 }
 
 /* spci_free_other for a free that no open batch of this thread takes. */
-static __attribute__((noinline)) void free_other_unbatched(void *p, shm_span_t *s, uint64_t off)
+static __attribute__((noinline)) void free_other_unbatched(void *p, shm_span_t *s, uint64_t off,
+                                                          spci_cache_t *c)
 {
-    spci_cache_t *c = spci_tls.tc;
     uint8_t state = shm_load_acquire(&s->xstate);
     if (state == SHM_SPAN_LARGE) {      /* its start: the tag CAS checks the rest */
         if (SPCI_LIKELY(off == (uint64_t)s->start << SHM_PAGE_SHIFT)) {

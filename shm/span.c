@@ -172,18 +172,49 @@ void shm_remote_push_batch(uint8_t *base, shm_span_t *s, const uint16_t *idx, ui
     } while (!shm_cas_weak_release(&s->xremote, &old, head));
 }
 
-void shm_remote_push_run(uint8_t *base, shm_span_t *s, uint32_t lo, uint32_t n)
+/* Are idx[0..n) (n >= 1) consecutive, each right after the one before?
+ * Four 16-bit lanes at a time: an index is below 2^15 (a record's entry;
+ * tools/mksizeclasses.py checks every class), so no lane carries. */
+static bool idx_run(const uint16_t *idx, uint32_t n)
 {
-    uint8_t *r = shm_span_addr(base, s) + (uint64_t)lo * shm_classes[s->sizeclass].size;
-    uint64_t bits = 0;
-    if (n > 1) {
-        *(uint16_t *)(r + 8) = (uint16_t)(SHM_REMOTE_RUN | (n - 1));
-        bits = 1ull << 48;
+    uint32_t lo = idx[0], k = 0;
+    uint64_t want = lo * 0x0001000100010001ull + 0x0003000200010000ull, got;
+    for (; k + 4 <= n; k += 4, want += 0x0004000400040004ull) {
+        memcpy(&got, &idx[k], sizeof got);
+        if (got != want)
+            return false;
     }
-    uint64_t old = shm_load_relaxed(&s->xremote);
-    do {
-        *(uint64_t *)r = old | bits;
-    } while (!shm_cas_weak_release(&s->xremote, &old, (uint64_t)(r - base)));
+    for (; k < n; k++)
+        if (idx[k] != lo + k)
+            return false;
+    return true;
+}
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "idx[k] is the low lane of its four");
+
+uint32_t shm_remote_push_checked(uint8_t *base, shm_span_t *s, const uint16_t *idx, uint32_t n)
+{
+    const uint64_t *bm = shm_span_bitmap(base, s);
+    uint32_t lo = idx[0];
+    if (idx_run(idx, n) && (n == 1 || shm_remote_entries(s->sizeclass) > 0) &&
+        shm_bits_all_set(bm, lo, n)) {
+        /* one record, object lo's, with one run entry for the rest */
+        uint8_t *r = shm_span_addr(base, s) + (uint64_t)lo * shm_classes[s->sizeclass].size;
+        uint64_t bits = 0;
+        if (n > 1) {
+            *(uint16_t *)(r + 8) = (uint16_t)(SHM_REMOTE_RUN | (n - 1));
+            bits = 1ull << 48;
+        }
+        uint64_t old = shm_load_relaxed(&s->xremote);
+        do {
+            *(uint64_t *)r = old | bits;
+        } while (!shm_cas_weak_release(&s->xremote, &old, (uint64_t)(r - base)));
+        return n;
+    }
+    for (uint32_t k = 0; k < n; k++)
+        if (!shm_bit_test(bm, idx[k]))
+            return k;
+    shm_remote_push_batch(base, s, idx, n);
+    return n;
 }
 
 /* Nothing is written into the descriptor but the exchange, and nothing
@@ -246,9 +277,8 @@ int shm_span_drain_remote(uint8_t *base, shm_span_t *s, uint64_t *bad_off)
                 rc = -1;
                 goto out;
             }
-            while (j < stop) {
-                uint32_t b = j & 63, k = stop - j < 64 - b ? stop - j : 64 - b;
-                uint64_t m = (k == 64 ? ~0ull : (1ull << k) - 1) << b;
+            for (uint32_t k; j < stop; j += k) {
+                uint64_t m = shm_run_word(j, stop, &k);
                 uint64_t *w = &bm[j >> 6], v = shm_word_load(w);
                 if ((v & m) != m) {
                     uint32_t at = (uint32_t)__builtin_ctzll(m & ~v);
@@ -261,7 +291,6 @@ int shm_span_drain_remote(uint8_t *base, shm_span_t *s, uint64_t *bad_off)
                 }
                 shm_word_store(w, v & ~m);
                 n += (int)k;
-                j += k;
             }
         }
     }

@@ -81,18 +81,23 @@ static inline void shm_bit_clear(uint64_t *bm, uint32_t i) /* holder only */
     shm_word_store(&bm[i >> 6], bm[i >> 6] & ~(1ULL << (i & 63)));
 }
 
-/* Are the bits of objects lo .. lo + n - 1 all set?  One load a word,
- * not one a bit (a remote free's batch tests its objects this way when
- * they are consecutive: client/free.c). */
+/* The bits of objects j .. stop - 1 that lie in bitmap word j >> 6: its
+ * mask in that word, and in *k how many (up to the word's end).  Runs of
+ * consecutive objects are tested and cleared a word at a time with it. */
+static inline uint64_t shm_run_word(uint32_t j, uint32_t stop, uint32_t *k)
+{
+    uint32_t b = j & 63;
+    *k = stop - j < 64 - b ? stop - j : 64 - b;
+    return (*k == 64 ? ~0ull : (1ull << *k) - 1) << b;
+}
+
+/* Are the bits of objects lo .. lo + n - 1 all set?  One load a word. */
 static inline bool shm_bits_all_set(const uint64_t *bm, uint32_t lo, uint32_t n)
 {
-    uint32_t end = lo + n;
-    while (lo < end) {
-        uint32_t b = lo & 63, k = end - lo < 64 - b ? end - lo : 64 - b;
-        uint64_t m = (k == 64 ? ~0ull : (1ull << k) - 1) << b;
-        if ((shm_word_load(&bm[lo >> 6]) & m) != m)
+    for (uint32_t j = lo, k, end = lo + n; j < end; j += k) {
+        uint64_t m = shm_run_word(j, end, &k);
+        if ((shm_word_load(&bm[j >> 6]) & m) != m)
             return false;
-        lo += k;
     }
     return true;
 }
@@ -195,12 +200,14 @@ static inline void shm_remote_push(uint8_t *base, shm_span_t *s, void *p)
  * indices as run entries), with one CAS (release) for them all. */
 void shm_remote_push_batch(uint8_t *base, shm_span_t *s, const uint16_t *idx, uint32_t n);
 
-/* Anyone: push the n (>= 1) consecutive objects lo .. lo + n - 1 of span
- * `s` (checked allocated by the caller) as one record, object lo's, with
- * one run entry: what shm_remote_push_batch builds for them, without its
- * walk over the indices.  A class whose record holds no entry (8 bytes)
- * takes n == 1 only. */
-void shm_remote_push_run(uint8_t *base, shm_span_t *s, uint32_t lo, uint32_t n);
+/* Anyone: test that objects idx[0..n) (n >= 1) of span `s` are allocated,
+ * then push them as shm_remote_push_batch does.  Returns n when they were
+ * pushed, else the position k of the first idx[k] whose bit is clear (a
+ * double free), and nothing is pushed.  A batch of consecutive objects,
+ * each right after the one before (what a queue's consumer frees), is
+ * tested a bitmap word at a time and pushed as one record with one run
+ * entry, with no walk over its indices. */
+uint32_t shm_remote_push_checked(uint8_t *base, shm_span_t *s, const uint16_t *idx, uint32_t n);
 
 /* The holder: take every record on the remote stack (one exchange,
  * acquire) and clear the bits of the objects they free.  Returns the number freed, or -1 when a

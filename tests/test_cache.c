@@ -344,8 +344,7 @@ static void *free_to_cap(void *arg)
     for (uint32_t j = 0; j < x->count && x->bad == 0; j++) {
         spc_free(x->v[j]);
         spci_cache_t *c = spci_tls.tc;
-        const spci_rfree_t *e = &c->rfree[((uintptr_t)x->s / sizeof *x->s) &
-                                          (SPCI_RFREE_SLOTS - 1)];
+        const spci_rfree_t *e = spci_rfree_slot(c, x->s);
         bool ok = j + 1 < x->cap
                       ? e->span == x->s && e->n == j + 1 && e->cap == x->cap && stacked(x->s) == 0
                       : e->span == NULL && stacked(x->s) == x->cap;

@@ -428,10 +428,13 @@ static void test_drain_records(void)
     CU_ASSERT_EQUAL(bad, base_off + 5 * 64);
 }
 
-/* A run pushed as one record (shm_remote_push_run), as a batch of
- * consecutive objects goes; and the test of a run's bits a word at a time
- * (shm_bits_all_set), across words and at their edges. */
-static void test_push_run(void)
+/* A batch checked and pushed (shm_remote_push_checked): consecutive
+ * objects as one record with one run entry, any other batch as
+ * shm_remote_push_batch's records, and a batch with an object free already
+ * refused whole, that object's position returned; and the test of a run's
+ * bits a word at a time (shm_bits_all_set), across words and at their
+ * edges. */
+static void test_push_checked(void)
 {
     shm_arena_t *a;
     shm_span_t *s = full_span_64(&a);
@@ -457,27 +460,52 @@ static void test_push_run(void)
     CU_ASSERT(shm_bits_all_set(bm, 60, 10) && shm_bits_all_set(bm, 71, 57));
     shm_bit_set(bm, 70);
 
-    /* 32 objects from 100 (two bitmap words): one record, one run entry */
-    shm_remote_push_run(a->base, s, 100, 32);
+    /* 33 objects from 100 (two bitmap words; 33, not a multiple of the
+     * four indices compared at once): one record, one run entry */
+    uint16_t run[33];
+    for (int k = 0; k < 33; k++)
+        run[k] = (uint16_t)(100 + k);
+    CU_ASSERT_EQUAL(shm_remote_push_checked(a->base, s, run, 33), 33);
     uint64_t head = shm_load_relaxed(&s->xremote);
     CU_ASSERT_EQUAL(head, base_off + 100 * 64);
     uint64_t hdr = *(uint64_t *)(a->base + head);
     CU_ASSERT_EQUAL(hdr & SHM_REMOTE_OFF_MASK, 0);
     CU_ASSERT_EQUAL(SHM_REMOTE_ENTRIES(hdr), 1);
-    CU_ASSERT_EQUAL(shm_remote_record_count(a->base + head), 32);
+    CU_ASSERT_EQUAL(shm_remote_record_count(a->base + head), 33);
     /* one alone on top: no entry, linked to the run's record */
-    shm_remote_push_run(a->base, s, 7, 1);
+    uint16_t one = 7;
+    CU_ASSERT_EQUAL(shm_remote_push_checked(a->base, s, &one, 1), 1);
     head = shm_load_relaxed(&s->xremote);
     hdr = *(uint64_t *)(a->base + head);
     CU_ASSERT_EQUAL(head, base_off + 7 * 64);
     CU_ASSERT_EQUAL(hdr, base_off + 100 * 64);
-    CU_ASSERT_EQUAL(shm_span_drain_remote(a->base, s, &bad), 33);
-    for (uint32_t i = 0; i < nel; i++)      /* exactly those 33 are free */
-        CU_ASSERT_EQUAL(shm_bit_test(bm, i), !(i >= 100 && i < 132) && i != 7);
-    /* the same run again: its first object is free already, and named */
-    shm_remote_push_run(a->base, s, 100, 32);
-    CU_ASSERT_EQUAL(shm_span_drain_remote(a->base, s, &bad), -1);
-    CU_ASSERT_EQUAL(bad, base_off + 100 * 64);
+    /* out of order, or with a gap: not a run, shm_remote_push_batch's
+     * records (the gap's two runs in one record of two entries) */
+    uint16_t swapped[3] = { 151, 150, 152 }, gap[6] = { 160, 161, 162, 170, 171, 172 };
+    CU_ASSERT_EQUAL(shm_remote_push_checked(a->base, s, swapped, 3), 3);
+    CU_ASSERT_EQUAL(SHM_REMOTE_ENTRIES(*(uint64_t *)(a->base + shm_load_relaxed(&s->xremote))), 2);
+    CU_ASSERT_EQUAL(shm_remote_push_checked(a->base, s, gap, 6), 6);
+    head = shm_load_relaxed(&s->xremote);
+    CU_ASSERT_EQUAL(head, base_off + 160 * 64);
+    CU_ASSERT_EQUAL(SHM_REMOTE_ENTRIES(*(uint64_t *)(a->base + head)), 3);
+    CU_ASSERT_EQUAL(shm_remote_record_count(a->base + head), 6);
+    CU_ASSERT_EQUAL(shm_span_drain_remote(a->base, s, &bad), 43);
+    for (uint32_t i = 0; i < nel; i++)      /* exactly those 43 are free */
+        CU_ASSERT_EQUAL(shm_bit_test(bm, i), !(i >= 100 && i < 133) && i != 7 &&
+                                                 !(i >= 150 && i <= 152) &&
+                                                 !(i >= 160 && i <= 162) &&
+                                                 !(i >= 170 && i <= 172));
+    /* the run again, one of its objects (in its second word) taken again:
+     * the first free one is named, and nothing is pushed */
+    shm_bit_set(bm, 100);
+    for (int k = 2; k < 33; k++)
+        shm_bit_set(bm, run[k]);
+    CU_ASSERT_EQUAL(shm_remote_push_checked(a->base, s, run, 33), 1);
+    shm_bit_set(bm, 101);
+    shm_bit_clear(bm, 130);
+    CU_ASSERT_EQUAL(shm_remote_push_checked(a->base, s, run, 33), 30);
+    CU_ASSERT_EQUAL(shm_remote_push_checked(a->base, s, gap, 6), 0);
+    CU_ASSERT_EQUAL(shm_load_relaxed(&s->xremote), 0);
 }
 
 /* Random batches, some of them with random bytes written over a record
@@ -745,7 +773,7 @@ CU_TestInfo span_tests[] = {
     { "remote frees from several threads, one by one and in records, each once", test_remote_threads },
     { "drains stop at bogus nodes", test_drain_bogus },
     { "records: runs, and bogus ones refused", test_drain_records },
-    { "a run pushed as one record; a run's bits tested a word at a time", test_push_run },
+    { "a batch checked and pushed: a run as one record, a double refused", test_push_checked },
     { "random batches and corrupt records, drained", test_drain_random },
     { "a second process sees the same spans", test_second_process },
     CU_TEST_INFO_NULL,

@@ -176,8 +176,8 @@ def check(classes):
         assert rounding_waste(s, prev) <= MAX_WASTE, "rounding waste %d" % s
         assert c['nelems'] <= p * BITS_PER_PAGE
         # a remote-free record's entry holds an index with bit 15 clear
-        # (shm/span.h), and client/free.c compares 16-bit lanes that must
-        # not carry
+        # (shm/span.h), and shm/span.c compares 16-bit lanes that must not
+        # carry
         assert c['nelems'] < 0x8000, "nelems %d" % s
         prev = s
     for c in classes:
