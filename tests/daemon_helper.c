@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -75,8 +76,14 @@ static pid_t spawn(dh_daemon_t *d, const char *const *args, const char *errfile)
     for (; args && *args && n < 62; args++)
         argv[n++] = *args;
     argv[n] = NULL;
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid == 0) {
+        /* a test that crashes (or is killed) cannot stop its daemons: they
+         * get SIGTERM when it dies, and remove their socket and arena as on
+         * any stop (tests start daemons from the thread that runs them) */
+        if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != parent)
+            _exit(127);
         int fd = open(errfile, O_WRONLY | O_CREAT | O_APPEND, 0600);
         if (fd >= 0)
             dup2(fd, 2);
