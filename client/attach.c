@@ -30,6 +30,7 @@ spci_proc_t spci_proc = {
     .arena = { .fd = -1 },
 };
 _Atomic int spci_attached;
+_Atomic int spci_exiting;
 
 static bool broken;                     /* the session died under us */
 static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -63,6 +64,26 @@ static void thread_exit(void *arg)
     pthread_mutex_unlock(&spci_proc.lock);
     spci_tls = (spci_tls_t){ .tc = &spci_empty_cache };
     free(c->mem);
+}
+
+/* The process exits (exit(), or a return from main) or the library is
+ * unloaded.  No key destructor runs for the thread that calls exit(), so
+ * without this its waiting remote frees would never be pushed, and its
+ * current tiny blocks never freed once the pieces others hold are: their
+ * memory lost to every process until the daemon restarts.  Only the
+ * calling thread's cache is touched (other threads may still run, and
+ * what theirs hold is lost as for a killed process); its spans stay held
+ * until the daemon takes them back with the session.  Destructors that
+ * run after this one lose nothing either (spci_exiting).  libspanclient's
+ * destructor runs after those of every library that uses it and after the
+ * program's atexit handlers and static destructors. */
+__attribute__((destructor)) static void exit_flush(void)
+{
+    spci_cache_t *c = spci_tls.tc;
+    if (c == &spci_empty_cache || spci_map.base == NULL || spci_proc.pid != getpid())
+        return;
+    shm_store_relaxed(&spci_exiting, 1);
+    spci_cache_exit_flush(c);
 }
 
 /* What every thread with a cache gets in its thread-local line (spci_tls_t,

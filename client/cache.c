@@ -387,6 +387,11 @@ void *spci_tiny_slow(spci_cache_t *c, unsigned code)
         return NULL;
     shm_span_t *s = c->cls[SHM_CLASS_TINY].cur;     /* the block came from it */
     uint32_t i = (uint32_t)((uint64_t)(blk - c->bins[SHM_CLASS_TINY].start) >> 4);
+    if (SPCI_UNLIKELY(shm_load_relaxed(&spci_exiting))) {
+        /* one piece, the block not kept: nothing would abandon it later */
+        shm_store_relaxed(shm_tiny_count(spci_map.base, s, i), (uint8_t)(1u | code << 6));
+        return blk;
+    }
     shm_store_relaxed(shm_tiny_count(spci_map.base, s, i),
                       (uint8_t)(SPCI_TINY_BIAS | code << 6));
     t->pos = blk + (1u << code);
@@ -442,6 +447,14 @@ void spci_free_owned(spci_cache_t *c, shm_span_t *s, uint32_t i)
 }
 
 /* ---- flushing a whole cache ---- */
+
+void spci_cache_exit_flush(spci_cache_t *c)
+{
+    for (unsigned code = 0; code < 4; code++)
+        if (c->tiny[code].end != NULL)
+            tiny_abandon(c, &c->tiny[code], code);
+    spci_rfree_flush(c);
+}
 
 static void release_add(shm_spanid_t *ids, uint32_t *n, shm_span_t *s)
 {

@@ -155,6 +155,8 @@ static void remote_free(spci_cache_t *c, shm_span_t *s, uint32_t i, void *p)
         e->cut = shm_load_relaxed(&s->xcut);
     }
     rfree_add(e, i, p);
+    if (SPCI_UNLIKELY(shm_load_relaxed(&spci_exiting)) && e->span != NULL)
+        rfree_push(e);                  /* nothing would push it later */
 }
 
 void spci_tiny_block_free(spci_cache_t *c, shm_span_t *s, uint32_t i)

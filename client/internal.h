@@ -90,6 +90,12 @@ extern spci_proc_t spci_proc;
  * mapping and spci_map are valid); read with acquire by the slow paths. */
 extern _Atomic int spci_attached;
 
+/* 1 once the process exits (attach.c, exit_flush): a free into another
+ * thread's span is pushed at once and a tiny request takes a block of its
+ * own, since nothing runs later to push or abandon them.  Written once;
+ * read relaxed by those slow paths. */
+extern _Atomic int spci_exiting;
+
 /* ---- attach.c ---- */
 
 /* Attach to the default socket unless a session is open.  0 or -errno. */
@@ -156,6 +162,9 @@ void spci_lcache_flush(spci_cache_t *c);
 /* Tiny block i of span s, whose count dropped to zero, freed as an object
  * by the thread of cache c. */
 void spci_tiny_block_free(spci_cache_t *c, shm_span_t *s, uint32_t i);
+/* The process exits: give up c's current tiny blocks and push its waiting
+ * remote frees; its spans stay as they are (cache.c). */
+void spci_cache_exit_flush(spci_cache_t *c);
 
 /* ---- api.c ---- */
 

@@ -25,7 +25,12 @@
  * once the block's live count would go below zero.
  *
  * Threads: each thread has its own cache, created on its first allocation;
- * when the thread exits, its cache goes back to the daemon.  fork(): the
+ * when the thread exits, its cache goes back to the daemon.  A process may
+ * exit without spc_detach(): what waits in the cache of the thread that
+ * calls exit() is handed on then, and the daemon takes back its spans when
+ * the process is gone.  Frees still waiting in the caches of other threads
+ * running at exit(), or in any thread of a process that is killed or calls
+ * _exit(), are lost: those objects stay allocated.  fork(): the
  * child keeps the mapping (inherited pointers stay valid, and it may free
  * them), drops the parent's caches and connection, and attaches anew on its
  * first call that needs the daemon.  If the daemon goes away while attached,

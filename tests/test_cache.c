@@ -410,6 +410,72 @@ static void test_rfree_cap(void)
     }
 }
 
+/* Once the process exits (spci_exiting, set by libspanclient's destructor
+ * after it flushed the exiting thread's cache), nothing runs later to push
+ * a batch or give up a tiny block: a remote free is pushed at once, and a
+ * tiny request takes a block of its own, counted as one live piece.  In a
+ * fork child, so that the flag stays out of this process.  The child's exit
+ * status: 0, or the number of the first check that failed. */
+static int exiting_child(void **v, shm_span_t *s, uint32_t before)
+{
+    shm_store_relaxed(&spci_exiting, 1);
+    for (uint32_t j = 0; j < 2; j++) {
+        spc_free(v[j]);                         /* the parent's: remote */
+        const spci_rfree_t *e = spci_rfree_slot(spci_tls.tc, s);
+        if (stacked(s) != before + j + 1 || e->span != NULL)
+            return 1 + (int)j;
+    }
+    uint8_t *t[2];
+    for (int j = 0; j < 2; j++) {
+        shm_span_t *ts;
+        uint32_t i;
+        if ((t[j] = spc_malloc(1)) == NULL)
+            return 3;
+        if (shm_ptr_locate(spci_map.base, t[j], &ts, &i) != SHM_PTR_OK)
+            return 4;
+        if (shm_load_relaxed(shm_tiny_count(spci_map.base, ts, i)) != 1 ||
+            spci_tls.tc->tiny[0].end != NULL)
+            return 5;
+    }
+    if ((((uintptr_t)t[0] ^ (uintptr_t)t[1]) & ~(uintptr_t)15) == 0)
+        return 6;                               /* one block each */
+    for (int j = 0; j < 2; j++) {
+        shm_span_t *ts;
+        uint32_t i;
+        shm_ptr_locate(spci_map.base, t[j], &ts, &i);
+        spc_free(t[j]);                         /* the last piece: the block */
+        if (shm_bit_test(shm_span_bitmap(spci_map.base, ts), i))
+            return 7;
+    }
+    spc_detach();
+    return 0;
+}
+
+static void test_exiting(void)
+{
+    void *v[3];
+    shm_span_t *s[3];
+    for (int j = 0; j < 3; j++) {
+        uint32_t i;
+        CU_ASSERT_PTR_NOT_NULL_FATAL(v[j] = spc_malloc(64));
+        CU_ASSERT_EQUAL_FATAL(shm_ptr_locate(spci_map.base, v[j], &s[j], &i), SHM_PTR_OK);
+    }
+    CU_ASSERT_FATAL(s[0] == s[1]);
+    uint32_t before = stacked(s[0]);       /* earlier tests' frees, not drained */
+    fflush(NULL);
+    pid_t pid = fork();
+    CU_ASSERT_FATAL(pid >= 0);
+    if (pid == 0)
+        _exit(exiting_child(v, s[0], before));
+    int st = -1;
+    CU_ASSERT_EQUAL(dh_waitpid_timeout(pid, &st, 10000), 0);
+    CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        fprintf(stderr, "exiting child: status %#x\n", st);
+    CU_ASSERT_EQUAL(shm_load_relaxed(&spci_exiting), 0);
+    spc_free(v[2]);
+}
+
 /* ---- placement ---- */
 
 static void *placed_thread(void *arg)
@@ -451,6 +517,8 @@ int main(void)
         { "the free trusts no class-map byte", test_classmap_hint },
         { "a full span of a small class becomes current at a free", test_full_span_at_free },
         { "a thread's remote frees into a span are pushed at the batch's cap", test_rfree_cap },
+        { "once the process exits, remote frees and tiny blocks wait for nothing",
+          test_exiting },
         { "a cache is placed on a line in its page of slack", test_placement },
         CU_TEST_INFO_NULL,
     };

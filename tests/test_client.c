@@ -1660,6 +1660,51 @@ static void test_fork_pending_frees(void)
     assert_nothing_live();
 }
 
+/* A process that exits without spc_detach (exit(), or a return from main)
+ * loses nothing: the exiting thread's waiting remote frees are pushed and
+ * its current tiny blocks given up (attach.c, exit_flush), so the blocks are
+ * freed with their last pieces and the parent's objects it freed go back.
+ * Without that, every such exit left them allocated for good. */
+#define EXIT_REMOTE 10              /* fewer than a batch: they would wait */
+
+static void test_exit_without_detach(void)
+{
+    CU_ASSERT_EQUAL_FATAL(spc_attach(NULL), 0);
+    void *mine[EXIT_REMOTE];
+    for (int i = 0; i < EXIT_REMOTE; i++) {
+        mine[i] = spc_malloc(64);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(mine[i]);
+    }
+    kid_t k;
+    fflush(NULL);                               /* the kid's exit flushes stdio */
+    if (kid_fork(&k) == 0) {
+        for (int i = 0; i < EXIT_REMOTE; i++)
+            spc_free(mine[i]);                  /* into the parent's span */
+        uint64_t offs[3 * 3];
+        for (int code = 0; code < 3; code++)    /* 1, 2 and 4 bytes */
+            for (int j = 0; j < 3; j++) {
+                uint8_t *t = spc_malloc((size_t)1 << code);
+                if (t == NULL)
+                    _exit(2);
+                t[0] = (uint8_t)(code * 3 + j);
+                offs[code * 3 + j] = spc_offset(t);
+            }
+        xwrite(k.up[1], offs, sizeof offs);
+        exit(0);                                /* no spc_detach */
+    }
+    uint64_t offs[3 * 3];
+    CU_ASSERT_FATAL(xread(k.up[0], offs, sizeof offs));
+    kid_reap(&k, 10000);
+    for (int n = 0; n < 9; n++) {               /* the last piece of each block */
+        uint8_t *t = spc_pointer(offs[n]);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(t);
+        CU_ASSERT_EQUAL(t[0], n);
+        spc_free(t);
+    }
+    spc_detach();
+    assert_nothing_live();
+}
+
 /* A process that detaches gives its spans back and closes its session. */
 /* A process that closes its connection while it runs (as a program that
  * closes every fd it does not know does) keeps its spans: its threads go
@@ -2127,6 +2172,7 @@ int main(void)
           test_exec_after_close_ends_session },
         { "fork: the child frees the parent's objects", test_fork_inherit },
         { "fork: remote frees waiting in a thread are pushed once", test_fork_pending_frees },
+        { "a process that exits without detaching loses nothing", test_exit_without_detach },
         { "3 processes, 1,000,000 objects, every byte checked", test_ring_load },
         CU_TEST_INFO_NULL,
     };
