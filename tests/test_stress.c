@@ -1,0 +1,627 @@
+/* See shm/layout.h for the overview.
+ *
+ * The stress test: NPROC processes in a ring, each with a producer thread
+ * and two consumer threads, run a random mix of everything a client does
+ * with objects of every kind of size (tiny, every class, large, aligned,
+ * calloc, realloc), and every way an object is freed: by the thread that
+ * allocated it, by another thread of its process, by another process; in
+ * allocation order (runs) and shuffled; by threads that come and go while
+ * their remote frees are pending; by processes that detach, exit without
+ * detaching, or end while others still free their objects.
+ *
+ * Two checks catch an allocator that hands out an object twice or lets one
+ * overlap another, in any process:
+ *   - a live map in memory shared by the test's processes (not the arena):
+ *     one bit a byte for objects under 16 bytes, one bit an 8-byte granule
+ *     for the rest (every class's objects start 8-byte aligned).  The
+ *     thread that gets an object sets its bits and finds them clear; the
+ *     thread that frees it clears them, finding them set, before it calls
+ *     spc_free.
+ *   - every object holds a pattern of its own serial number, checked at its
+ *     free, so a write through another object's pointer is seen.
+ * At the end the daemon holds nothing and its verifier passes.
+ *
+ * `make check` runs a short mix (STRESS_OPS producer steps a process);
+ * SPAND_STRESS_OPS=N runs N, for a soak.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "spanclient.h"
+#include "tests/client_helper.h"
+#include "tests/cutest.h"
+#include "tests/daemon_helper.h"
+
+enum {
+    NPROC = 3,
+    STRESS_OPS = 120000,         /* producer steps a process, by default */
+    LOCAL_MAX = 2048,            /* objects a producer keeps to free itself */
+    BLOCK = 48,                  /* records a block on a channel */
+    MAX_SIZE = 1 << 20,
+    CHECK_HEAD = 4096,           /* bytes of a big object filled and checked */
+};
+
+#define ARENA_SIZE "2G"
+#define COVER ((uint64_t)4 << 30)   /* arena offsets the live map covers */
+#define GRANMAP_BYTES (COVER / 8 / 8)
+
+static dh_daemon_t *daemon_;
+
+/* ---- the live map (MAP_SHARED before the fork) ---- */
+
+static _Atomic uint64_t *bytemap;   /* one bit a byte: objects under 16 B */
+static _Atomic uint64_t *granmap;   /* one bit an 8-byte granule: the rest */
+
+/* Set (set=true) or clear the bits of [first, last] in map; false when any
+ * of them was already in the state asked for. */
+static bool mark_bits(_Atomic uint64_t *map, uint64_t first, uint64_t last, bool set)
+{
+    bool ok = true;
+    for (uint64_t w = first >> 6; w <= last >> 6; w++) {
+        uint64_t lo = w == first >> 6 ? first & 63 : 0;
+        uint64_t hi = w == last >> 6 ? last & 63 : 63;
+        uint64_t mask = (hi == 63 ? ~0ull : (1ull << (hi + 1)) - 1) & ~((1ull << lo) - 1);
+        if (set) {
+            uint64_t old = atomic_fetch_or_explicit(&map[w], mask, memory_order_acq_rel);
+            ok &= (old & mask) == 0;
+        } else {
+            uint64_t old = atomic_fetch_and_explicit(&map[w], ~mask, memory_order_acq_rel);
+            ok &= (old & mask) == mask;
+        }
+    }
+    return ok;
+}
+
+/* Mark the object at arena offset off, n bytes asked for, live (set) or
+ * freed.  False: out of the map's range, or a conflict. */
+static bool mark(uint64_t off, size_t n, bool set)
+{
+    if (n == 0)
+        n = 1;
+    if (off == 0 || off + n > COVER)
+        return false;
+    if (n < 16)
+        return mark_bits(bytemap, off, off + n - 1, set);
+    return mark_bits(granmap, off >> 3, (off + n - 1) >> 3, set);
+}
+
+/* ---- object contents ---- */
+
+static inline uint8_t pat(uint64_t serial, size_t j)
+{
+    uint64_t x = (serial + j / 8) * 0x9e3779b97f4a7c15ull;
+    return (uint8_t)((x >> 56) ^ j);
+}
+
+/* Call f(j) for the bytes of an n-byte object that carry the pattern: all
+ * of a small one; the head, each page's first byte and the tail of a big
+ * one (a full pass over 1 MiB objects would be most of the test's time). */
+#define FOR_PATTERN_BYTES(n, j, body)                                   \
+    do {                                                                \
+        size_t n_ = (n);                                                \
+        size_t head_ = n_ <= 4 * CHECK_HEAD ? n_ : CHECK_HEAD;          \
+        for (size_t j = 0; j < head_; j++)                              \
+            body;                                                       \
+        if (head_ < n_) {                                               \
+            for (size_t j = head_; j < n_ - 64; j += 4096)              \
+                body;                                                   \
+            for (size_t j = n_ - 64; j < n_; j++)                       \
+                body;                                                   \
+        }                                                               \
+    } while (0)
+
+static void fill(void *p, size_t n, uint64_t serial)
+{
+    uint8_t *b = p;
+    FOR_PATTERN_BYTES(n, j, b[j] = pat(serial, j));
+}
+
+static bool check(const void *p, size_t n, uint64_t serial)
+{
+    const uint8_t *b = p;
+    bool ok = true;
+    FOR_PATTERN_BYTES(n, j, ok &= b[j] == pat(serial, j));
+    return ok;
+}
+
+/* ---- one process ---- */
+
+typedef struct rec_s {
+    uint64_t off, size, serial;
+} rec_t;
+
+typedef struct block_s {
+    uint32_t n;                  /* records; 0: the end */
+    rec_t r[BLOCK];
+} block_t;
+
+typedef struct counts_s {
+    long made, freed_local, freed_thread, freed_proc, reallocs, errors;
+} counts_t;
+
+static uint64_t next_rand(uint64_t *s)
+{
+    uint64_t x = *s;            /* xorshift64* */
+    x ^= x >> 12, x ^= x << 25, x ^= x >> 27;
+    *s = x;
+    return x * 0x2545f4914f6cdd1dull;
+}
+
+/* Sizes of every kind: 0, tiny, each class's edges, big small ones, large. */
+static size_t pick_size(uint64_t *rng)
+{
+    uint64_t r = next_rand(rng);
+    unsigned k = (unsigned)(r % 100);
+    r >>= 8;
+    if (k < 4)
+        return r % 5;                                   /* 0 .. 4 */
+    if (k < 70) {
+        size_t base = (size_t)8 << (r % 8);             /* 8 .. 1 KiB */
+        return base + (r >> 8) % base;
+    }
+    if (k < 97) {
+        size_t base = (size_t)1024 << (r % 5);          /* 1 .. 32 KiB */
+        return base + (r >> 8) % base;
+    }
+    size_t n = (size_t)32768 + (r >> 8) % (MAX_SIZE - 32768);   /* large */
+    return n;
+}
+
+/* A channel: blocks of records through a pipe. */
+typedef struct chan_s {
+    int rd, wr;
+    block_t out;                 /* the writer's pending block */
+} chan_t;
+
+static void chan_send(chan_t *c, counts_t *cnt)
+{
+    const uint8_t *p = (const uint8_t *)&c->out;
+    size_t left = sizeof c->out;
+    while (left > 0) {
+        ssize_t w = write(c->wr, p, left);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            cnt->errors++;
+            break;
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    c->out.n = 0;
+}
+
+static bool chan_recv(int fd, block_t *b)
+{
+    uint8_t *p = (uint8_t *)b;
+    size_t left = sizeof *b;
+    while (left > 0) {
+        ssize_t r = read(fd, p, left);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return false;
+        p += r;
+        left -= (size_t)r;
+    }
+    return true;
+}
+
+/* Check and free the object of record r (the consumer's side). */
+static void free_rec(const rec_t *r, long *errors)
+{
+    void *p = spc_pointer(r->off);
+    if (p == NULL || spc_usable_size(p) < r->size || !check(p, r->size, r->serial)) {
+        (*errors)++;
+        fprintf(stderr, "stress: object at offset %#llx (%llu bytes) is not as stored\n",
+                (unsigned long long)r->off, (unsigned long long)r->size);
+    }
+    if (!mark(r->off, r->size, false)) {
+        (*errors)++;
+        fprintf(stderr, "stress: object at offset %#llx was not live\n",
+                (unsigned long long)r->off);
+    }
+    spc_free(p);
+}
+
+/* A consumer: a generation of threads reading one channel in turn, each
+ * leaving after a random number of blocks (its remote frees pending in
+ * its cache are pushed when it exits). */
+typedef struct consumer_s {
+    int fd;
+    uint64_t rng;
+    long freed, errors;
+    bool done;
+} consumer_t;
+
+static void *consumer_gen(void *arg)
+{
+    consumer_t *c = arg;
+    unsigned blocks = 1 + (unsigned)(next_rand(&c->rng) % 64);
+    block_t b;
+    while (blocks-- > 0) {
+        if (!chan_recv(c->fd, &b)) {
+            c->errors++;
+            c->done = true;
+            return NULL;
+        }
+        if (b.n == 0) {
+            c->done = true;
+            return NULL;
+        }
+        for (uint32_t i = 0; i < b.n; i++)
+            free_rec(&b.r[i], &c->errors);
+        c->freed += b.n;
+    }
+    return NULL;
+}
+
+static void *consumer_run(void *arg)
+{
+    consumer_t *c = arg;
+    while (!c->done) {
+        pthread_t th;
+        if (pthread_create(&th, NULL, consumer_gen, c) != 0) {
+            c->errors++;
+            consumer_gen(c);        /* go on in this thread */
+            continue;
+        }
+        pthread_join(th, NULL);
+    }
+    return NULL;
+}
+
+typedef struct local_s {
+    rec_t r[LOCAL_MAX];
+    void *p[LOCAL_MAX];
+    unsigned n;
+} local_t;
+
+static void local_free(local_t *l, unsigned i, counts_t *cnt)
+{
+    free_rec(&l->r[i], &cnt->errors);
+    l->r[i] = l->r[--l->n];
+    l->p[i] = l->p[l->n];
+    cnt->freed_local++;
+}
+
+/* Send c's pending block, its records shuffled or not. */
+static void flush(chan_t *c, uint64_t *rng, bool shuffle, counts_t *cnt)
+{
+    if (c->out.n == 0)
+        return;
+    if (shuffle)
+        for (uint32_t i = c->out.n - 1; i > 0; i--) {
+            uint32_t j = (uint32_t)(next_rand(rng) % (i + 1));
+            rec_t t = c->out.r[i];
+            c->out.r[i] = c->out.r[j];
+            c->out.r[j] = t;
+        }
+    chan_send(c, cnt);
+}
+
+static void add(chan_t *c, const rec_t *r, uint64_t *rng, counts_t *cnt)
+{
+    c->out.r[c->out.n++] = *r;
+    if (c->out.n == BLOCK)
+        flush(c, rng, next_rand(rng) % 4 == 0, cnt);
+}
+
+/* A new object: from malloc, calloc or aligned_alloc; NULL (counted as an
+ * error) only if the arena is full, which 1 GiB never is here. */
+static void *get(size_t n, uint64_t *rng, counts_t *cnt)
+{
+    unsigned how = (unsigned)(next_rand(rng) % 20);
+    void *p;
+    if (how == 0) {
+        p = spc_calloc(1, n);
+        if (p != NULL)
+            for (size_t j = 0; j < n && j < CHECK_HEAD; j++)
+                if (((uint8_t *)p)[j] != 0) {
+                    cnt->errors++;
+                    fprintf(stderr, "stress: calloc(%zu) byte %zu not zero\n", n, j);
+                    break;
+                }
+    } else if (how == 1) {
+        size_t align = (size_t)1 << (next_rand(rng) % 13);     /* 1 .. 4 KiB */
+        p = spc_aligned_alloc(align, n);
+        if (p != NULL && ((uintptr_t)p & (align - 1)) != 0) {
+            cnt->errors++;
+            fprintf(stderr, "stress: aligned_alloc(%zu, %zu) gave %p\n", align, n, p);
+        }
+    } else {
+        p = spc_malloc(n);
+    }
+    if (p == NULL) {
+        cnt->errors++;
+        fprintf(stderr, "stress: no object of %zu bytes: %s\n", n, strerror(errno));
+    }
+    return p;
+}
+
+/* Realloc local object i to a new size: its head must move with it. */
+static void local_realloc(local_t *l, unsigned i, uint64_t *rng, uint64_t serial, counts_t *cnt)
+{
+    rec_t *r = &l->r[i];
+    size_t n = pick_size(rng) | 1;       /* realloc to 0 frees: not here */
+    size_t keep = n < r->size ? n : r->size;
+    if (keep > CHECK_HEAD)
+        keep = CHECK_HEAD;
+    if (!check(l->p[i], r->size, r->serial) || !mark(r->off, r->size, false)) {
+        cnt->errors++;
+        fprintf(stderr, "stress: object at offset %#llx before realloc\n",
+                (unsigned long long)r->off);
+    }
+    void *q = spc_realloc(l->p[i], n);
+    if (q == NULL) {
+        /* ENOMEM leaves the object as it was; the arena is never full here */
+        cnt->errors++;
+        mark(r->off, r->size, true);
+        return;
+    }
+    for (size_t j = 0; j < keep; j++)
+        if (((uint8_t *)q)[j] != pat(r->serial, j)) {
+            cnt->errors++;
+            fprintf(stderr, "stress: realloc %llu -> %zu lost byte %zu\n",
+                    (unsigned long long)r->size, n, j);
+            break;
+        }
+    l->p[i] = q;
+    r->off = spc_offset(q);
+    r->size = n;
+    r->serial = serial;
+    if (!mark(r->off, n, true)) {
+        cnt->errors++;
+        fprintf(stderr, "stress: realloc gave a live object at offset %#llx\n",
+                (unsigned long long)r->off);
+    }
+    fill(q, n, serial);
+    cnt->reallocs++;
+}
+
+static local_t local_;                 /* the producer's, one a process */
+
+/* Process k: allocates, frees, reallocs; sends to its own consumer thread
+ * (chan `self`) and to process k+1 (chan `next`); frees what process k-1
+ * sends (fd `prev`).  Reports its counts on `report`. */
+static void stress_child(int k, long ops, int prev, chan_t *self, chan_t *next, int report)
+{
+    uint64_t rng = 0x57e55 + 7919u * (uint64_t)(k + 1);
+    counts_t cnt = { 0 };
+    consumer_t from_self = { .fd = self->rd, .rng = rng ^ 1 };
+    consumer_t from_prev = { .fd = prev, .rng = rng ^ 2 };
+    pthread_t t1, t2;
+    if (pthread_create(&t1, NULL, consumer_run, &from_self) != 0 ||
+        pthread_create(&t2, NULL, consumer_run, &from_prev) != 0)
+        _exit(5);
+    local_t *l = &local_;
+    uint64_t serial = (uint64_t)k << 56;
+    for (long op = 0; op < ops; op++) {
+        unsigned what = (unsigned)(next_rand(&rng) % 100);
+        if (what < 50 || l->n == 0) {
+            size_t n = pick_size(&rng);
+            void *p = get(n, &rng, &cnt);
+            if (p == NULL)
+                continue;
+            rec_t r = { spc_offset(p), n, ++serial };
+            if (!mark(r.off, n, true)) {
+                cnt.errors++;
+                fprintf(stderr, "stress: process %d got a live object at offset %#llx "
+                        "(%zu bytes)\n", k, (unsigned long long)r.off, n);
+            }
+            fill(p, n, r.serial);
+            cnt.made++;
+            unsigned to = (unsigned)(next_rand(&rng) % 10);
+            if (to < 4) {
+                if (l->n == LOCAL_MAX)
+                    local_free(l, (unsigned)(next_rand(&rng) % l->n), &cnt);
+                l->r[l->n] = r;
+                l->p[l->n++] = p;
+            } else if (to < 7) {
+                add(self, &r, &rng, &cnt);
+            } else {
+                add(next, &r, &rng, &cnt);
+            }
+        } else if (what < 92) {
+            local_free(l, (unsigned)(next_rand(&rng) % l->n), &cnt);
+        } else if (what < 97) {
+            local_realloc(l, (unsigned)(next_rand(&rng) % l->n), &rng, ++serial, &cnt);
+        } else {
+            /* a short block now and then: not every batch a full run */
+            flush(next_rand(&rng) & 1 ? self : next, &rng, next_rand(&rng) & 1, &cnt);
+        }
+    }
+    while (l->n > 0)
+        local_free(l, l->n - 1, &cnt);
+    flush(self, &rng, false, &cnt);
+    flush(next, &rng, false, &cnt);
+    chan_send(self, &cnt);            /* n 0: the end */
+    chan_send(next, &cnt);
+    pthread_join(t1, NULL);
+    pthread_join(t2, NULL);
+    cnt.freed_thread = from_self.freed;
+    cnt.freed_proc = from_prev.freed;
+    cnt.errors += from_self.errors + from_prev.errors;
+    if (write(report, &cnt, sizeof cnt) != (ssize_t)sizeof cnt)
+        _exit(6);
+    /* while the next process may still free our objects: detach, or exit
+     * without (libspanclient's destructor pushes what waits in this thread) */
+    if (k == 0)
+        spc_detach();
+    exit(0);
+}
+
+static long stress_ops(void)
+{
+    const char *e = getenv("SPAND_STRESS_OPS");
+    long n = e ? strtol(e, NULL, 10) : STRESS_OPS;
+    return n > 0 ? n : STRESS_OPS;
+}
+
+static void test_stress(void)
+{
+    long ops = stress_ops();
+    int procpipe[NPROC][2], selfpipe[NPROC][2], report[2];
+    for (int k = 0; k < NPROC; k++)
+        CU_ASSERT_FATAL(pipe(procpipe[k]) == 0 && pipe(selfpipe[k]) == 0);
+    CU_ASSERT_FATAL(pipe(report) == 0);
+    pid_t pids[NPROC];
+    fflush(NULL);                     /* children exit() and flush stdio */
+    for (int k = 0; k < NPROC; k++) {
+        pids[k] = fork();
+        CU_ASSERT_FATAL(pids[k] >= 0);
+        if (pids[k] == 0) {
+            /* k writes procpipe[k], reads procpipe[k-1] */
+            int prev = procpipe[(k + NPROC - 1) % NPROC][0];
+            chan_t self = { selfpipe[k][0], selfpipe[k][1], { 0 } };
+            chan_t next = { -1, procpipe[k][1], { 0 } };
+            for (int j = 0; j < NPROC; j++) {
+                if (procpipe[j][0] != prev)
+                    close(procpipe[j][0]);
+                if (j != k)
+                    close(procpipe[j][1]), close(selfpipe[j][0]), close(selfpipe[j][1]);
+            }
+            close(report[0]);
+            stress_child(k, ops, prev, &self, &next, report[1]);
+        }
+    }
+    for (int k = 0; k < NPROC; k++) {
+        close(procpipe[k][0]), close(procpipe[k][1]);
+        close(selfpipe[k][0]), close(selfpipe[k][1]);
+    }
+    close(report[1]);
+    counts_t sum = { 0 };
+    for (int k = 0; k < NPROC; k++) {
+        counts_t c;
+        ssize_t r = read(report[0], &c, sizeof c);
+        CU_ASSERT_EQUAL(r, (ssize_t)sizeof c);
+        if (r != (ssize_t)sizeof c)
+            break;
+        sum.made += c.made, sum.freed_local += c.freed_local;
+        sum.freed_thread += c.freed_thread, sum.freed_proc += c.freed_proc;
+        sum.reallocs += c.reallocs, sum.errors += c.errors;
+    }
+    close(report[0]);
+    for (int k = 0; k < NPROC; k++) {
+        int st = -1;
+        CU_ASSERT_EQUAL(dh_waitpid_timeout(pids[k], &st, 300000), 0);
+        CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+            fprintf(stderr, "stress: process %d ended with status %#x\n", k, st);
+    }
+    fprintf(stderr, "stress: %d processes, %ld steps each: %ld objects (%ld freed by their "
+            "thread, %ld by another thread, %ld by another process), %ld reallocs, "
+            "%ld errors\n", NPROC, ops, sum.made, sum.freed_local, sum.freed_thread,
+            sum.freed_proc, sum.reallocs, sum.errors);
+    CU_ASSERT_EQUAL(sum.errors, 0);
+    CU_ASSERT(sum.made > ops);
+    CU_ASSERT_EQUAL(sum.freed_local + sum.freed_thread + sum.freed_proc, sum.made);
+    CU_ASSERT(sum.freed_thread > 0 && sum.freed_proc > 0 && sum.reallocs > 0);
+
+    /* nothing live, no session left, every invariant of the heap holds */
+    uint64_t objs = 1, bytes = 1;
+    uint32_t clients = 1;
+    CU_ASSERT(ct_scavenge(daemon_->sock));
+    CU_ASSERT_FATAL(ct_stats(daemon_->sock, &objs, &bytes, &clients));
+    CU_ASSERT_EQUAL(objs, 0);
+    CU_ASSERT_EQUAL(bytes, 0);
+    CU_ASSERT_EQUAL(clients, 0);
+    if (objs || bytes || clients)
+        fprintf(stderr, "stress: live objects %llu, bytes %llu, clients %u\n",
+                (unsigned long long)objs, (unsigned long long)bytes, clients);
+    char msg[256];
+    bool ok = ct_verify(daemon_->sock, msg, sizeof msg);
+    CU_ASSERT(ok);
+    if (!ok)
+        fprintf(stderr, "stress: verify: %s\n", msg);
+}
+
+/* ---- the checker checks ---- */
+
+/* The live map refuses what the stress test relies on it to refuse. */
+static void test_live_map(void)
+{
+    CU_ASSERT(mark(4096, 24, true));                   /* a 24-byte class */
+    CU_ASSERT(mark(4096 + 24, 24, true));              /* its neighbour */
+    CU_ASSERT_FALSE(mark(4096 + 40, 16, true));        /* overlaps its tail */
+    CU_ASSERT(mark(8192 + 1, 1, true));                /* tiny objects, bytes */
+    CU_ASSERT(mark(8192 + 2, 2, true));
+    CU_ASSERT_FALSE(mark(8192 + 3, 1, true));
+    CU_ASSERT(mark(1 << 20, 1 << 20, true));           /* 1 MiB, across words */
+    CU_ASSERT_FALSE(mark((1 << 20) + 12345 * 16, 64, true));
+    CU_ASSERT(mark(1 << 20, 1 << 20, false));
+    CU_ASSERT_FALSE(mark(1 << 20, 16, false));         /* freed twice */
+    CU_ASSERT_FALSE(mark(0, 16, true));                /* offset 0 is no object */
+    CU_ASSERT_FALSE(mark(COVER - 8, 16, true));
+    /* leave the map clear for the stress test */
+    CU_ASSERT(mark(4096, 24, false) && mark(4096 + 24, 24, false));
+    CU_ASSERT(mark(8192 + 1, 1, false) && mark(8192 + 2, 2, false));
+    /* a byte of another serial's pattern is seen */
+    uint8_t buf[200];
+    fill(buf, sizeof buf, 7);
+    CU_ASSERT(check(buf, sizeof buf, 7));
+    CU_ASSERT_FALSE(check(buf, sizeof buf, 8));
+    buf[150] ^= 1;
+    CU_ASSERT_FALSE(check(buf, sizeof buf, 7));
+}
+
+static int suite_start(void)
+{
+    bytemap = mmap(NULL, COVER / 8, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS |
+                   MAP_NORESERVE, -1, 0);
+    granmap = mmap(NULL, GRANMAP_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS |
+                   MAP_NORESERVE, -1, 0);
+    if (bytemap == MAP_FAILED || granmap == MAP_FAILED) {
+        perror("mmap");
+        return -1;
+    }
+    static const char *const args[] = { "-m", ARENA_SIZE, NULL };
+    daemon_ = dh_new();
+    if (daemon_ == NULL || dh_start(daemon_, args) != 0) {
+        fprintf(stderr, "cannot start spand\n");
+        if (daemon_)
+            dh_dump_log(daemon_);
+        return -1;
+    }
+    setenv("SPAND_SOCKET", daemon_->sock, 1);
+    return 0;
+}
+
+static int suite_stop(void)
+{
+    int st = dh_stop(daemon_);
+    if (st != 0)
+        dh_dump_log(daemon_);
+    dh_cleanup(daemon_);
+    munmap((void *)bytemap, COVER / 8);
+    munmap((void *)granmap, GRANMAP_BYTES);
+    return st == 0 ? 0 : -1;
+}
+
+int main(void)
+{
+    CU_TestInfo tests[] = {
+        { "the live map and the pattern catch what they must", test_live_map },
+        { "3 processes x 3 threads: a random mix of every size and every free",
+          test_stress },
+        CU_TEST_INFO_NULL,
+    };
+    CU_SuiteInfo suites[] = {
+        { "stress", suite_start, suite_stop, NULL, NULL, tests },
+        CU_SUITE_INFO_NULL,
+    };
+    signal(SIGPIPE, SIG_IGN);
+    return cutest_run(suites);
+}
