@@ -463,6 +463,29 @@ static void stress_child(int k, long ops, int prev, chan_t *self, chan_t *next, 
     exit(0);
 }
 
+/* While the processes run, the parent asks for what an operator would:
+ * Scavenge (`spanctl release`: central swept, free pages given back) and
+ * Stats, every 20 ms, so that the daemon works on central's spans while
+ * frees keep landing in them. */
+static struct {
+    _Atomic bool stop;
+    long calls, failed;
+} ops_;
+
+static void *operator_thread(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&ops_.stop)) {
+        uint64_t objs, bytes;
+        uint32_t clients;
+        if (!ct_scavenge(daemon_->sock) || !ct_stats(daemon_->sock, &objs, &bytes, &clients))
+            ops_.failed++;
+        ops_.calls++;
+        usleep(20000);
+    }
+    return NULL;
+}
+
 static long stress_ops(void)
 {
     const char *e = getenv("SPAND_STRESS_OPS");
@@ -502,6 +525,9 @@ static void test_stress(void)
         close(selfpipe[k][0]), close(selfpipe[k][1]);
     }
     close(report[1]);
+    pthread_t op;
+    atomic_store(&ops_.stop, false);
+    CU_ASSERT_FATAL(pthread_create(&op, NULL, operator_thread, NULL) == 0);
     counts_t sum = { 0 };
     for (int k = 0; k < NPROC; k++) {
         counts_t c;
@@ -521,10 +547,15 @@ static void test_stress(void)
         if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
             fprintf(stderr, "stress: process %d ended with status %#x\n", k, st);
     }
+    atomic_store(&ops_.stop, true);
+    pthread_join(op, NULL);
     fprintf(stderr, "stress: %d processes, %ld steps each: %ld objects (%ld freed by their "
             "thread, %ld by another thread, %ld by another process), %ld reallocs, "
-            "%ld errors\n", NPROC, ops, sum.made, sum.freed_local, sum.freed_thread,
-            sum.freed_proc, sum.reallocs, sum.errors);
+            "%ld errors; %ld Scavenge and Stats meanwhile\n", NPROC, ops, sum.made,
+            sum.freed_local, sum.freed_thread, sum.freed_proc, sum.reallocs, sum.errors,
+            ops_.calls);
+    CU_ASSERT_EQUAL(ops_.failed, 0);
+    CU_ASSERT(ops_.calls > 0);
     CU_ASSERT_EQUAL(sum.errors, 0);
     CU_ASSERT(sum.made > ops);
     CU_ASSERT_EQUAL(sum.freed_local + sum.freed_thread + sum.freed_proc, sum.made);
@@ -587,7 +618,7 @@ static int suite_start(void)
         perror("mmap");
         return -1;
     }
-    static const char *const args[] = { "-m", ARENA_SIZE, NULL };
+    static const char *const args[] = { "-m", ARENA_SIZE, "--scavenge-interval", "1", NULL };
     daemon_ = dh_new();
     if (daemon_ == NULL || dh_start(daemon_, args) != 0) {
         fprintf(stderr, "cannot start spand\n");
