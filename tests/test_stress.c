@@ -54,6 +54,7 @@ enum {
 };
 
 #define ARENA_SIZE "2G"
+#define FULL_ARENA_SIZE "64M"      /* the run that fills its arena */
 #define COVER ((uint64_t)4 << 30)   /* arena offsets the live map covers */
 #define GRANMAP_BYTES (COVER / 8 / 8)
 
@@ -148,8 +149,14 @@ typedef struct block_s {
 } block_t;
 
 typedef struct counts_s {
-    long made, freed_local, freed_thread, freed_proc, reallocs, errors;
+    long made, freed_local, freed_thread, freed_proc, reallocs, refused, errors;
 } counts_t;
+
+/* The run's mode, set by its suite before the fork. */
+static struct {
+    bool full;                   /* the arena fills: ENOMEM is an answer */
+    unsigned large_pct;          /* share of large requests, in % */
+} mode_ = { false, 3 };
 
 static uint64_t next_rand(uint64_t *s)
 {
@@ -167,11 +174,11 @@ static size_t pick_size(uint64_t *rng)
     r >>= 8;
     if (k < 4)
         return r % 5;                                   /* 0 .. 4 */
-    if (k < 70) {
+    if (k < 70 - mode_.large_pct) {
         size_t base = (size_t)8 << (r % 8);             /* 8 .. 1 KiB */
         return base + (r >> 8) % base;
     }
-    if (k < 97) {
+    if (k < 100 - mode_.large_pct) {
         size_t base = (size_t)1024 << (r % 5);          /* 1 .. 32 KiB */
         return base + (r >> 8) % base;
     }
@@ -319,8 +326,9 @@ static void add(chan_t *c, const rec_t *r, uint64_t *rng, counts_t *cnt)
         flush(c, rng, next_rand(rng) % 4 == 0, cnt);
 }
 
-/* A new object: from malloc, calloc or aligned_alloc; NULL (counted as an
- * error) only if the arena is full, which 1 GiB never is here. */
+/* A new object: from malloc, calloc or aligned_alloc.  NULL: with ENOMEM
+ * when the run fills its arena on purpose (counted as refused), otherwise
+ * an error (2 GiB never fills here). */
 static void *get(size_t n, uint64_t *rng, counts_t *cnt)
 {
     unsigned how = (unsigned)(next_rand(rng) % 20);
@@ -344,7 +352,9 @@ static void *get(size_t n, uint64_t *rng, counts_t *cnt)
     } else {
         p = spc_malloc(n);
     }
-    if (p == NULL) {
+    if (p == NULL && mode_.full && errno == ENOMEM) {
+        cnt->refused++;
+    } else if (p == NULL) {
         cnt->errors++;
         fprintf(stderr, "stress: no object of %zu bytes: %s\n", n, strerror(errno));
     }
@@ -366,9 +376,15 @@ static void local_realloc(local_t *l, unsigned i, uint64_t *rng, uint64_t serial
     }
     void *q = spc_realloc(l->p[i], n);
     if (q == NULL) {
-        /* ENOMEM leaves the object as it was; the arena is never full here */
-        cnt->errors++;
-        mark(r->off, r->size, true);
+        /* ENOMEM: the object as it was, where it was */
+        int e = errno;
+        if (!mode_.full || e != ENOMEM || !check(l->p[i], r->size, r->serial) ||
+            !mark(r->off, r->size, true)) {
+            cnt->errors++;
+            fprintf(stderr, "stress: realloc %llu -> %zu failed (%s) or lost the object\n",
+                    (unsigned long long)r->size, n, strerror(e));
+        }
+        cnt->refused++;
         return;
     }
     for (size_t j = 0; j < keep; j++)
@@ -537,7 +553,7 @@ static void test_stress(void)
             break;
         sum.made += c.made, sum.freed_local += c.freed_local;
         sum.freed_thread += c.freed_thread, sum.freed_proc += c.freed_proc;
-        sum.reallocs += c.reallocs, sum.errors += c.errors;
+        sum.reallocs += c.reallocs, sum.refused += c.refused, sum.errors += c.errors;
     }
     close(report[0]);
     for (int k = 0; k < NPROC; k++) {
@@ -551,13 +567,17 @@ static void test_stress(void)
     pthread_join(op, NULL);
     fprintf(stderr, "stress: %d processes, %ld steps each: %ld objects (%ld freed by their "
             "thread, %ld by another thread, %ld by another process), %ld reallocs, "
-            "%ld errors; %ld Scavenge and Stats meanwhile\n", NPROC, ops, sum.made,
-            sum.freed_local, sum.freed_thread, sum.freed_proc, sum.reallocs, sum.errors,
-            ops_.calls);
+            "%ld refused (ENOMEM), %ld errors; %ld Scavenge and Stats meanwhile\n", NPROC, ops,
+            sum.made, sum.freed_local, sum.freed_thread, sum.freed_proc, sum.reallocs,
+            sum.refused, sum.errors, ops_.calls);
     CU_ASSERT_EQUAL(ops_.failed, 0);
     CU_ASSERT(ops_.calls > 0);
     CU_ASSERT_EQUAL(sum.errors, 0);
-    CU_ASSERT(sum.made > ops);
+    if (mode_.full) {
+        CU_ASSERT(sum.refused > 0 && sum.made > ops / 2);
+    } else {
+        CU_ASSERT(sum.refused == 0 && sum.made > ops);
+    }
     CU_ASSERT_EQUAL(sum.freed_local + sum.freed_thread + sum.freed_proc, sum.made);
     CU_ASSERT(sum.freed_thread > 0 && sum.freed_proc > 0 && sum.reallocs > 0);
 
@@ -608,7 +628,7 @@ static void test_live_map(void)
     CU_ASSERT_FALSE(check(buf, sizeof buf, 7));
 }
 
-static int suite_start(void)
+static int start_daemon(const char *arena_size)
 {
     bytemap = mmap(NULL, COVER / 8, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS |
                    MAP_NORESERVE, -1, 0);
@@ -618,7 +638,7 @@ static int suite_start(void)
         perror("mmap");
         return -1;
     }
-    static const char *const args[] = { "-m", ARENA_SIZE, "--scavenge-interval", "1", NULL };
+    const char *const args[] = { "-m", arena_size, "--scavenge-interval", "1", NULL };
     daemon_ = dh_new();
     if (daemon_ == NULL || dh_start(daemon_, args) != 0) {
         fprintf(stderr, "cannot start spand\n");
@@ -628,6 +648,22 @@ static int suite_start(void)
     }
     setenv("SPAND_SOCKET", daemon_->sock, 1);
     return 0;
+}
+
+static int suite_start(void)
+{
+    mode_.full = false, mode_.large_pct = 3;
+    return start_daemon(ARENA_SIZE);
+}
+
+/* The arena fills: a quarter of the requests large, the producers' own
+ * objects alone more than the arena.  Allocations and reallocs get NULL
+ * and ENOMEM, no process stops, and nothing stored is lost or handed out
+ * twice. */
+static int suite_start_full(void)
+{
+    mode_.full = true, mode_.large_pct = 25;
+    return start_daemon(FULL_ARENA_SIZE);
 }
 
 static int suite_stop(void)
@@ -649,8 +685,13 @@ int main(void)
           test_stress },
         CU_TEST_INFO_NULL,
     };
+    CU_TestInfo full[] = {
+        { "the same in a 64 MiB arena: full, ENOMEM, nothing lost", test_stress },
+        CU_TEST_INFO_NULL,
+    };
     CU_SuiteInfo suites[] = {
         { "stress", suite_start, suite_stop, NULL, NULL, tests },
+        { "stress, full arena", suite_start_full, suite_stop, NULL, NULL, full },
         CU_SUITE_INFO_NULL,
     };
     signal(SIGPIPE, SIG_IGN);
