@@ -6,7 +6,8 @@
  * calloc, realloc), and every way an object is freed: by the thread that
  * allocated it, by another thread of its process, by another process; in
  * allocation order (runs) and shuffled; by threads that come and go while
- * their remote frees are pending; by processes that detach, exit without
+ * their remote frees are pending; by fork children, forked while the
+ * parent's other threads run; by processes that detach, exit without
  * detaching, or end while others still free their objects.
  *
  * Two checks catch an allocator that hands out an object twice or lets one
@@ -149,7 +150,7 @@ typedef struct block_s {
 } block_t;
 
 typedef struct counts_s {
-    long made, freed_local, freed_thread, freed_proc, reallocs, refused, errors;
+    long made, freed_local, freed_thread, freed_proc, freed_fork, reallocs, refused, errors;
 } counts_t;
 
 /* The run's mode, set by its suite before the fork. */
@@ -304,6 +305,45 @@ static void local_free(local_t *l, unsigned i, counts_t *cnt)
     cnt->freed_local++;
 }
 
+/* fork() while this process's consumer threads run: the child frees the
+ * last FORK_FREES objects of the producer's set (the parent's, in spans
+ * the parent holds: remote frees), allocates and frees a few of its own in
+ * a session of its own, and exits without detaching.  The parent waits
+ * and drops those objects from its set. */
+enum { FORK_EVERY = 20000, FORK_FREES = 16 };
+
+static void fork_frees(local_t *l, counts_t *cnt)
+{
+    unsigned m = l->n < FORK_FREES ? l->n : FORK_FREES;
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        cnt->errors++;
+        return;
+    }
+    if (pid == 0) {
+        long errors = 0;
+        for (unsigned i = l->n - m; i < l->n; i++)
+            free_rec(&l->r[i], &errors);
+        for (size_t n = 1; n <= 4096; n *= 8) {
+            void *p = spc_malloc(n);
+            if (p == NULL)
+                errors += !mode_.full;
+            else if (!mark(spc_offset(p), n, true) || !mark(spc_offset(p), n, false))
+                errors++;
+            spc_free(p);
+        }
+        exit(errors ? 1 : 0);
+    }
+    int st = -1;
+    if (dh_waitpid_timeout(pid, &st, 60000) != 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        cnt->errors++;
+        fprintf(stderr, "stress: a fork child ended with status %#x\n", st);
+    }
+    l->n -= m;
+    cnt->freed_fork += m;
+}
+
 /* Send c's pending block, its records shuffled or not. */
 static void flush(chan_t *c, uint64_t *rng, bool shuffle, counts_t *cnt)
 {
@@ -426,7 +466,9 @@ static void stress_child(int k, long ops, int prev, chan_t *self, chan_t *next, 
     uint64_t serial = (uint64_t)k << 56;
     for (long op = 0; op < ops; op++) {
         unsigned what = (unsigned)(next_rand(&rng) % 100);
-        if (what < 50 || l->n == 0) {
+        if (op % FORK_EVERY == FORK_EVERY - 1) {
+            fork_frees(l, &cnt);
+        } else if (what < 68 || l->n == 0) {
             size_t n = pick_size(&rng);
             void *p = get(n, &rng, &cnt);
             if (p == NULL)
@@ -450,7 +492,7 @@ static void stress_child(int k, long ops, int prev, chan_t *self, chan_t *next, 
             } else {
                 add(next, &r, &rng, &cnt);
             }
-        } else if (what < 92) {
+        } else if (what < 90) {
             local_free(l, (unsigned)(next_rand(&rng) % l->n), &cnt);
         } else if (what < 97) {
             local_realloc(l, (unsigned)(next_rand(&rng) % l->n), &rng, ++serial, &cnt);
@@ -551,7 +593,7 @@ static void test_stress(void)
         CU_ASSERT_EQUAL(r, (ssize_t)sizeof c);
         if (r != (ssize_t)sizeof c)
             break;
-        sum.made += c.made, sum.freed_local += c.freed_local;
+        sum.made += c.made, sum.freed_local += c.freed_local, sum.freed_fork += c.freed_fork;
         sum.freed_thread += c.freed_thread, sum.freed_proc += c.freed_proc;
         sum.reallocs += c.reallocs, sum.refused += c.refused, sum.errors += c.errors;
     }
@@ -566,10 +608,10 @@ static void test_stress(void)
     atomic_store(&ops_.stop, true);
     pthread_join(op, NULL);
     fprintf(stderr, "stress: %d processes, %ld steps each: %ld objects (%ld freed by their "
-            "thread, %ld by another thread, %ld by another process), %ld reallocs, "
-            "%ld refused (ENOMEM), %ld errors; %ld Scavenge and Stats meanwhile\n", NPROC, ops,
-            sum.made, sum.freed_local, sum.freed_thread, sum.freed_proc, sum.reallocs,
-            sum.refused, sum.errors, ops_.calls);
+            "thread, %ld by another thread, %ld by another process, %ld by fork children), "
+            "%ld reallocs, %ld refused (ENOMEM), %ld errors; %ld Scavenge and Stats "
+            "meanwhile\n", NPROC, ops, sum.made, sum.freed_local, sum.freed_thread,
+            sum.freed_proc, sum.freed_fork, sum.reallocs, sum.refused, sum.errors, ops_.calls);
     CU_ASSERT_EQUAL(ops_.failed, 0);
     CU_ASSERT(ops_.calls > 0);
     CU_ASSERT_EQUAL(sum.errors, 0);
@@ -578,8 +620,10 @@ static void test_stress(void)
     } else {
         CU_ASSERT(sum.refused == 0 && sum.made > ops);
     }
-    CU_ASSERT_EQUAL(sum.freed_local + sum.freed_thread + sum.freed_proc, sum.made);
-    CU_ASSERT(sum.freed_thread > 0 && sum.freed_proc > 0 && sum.reallocs > 0);
+    CU_ASSERT_EQUAL(sum.freed_local + sum.freed_thread + sum.freed_proc + sum.freed_fork,
+                    sum.made);
+    CU_ASSERT(sum.freed_thread > 0 && sum.freed_proc > 0 && sum.freed_fork > 0 &&
+              sum.reallocs > 0);
 
     /* nothing live, no session left, every invariant of the heap holds */
     uint64_t objs = 1, bytes = 1;
