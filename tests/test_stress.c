@@ -8,7 +8,9 @@
  * allocation order (runs) and shuffled; by threads that come and go while
  * their remote frees are pending; by fork children, forked while the
  * parent's other threads run; by processes that detach, exit without
- * detaching, or end while others still free their objects.
+ * detaching, or end while others still free their objects; and by a
+ * process that detaches and attaches again over and over, whose spans go
+ * back with live objects in them and on to the others.
  *
  * Two checks catch an allocator that hands out an object twice or lets one
  * overlap another, in any process:
@@ -544,6 +546,50 @@ static void *operator_thread(void *arg)
     return NULL;
 }
 
+/* A single-threaded process that detaches and attaches again, over and
+ * over, while the ring runs: each round it allocates CHURN_NEW objects and
+ * frees about half of those it kept from earlier sessions, then detaches.
+ * Its spans go back to the daemon with live objects in them, which other
+ * processes then get with their Refills; its later frees into them are
+ * remote frees into central's spans or into another process's. */
+enum { CHURN_EVERY = 600, CHURN_NEW = 200, CHURN_KEEP = 4096 };
+
+static void churn_child(long ops, int report)
+{
+    uint64_t rng = 0xc4a27u;
+    counts_t cnt = { 0 };
+    local_t *l = &local_;
+    uint64_t serial = (uint64_t)NPROC << 56;
+    for (long round = 0; round < ops / CHURN_EVERY; round++) {
+        for (unsigned i = l->n; i > 0; i--)             /* earlier sessions' */
+            if (next_rand(&rng) & 1)
+                local_free(l, i - 1, &cnt);
+        for (unsigned j = 0; j < CHURN_NEW && l->n < CHURN_KEEP && l->n < LOCAL_MAX; j++) {
+            size_t n = pick_size(&rng);
+            void *p = get(n, &rng, &cnt);
+            if (p == NULL)
+                continue;
+            rec_t r = { spc_offset(p), n, ++serial };
+            if (!mark(r.off, n, true)) {
+                cnt.errors++;
+                fprintf(stderr, "stress: the churner got a live object at offset %#llx "
+                        "(%zu bytes)\n", (unsigned long long)r.off, n);
+            }
+            fill(p, n, r.serial);
+            cnt.made++;
+            l->r[l->n] = r;
+            l->p[l->n++] = p;
+        }
+        spc_detach();                   /* the next malloc attaches again */
+    }
+    while (l->n > 0)
+        local_free(l, l->n - 1, &cnt);
+    spc_detach();
+    if (write(report, &cnt, sizeof cnt) != (ssize_t)sizeof cnt)
+        _exit(6);
+    exit(0);
+}
+
 static long stress_ops(void)
 {
     const char *e = getenv("SPAND_STRESS_OPS");
@@ -558,8 +604,17 @@ static void test_stress(void)
     for (int k = 0; k < NPROC; k++)
         CU_ASSERT_FATAL(pipe(procpipe[k]) == 0 && pipe(selfpipe[k]) == 0);
     CU_ASSERT_FATAL(pipe(report) == 0);
-    pid_t pids[NPROC];
+    pid_t pids[NPROC + 1];
     fflush(NULL);                     /* children exit() and flush stdio */
+    pids[NPROC] = fork();
+    CU_ASSERT_FATAL(pids[NPROC] >= 0);
+    if (pids[NPROC] == 0) {
+        for (int j = 0; j < NPROC; j++)
+            close(procpipe[j][0]), close(procpipe[j][1]), close(selfpipe[j][0]),
+                close(selfpipe[j][1]);
+        close(report[0]);
+        churn_child(ops, report[1]);
+    }
     for (int k = 0; k < NPROC; k++) {
         pids[k] = fork();
         CU_ASSERT_FATAL(pids[k] >= 0);
@@ -587,7 +642,7 @@ static void test_stress(void)
     atomic_store(&ops_.stop, false);
     CU_ASSERT_FATAL(pthread_create(&op, NULL, operator_thread, NULL) == 0);
     counts_t sum = { 0 };
-    for (int k = 0; k < NPROC; k++) {
+    for (int k = 0; k <= NPROC; k++) {
         counts_t c;
         ssize_t r = read(report[0], &c, sizeof c);
         CU_ASSERT_EQUAL(r, (ssize_t)sizeof c);
@@ -598,7 +653,7 @@ static void test_stress(void)
         sum.reallocs += c.reallocs, sum.refused += c.refused, sum.errors += c.errors;
     }
     close(report[0]);
-    for (int k = 0; k < NPROC; k++) {
+    for (int k = 0; k <= NPROC; k++) {
         int st = -1;
         CU_ASSERT_EQUAL(dh_waitpid_timeout(pids[k], &st, 300000), 0);
         CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
@@ -607,7 +662,7 @@ static void test_stress(void)
     }
     atomic_store(&ops_.stop, true);
     pthread_join(op, NULL);
-    fprintf(stderr, "stress: %d processes, %ld steps each: %ld objects (%ld freed by their "
+    fprintf(stderr, "stress: %d processes and a churner, %ld steps each: %ld objects (%ld freed by their "
             "thread, %ld by another thread, %ld by another process, %ld by fork children), "
             "%ld reallocs, %ld refused (ENOMEM), %ld errors; %ld Scavenge and Stats "
             "meanwhile\n", NPROC, ops, sum.made, sum.freed_local, sum.freed_thread,
