@@ -158,8 +158,9 @@ typedef struct counts_s {
 /* The run's mode, set by its suite before the fork. */
 static struct {
     bool full;                   /* the arena fills: ENOMEM is an answer */
+    bool kill;                   /* the churner runs until SIGKILL */
     unsigned large_pct;          /* share of large requests, in % */
-} mode_ = { false, 3 };
+} mode_ = { false, false, 3 };
 
 static uint64_t next_rand(uint64_t *s)
 {
@@ -530,6 +531,7 @@ static void stress_child(int k, long ops, int prev, chan_t *self, chan_t *next, 
 static struct {
     _Atomic bool stop;
     long calls, failed;
+    pid_t victim;                /* killed at the 5th call, in a kill run */
 } ops_;
 
 static void *operator_thread(void *arg)
@@ -540,7 +542,8 @@ static void *operator_thread(void *arg)
         uint32_t clients;
         if (!ct_scavenge(daemon_->sock) || !ct_stats(daemon_->sock, &objs, &bytes, &clients))
             ops_.failed++;
-        ops_.calls++;
+        if (++ops_.calls == 5 && ops_.victim > 0)
+            kill(ops_.victim, SIGKILL);
         usleep(20000);
     }
     return NULL;
@@ -560,7 +563,7 @@ static void churn_child(long ops, int report)
     counts_t cnt = { 0 };
     local_t *l = &local_;
     uint64_t serial = (uint64_t)NPROC << 56;
-    for (long round = 0; round < ops / CHURN_EVERY; round++) {
+    for (long round = 0; mode_.kill || round < ops / CHURN_EVERY; round++) {
         for (unsigned i = l->n; i > 0; i--)             /* earlier sessions' */
             if (next_rand(&rng) & 1)
                 local_free(l, i - 1, &cnt);
@@ -640,9 +643,11 @@ static void test_stress(void)
     close(report[1]);
     pthread_t op;
     atomic_store(&ops_.stop, false);
+    ops_.calls = ops_.failed = 0;
+    ops_.victim = mode_.kill ? pids[NPROC] : 0;
     CU_ASSERT_FATAL(pthread_create(&op, NULL, operator_thread, NULL) == 0);
     counts_t sum = { 0 };
-    for (int k = 0; k <= NPROC; k++) {
+    for (int k = 0; k < NPROC + !mode_.kill; k++) {
         counts_t c;
         ssize_t r = read(report[0], &c, sizeof c);
         CU_ASSERT_EQUAL(r, (ssize_t)sizeof c);
@@ -655,9 +660,14 @@ static void test_stress(void)
     close(report[0]);
     for (int k = 0; k <= NPROC; k++) {
         int st = -1;
+        bool killed = mode_.kill && k == NPROC;
         CU_ASSERT_EQUAL(dh_waitpid_timeout(pids[k], &st, 300000), 0);
-        CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        if (killed) {
+            CU_ASSERT(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+        } else {
+            CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+        }
+        if (killed ? !WIFSIGNALED(st) : !WIFEXITED(st) || WEXITSTATUS(st) != 0)
             fprintf(stderr, "stress: process %d ended with status %#x\n", k, st);
     }
     atomic_store(&ops_.stop, true);
@@ -680,13 +690,20 @@ static void test_stress(void)
     CU_ASSERT(sum.freed_thread > 0 && sum.freed_proc > 0 && sum.freed_fork > 0 &&
               sum.reallocs > 0);
 
-    /* nothing live, no session left, every invariant of the heap holds */
+    /* nothing live, no session left, every invariant of the heap holds; a
+     * killed churner leaves what it kept (at most LOCAL_MAX objects), what
+     * waited in its batches of remote frees (at most 512) and its current
+     * tiny blocks (3, each one object to the daemon), and no more */
     uint64_t objs = 1, bytes = 1;
     uint32_t clients = 1;
     CU_ASSERT(ct_scavenge(daemon_->sock));
     CU_ASSERT_FATAL(ct_stats(daemon_->sock, &objs, &bytes, &clients));
-    CU_ASSERT_EQUAL(objs, 0);
-    CU_ASSERT_EQUAL(bytes, 0);
+    if (mode_.kill) {
+        CU_ASSERT(objs <= LOCAL_MAX + 512 + 3);
+    } else {
+        CU_ASSERT_EQUAL(objs, 0);
+        CU_ASSERT_EQUAL(bytes, 0);
+    }
     CU_ASSERT_EQUAL(clients, 0);
     if (objs || bytes || clients)
         fprintf(stderr, "stress: live objects %llu, bytes %llu, clients %u\n",
@@ -751,7 +768,18 @@ static int start_daemon(const char *arena_size)
 
 static int suite_start(void)
 {
-    mode_.full = false, mode_.large_pct = 3;
+    mode_.full = false, mode_.kill = false, mode_.large_pct = 3;
+    return start_daemon(ARENA_SIZE);
+}
+
+/* The churner is killed (SIGKILL, at the operator's fifth call) in the
+ * middle of whatever it was doing: allocating, freeing, pushing, attaching
+ * or detaching.  The daemon ends its session and takes its spans back,
+ * live objects and all, while the others keep allocating from and freeing
+ * into them; none of theirs is lost or handed out twice. */
+static int suite_start_kill(void)
+{
+    mode_.full = false, mode_.kill = true, mode_.large_pct = 3;
     return start_daemon(ARENA_SIZE);
 }
 
@@ -761,7 +789,7 @@ static int suite_start(void)
  * twice. */
 static int suite_start_full(void)
 {
-    mode_.full = true, mode_.large_pct = 25;
+    mode_.full = true, mode_.kill = false, mode_.large_pct = 25;
     return start_daemon(FULL_ARENA_SIZE);
 }
 
@@ -788,8 +816,13 @@ int main(void)
         { "the same in a 64 MiB arena: full, ENOMEM, nothing lost", test_stress },
         CU_TEST_INFO_NULL,
     };
+    CU_TestInfo killed[] = {
+        { "the same with the churner killed: the others lose nothing", test_stress },
+        CU_TEST_INFO_NULL,
+    };
     CU_SuiteInfo suites[] = {
         { "stress", suite_start, suite_stop, NULL, NULL, tests },
+        { "stress, a process killed", suite_start_kill, suite_stop, NULL, NULL, killed },
         { "stress, full arena", suite_start_full, suite_stop, NULL, NULL, full },
         CU_SUITE_INFO_NULL,
     };
