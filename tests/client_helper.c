@@ -1,8 +1,11 @@
 /* See shm/layout.h for the overview.  Helpers of the client tests: ask a
- * running spand for Stats, Clients and Verify. */
+ * running spand for Stats, Clients and Verify; move bytes through pipes. */
 #include "config.h"
 
+#include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <unistd.h>
 
 #include "tests/client_helper.h"
 #include "tools/ctlclient.h"
@@ -118,4 +121,56 @@ bool ct_scavenge(const char *sock)
     if (r)
         spand__response__free_unpacked(r, NULL);
     return ok;
+}
+
+bool ct_nothing_live(const char *sock, uint64_t max_objects)
+{
+    uint64_t objs = 1, bytes = 1;
+    uint32_t clients = 1;
+    char msg[256];
+    bool swept = ct_scavenge(sock);
+    if (!ct_stats(sock, &objs, &bytes, &clients)) {
+        fprintf(stderr, "Stats failed\n");
+        return false;
+    }
+    bool ok = swept && clients == 0 && objs <= max_objects && (max_objects > 0 || bytes == 0);
+    if (!ok || objs > 0)
+        fprintf(stderr, "%slive objects %llu (at most %llu), bytes %llu, clients %u\n",
+                swept ? "" : "Scavenge failed; ", (unsigned long long)objs,
+                (unsigned long long)max_objects, (unsigned long long)bytes, clients);
+    if (!ct_verify(sock, msg, sizeof msg)) {
+        fprintf(stderr, "verify: %s\n", msg);
+        ok = false;
+    }
+    return ok;
+}
+
+bool ct_write_all(int fd, const void *buf, size_t n)
+{
+    const uint8_t *p = buf;
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return false;
+        p += w;
+        n -= (size_t)w;
+    }
+    return true;
+}
+
+bool ct_read_all(int fd, void *buf, size_t n)
+{
+    uint8_t *p = buf;
+    while (n > 0) {
+        ssize_t r = read(fd, p, n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return false;
+        p += r;
+        n -= (size_t)r;
+    }
+    return true;
 }

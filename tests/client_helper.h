@@ -30,5 +30,14 @@ long ct_client_sessions(const char *sock, pid_t pid);
 bool ct_scavenge(const char *sock);
 /* The daemon's heap verifier: true when every invariant holds. */
 bool ct_verify(const char *sock, char *msg, size_t len);
+/* After the test's processes are gone: Scavenge, then Stats and Verify.
+ * True when no session is left, the verifier passes, and no object is live
+ * (max_objects 0: no byte either) or at most max_objects are; otherwise
+ * false, having said what on stderr. */
+bool ct_nothing_live(const char *sock, uint64_t max_objects);
+
+/* write/read all n bytes (EINTR retried); false on an error or EOF. */
+bool ct_write_all(int fd, const void *buf, size_t n);
+bool ct_read_all(int fd, void *buf, size_t n);
 
 #endif /* CT_HELPER_H */

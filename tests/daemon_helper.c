@@ -234,3 +234,27 @@ void dh_dump_log(const dh_daemon_t *d)
         fputs(line, stderr);
     fclose(f);
 }
+
+dh_daemon_t *dh_start_client(const char *const *args)
+{
+    dh_daemon_t *d = dh_new();
+    if (d == NULL || dh_start(d, args) != 0) {
+        fprintf(stderr, "cannot start spand\n");
+        if (d) {
+            dh_dump_log(d);
+            dh_cleanup(d);
+        }
+        return NULL;
+    }
+    setenv("SPAND_SOCKET", d->sock, 1);
+    return d;
+}
+
+int dh_finish(dh_daemon_t *d)
+{
+    int st = dh_stop(d);
+    if (st != 0)
+        dh_dump_log(d);
+    dh_cleanup(d);
+    return st == 0 ? 0 : -1;
+}

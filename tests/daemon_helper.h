@@ -51,6 +51,14 @@ void dh_stop_all(void);
 /* Print the daemon's log to stderr (after a failure). */
 void dh_dump_log(const dh_daemon_t *d);
 
+/* For a client test: dh_new and dh_start with `args`, and $SPAND_SOCKET set
+ * to its socket.  NULL when it does not start (its log printed). */
+dh_daemon_t *dh_start_client(const char *const *args);
+
+/* dh_stop, then dh_cleanup: 0, or -1 (its log printed) when it did not
+ * exit cleanly. */
+int dh_finish(dh_daemon_t *d);
+
 /* Wait for a child for at most `ms` milliseconds; its status or -1. */
 int dh_waitpid_timeout(pid_t pid, int *status, unsigned ms);
 

@@ -39,15 +39,8 @@ static dh_daemon_t *daemon_;
  * SPAND_SOCKET. */
 static int daemon_start_with(const char *const *args)
 {
-    daemon_ = dh_new();
-    if (daemon_ == NULL || dh_start(daemon_, args) != 0) {
-        fprintf(stderr, "cannot start spand\n");
-        if (daemon_)
-            dh_dump_log(daemon_);
-        return -1;
-    }
-    setenv("SPAND_SOCKET", daemon_->sock, 1);
-    return 0;
+    daemon_ = dh_start_client(args);
+    return daemon_ ? 0 : -1;
 }
 
 static int suite_start(void)
@@ -59,11 +52,7 @@ static int suite_start(void)
 static int suite_stop(void)
 {
     spc_detach();
-    int st = dh_stop(daemon_);
-    if (st != 0)
-        dh_dump_log(daemon_);
-    dh_cleanup(daemon_);
-    return st == 0 ? 0 : -1;
+    return dh_finish(daemon_);
 }
 
 /* The byte pattern of an object: derived from its arena offset (so the
@@ -96,50 +85,18 @@ static bool check(const void *p, size_t n)
  * stacks until the daemon sweeps them; Scavenge sweeps every full one now. */
 static void assert_nothing_live(void)
 {
-    uint64_t objs = 1, bytes = 1;
-    uint32_t clients = 1;
-    CU_ASSERT(ct_scavenge(daemon_->sock));
-    CU_ASSERT_FATAL(ct_stats(daemon_->sock, &objs, &bytes, &clients));
-    CU_ASSERT_EQUAL(objs, 0);
-    CU_ASSERT_EQUAL(bytes, 0);
-    CU_ASSERT_EQUAL(clients, 0);
-    if (objs || bytes || clients)
-        fprintf(stderr, "live objects %llu, bytes %llu, clients %u\n",
-                (unsigned long long)objs, (unsigned long long)bytes, clients);
-    char msg[256];
-    bool ok = ct_verify(daemon_->sock, msg, sizeof msg);
-    CU_ASSERT(ok);
-    if (!ok)
-        fprintf(stderr, "verify: %s\n", msg);
+    CU_ASSERT(ct_nothing_live(daemon_->sock, 0));
 }
 
 static void xwrite(int fd, const void *buf, size_t n)
 {
-    const uint8_t *p = buf;
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            _exit(90);
-        p += w;
-        n -= (size_t)w;
-    }
+    if (!ct_write_all(fd, buf, n))
+        _exit(90);
 }
 
 static bool xread(int fd, void *buf, size_t n)
 {
-    uint8_t *p = buf;
-    while (n > 0) {
-        ssize_t r = read(fd, p, n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return false;
-        p += r;
-        n -= (size_t)r;
-    }
-    return true;
+    return ct_read_all(fd, buf, n);
 }
 
 /* A child process and two pipes to talk to it: up (child to parent), down

@@ -198,36 +198,9 @@ typedef struct chan_s {
 
 static void chan_send(chan_t *c, counts_t *cnt)
 {
-    const uint8_t *p = (const uint8_t *)&c->out;
-    size_t left = sizeof c->out;
-    while (left > 0) {
-        ssize_t w = write(c->wr, p, left);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            cnt->errors++;
-            break;
-        }
-        p += w;
-        left -= (size_t)w;
-    }
+    if (!ct_write_all(c->wr, &c->out, sizeof c->out))
+        cnt->errors++;
     c->out.n = 0;
-}
-
-static bool chan_recv(int fd, block_t *b)
-{
-    uint8_t *p = (uint8_t *)b;
-    size_t left = sizeof *b;
-    while (left > 0) {
-        ssize_t r = read(fd, p, left);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return false;
-        p += r;
-        left -= (size_t)r;
-    }
-    return true;
 }
 
 /* Check and free the object of record r (the consumer's side). */
@@ -263,7 +236,7 @@ static void *consumer_gen(void *arg)
     unsigned blocks = 1 + (unsigned)(next_rand(&c->rng) % 64);
     block_t b;
     while (blocks-- > 0) {
-        if (!chan_recv(c->fd, &b)) {
+        if (!ct_read_all(c->fd, &b, sizeof b)) {
             c->errors++;
             c->done = true;
             return NULL;
@@ -404,6 +377,25 @@ static void *get(size_t n, uint64_t *rng, counts_t *cnt)
     return p;
 }
 
+/* A new object of a random size, marked live and filled with the pattern
+ * of the next serial, its record in *r; NULL when refused. */
+static void *new_object(uint64_t *rng, uint64_t *serial, counts_t *cnt, rec_t *r)
+{
+    size_t n = pick_size(rng);
+    void *p = get(n, rng, cnt);
+    if (p == NULL)
+        return NULL;
+    *r = (rec_t){ spc_offset(p), n, ++*serial };
+    if (!mark(r->off, n, true)) {
+        cnt->errors++;
+        fprintf(stderr, "stress: pid %ld got a live object at offset %#llx (%zu bytes)\n",
+                (long)getpid(), (unsigned long long)r->off, n);
+    }
+    fill(p, n, r->serial);
+    cnt->made++;
+    return p;
+}
+
 /* Realloc local object i to a new size: its head must move with it. */
 static void local_realloc(local_t *l, unsigned i, uint64_t *rng, uint64_t serial, counts_t *cnt)
 {
@@ -472,18 +464,10 @@ static void stress_child(int k, long ops, int prev, chan_t *self, chan_t *next, 
         if (op % FORK_EVERY == FORK_EVERY - 1) {
             fork_frees(l, &cnt);
         } else if (what < 68 || l->n == 0) {
-            size_t n = pick_size(&rng);
-            void *p = get(n, &rng, &cnt);
+            rec_t r;
+            void *p = new_object(&rng, &serial, &cnt, &r);
             if (p == NULL)
                 continue;
-            rec_t r = { spc_offset(p), n, ++serial };
-            if (!mark(r.off, n, true)) {
-                cnt.errors++;
-                fprintf(stderr, "stress: process %d got a live object at offset %#llx "
-                        "(%zu bytes)\n", k, (unsigned long long)r.off, n);
-            }
-            fill(p, n, r.serial);
-            cnt.made++;
             unsigned to = (unsigned)(next_rand(&rng) % 10);
             if (to < 4) {
                 if (l->n == LOCAL_MAX)
@@ -568,18 +552,10 @@ static void churn_child(long ops, int report)
             if (next_rand(&rng) & 1)
                 local_free(l, i - 1, &cnt);
         for (unsigned j = 0; j < CHURN_NEW && l->n < CHURN_KEEP && l->n < LOCAL_MAX; j++) {
-            size_t n = pick_size(&rng);
-            void *p = get(n, &rng, &cnt);
+            rec_t r;
+            void *p = new_object(&rng, &serial, &cnt, &r);
             if (p == NULL)
                 continue;
-            rec_t r = { spc_offset(p), n, ++serial };
-            if (!mark(r.off, n, true)) {
-                cnt.errors++;
-                fprintf(stderr, "stress: the churner got a live object at offset %#llx "
-                        "(%zu bytes)\n", (unsigned long long)r.off, n);
-            }
-            fill(p, n, r.serial);
-            cnt.made++;
             l->r[l->n] = r;
             l->p[l->n++] = p;
         }
@@ -694,25 +670,7 @@ static void test_stress(void)
      * killed churner leaves what it kept (at most LOCAL_MAX objects), what
      * waited in its batches of remote frees (at most 512) and its current
      * tiny blocks (3, each one object to the daemon), and no more */
-    uint64_t objs = 1, bytes = 1;
-    uint32_t clients = 1;
-    CU_ASSERT(ct_scavenge(daemon_->sock));
-    CU_ASSERT_FATAL(ct_stats(daemon_->sock, &objs, &bytes, &clients));
-    if (mode_.kill) {
-        CU_ASSERT(objs <= LOCAL_MAX + 512 + 3);
-    } else {
-        CU_ASSERT_EQUAL(objs, 0);
-        CU_ASSERT_EQUAL(bytes, 0);
-    }
-    CU_ASSERT_EQUAL(clients, 0);
-    if (objs || bytes || clients)
-        fprintf(stderr, "stress: live objects %llu, bytes %llu, clients %u\n",
-                (unsigned long long)objs, (unsigned long long)bytes, clients);
-    char msg[256];
-    bool ok = ct_verify(daemon_->sock, msg, sizeof msg);
-    CU_ASSERT(ok);
-    if (!ok)
-        fprintf(stderr, "stress: verify: %s\n", msg);
+    CU_ASSERT(ct_nothing_live(daemon_->sock, mode_.kill ? LOCAL_MAX + 512 + 3 : 0));
 }
 
 /* ---- the checker checks ---- */
@@ -755,15 +713,8 @@ static int start_daemon(const char *arena_size)
         return -1;
     }
     const char *const args[] = { "-m", arena_size, "--scavenge-interval", "1", NULL };
-    daemon_ = dh_new();
-    if (daemon_ == NULL || dh_start(daemon_, args) != 0) {
-        fprintf(stderr, "cannot start spand\n");
-        if (daemon_)
-            dh_dump_log(daemon_);
-        return -1;
-    }
-    setenv("SPAND_SOCKET", daemon_->sock, 1);
-    return 0;
+    daemon_ = dh_start_client(args);
+    return daemon_ ? 0 : -1;
 }
 
 static int suite_start(void)
@@ -795,13 +746,9 @@ static int suite_start_full(void)
 
 static int suite_stop(void)
 {
-    int st = dh_stop(daemon_);
-    if (st != 0)
-        dh_dump_log(daemon_);
-    dh_cleanup(daemon_);
     munmap((void *)bytemap, COVER / 8);
     munmap((void *)granmap, GRANMAP_BYTES);
-    return st == 0 ? 0 : -1;
+    return dh_finish(daemon_);
 }
 
 int main(void)
