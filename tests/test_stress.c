@@ -359,7 +359,7 @@ static void *get(size_t n, uint64_t *rng, counts_t *cnt)
                     break;
                 }
     } else if (how == 1) {
-        size_t align = (size_t)1 << (next_rand(rng) % 13);     /* 1 .. 4 KiB */
+        size_t align = (size_t)1 << (next_rand(rng) % 17);     /* 1 B .. 64 KiB */
         p = spc_aligned_alloc(align, n);
         if (p != NULL && ((uintptr_t)p & (align - 1)) != 0) {
             cnt->errors++;
