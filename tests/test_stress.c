@@ -634,6 +634,8 @@ static void test_stress(void)
         sum.reallocs += c.reallocs, sum.refused += c.refused, sum.errors += c.errors;
     }
     close(report[0]);
+    if (mode_.kill)
+        kill(pids[NPROC], SIGKILL);   /* killed already, unless the ring was quicker */
     for (int k = 0; k <= NPROC; k++) {
         int st = -1;
         bool killed = mode_.kill && k == NPROC;
