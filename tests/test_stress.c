@@ -1,7 +1,7 @@
 /* See shm/layout.h for the overview.
  *
- * The stress test: NPROC processes in a ring, each with a producer thread
- * and two consumer threads, run a random mix of everything a client does
+ * The stress test: NPROC processes in a ring, each with NPROD producer
+ * threads and two consumer threads, run a random mix of everything a client does
  * with objects of every kind of size (tiny, every class, large, aligned,
  * calloc, realloc), and every way an object is freed: by the thread that
  * allocated it, by another thread of its process, by another process; in
@@ -49,6 +49,7 @@
 
 enum {
     NPROC = 3,
+    NPROD = 2,                   /* producer threads a process */
     STRESS_OPS = 120000,         /* producer steps a process, by default */
     LOCAL_MAX = 2048,            /* objects a producer keeps to free itself */
     BLOCK = 48,                  /* records a block on a channel */
@@ -192,7 +193,7 @@ static size_t pick_size(uint64_t *rng)
 
 /* A channel: blocks of records through a pipe. */
 typedef struct chan_s {
-    int rd, wr;
+    int wr;
     block_t out;                 /* the writer's pending block */
 } chan_t;
 
@@ -225,6 +226,7 @@ static void free_rec(const rec_t *r, long *errors)
  * its cache are pushed when it exits). */
 typedef struct consumer_s {
     int fd;
+    int writers;                 /* end blocks to wait for */
     uint64_t rng;
     long freed, errors;
     bool done;
@@ -242,8 +244,11 @@ static void *consumer_gen(void *arg)
             return NULL;
         }
         if (b.n == 0) {
-            c->done = true;
-            return NULL;
+            if (--c->writers == 0) {
+                c->done = true;
+                return NULL;
+            }
+            continue;
         }
         for (uint32_t i = 0; i < b.n; i++)
             free_rec(&b.r[i], &c->errors);
@@ -442,60 +447,98 @@ static void local_realloc(local_t *l, unsigned i, uint64_t *rng, uint64_t serial
     cnt->reallocs++;
 }
 
-static local_t local_;                 /* the producer's, one a process */
+/* A producer thread: allocates, frees, reallocs; sends to its process's
+ * own consumer thread (chan `self`) and to the next process (chan `next`).
+ * A process's producers share the two pipes (a block is one write, below
+ * PIPE_BUF, so blocks do not interleave), each with its own pending block;
+ * each ends with an end block on both. */
+typedef struct producer_s {
+    int k, idx;                  /* process, producer in it */
+    long ops;
+    chan_t self, next;
+    local_t local;
+    counts_t cnt;
+} producer_t;
 
-/* Process k: allocates, frees, reallocs; sends to its own consumer thread
- * (chan `self`) and to process k+1 (chan `next`); frees what process k-1
- * sends (fd `prev`).  Reports its counts on `report`. */
-static void stress_child(int k, long ops, int prev, chan_t *self, chan_t *next, int report)
+static void *producer_run(void *arg)
 {
-    uint64_t rng = 0x57e55 + 7919u * (uint64_t)(k + 1);
-    counts_t cnt = { 0 };
-    consumer_t from_self = { .fd = self->rd, .rng = rng ^ 1 };
-    consumer_t from_prev = { .fd = prev, .rng = rng ^ 2 };
-    pthread_t t1, t2;
-    if (pthread_create(&t1, NULL, consumer_run, &from_self) != 0 ||
-        pthread_create(&t2, NULL, consumer_run, &from_prev) != 0)
-        _exit(5);
-    local_t *l = &local_;
-    uint64_t serial = (uint64_t)k << 56;
-    for (long op = 0; op < ops; op++) {
+    producer_t *pr = arg;
+    uint64_t rng = 0x57e55 + 7919u * (uint64_t)(pr->k + 1) + 104729u * (uint64_t)pr->idx;
+    local_t *l = &pr->local;
+    counts_t *cnt = &pr->cnt;
+    chan_t *self = &pr->self, *next = &pr->next;
+    uint64_t serial = (uint64_t)pr->k << 56 | (uint64_t)pr->idx << 48;
+    for (long op = 0; op < pr->ops; op++) {
         unsigned what = (unsigned)(next_rand(&rng) % 100);
         if (op % FORK_EVERY == FORK_EVERY - 1) {
-            fork_frees(l, &cnt);
+            fork_frees(l, cnt);
         } else if (what < 68 || l->n == 0) {
             rec_t r;
-            void *p = new_object(&rng, &serial, &cnt, &r);
+            void *p = new_object(&rng, &serial, cnt, &r);
             if (p == NULL)
                 continue;
             unsigned to = (unsigned)(next_rand(&rng) % 10);
             if (to < 4) {
                 if (l->n == LOCAL_MAX)
-                    local_free(l, (unsigned)(next_rand(&rng) % l->n), &cnt);
+                    local_free(l, (unsigned)(next_rand(&rng) % l->n), cnt);
                 l->r[l->n] = r;
                 l->p[l->n++] = p;
             } else if (to < 7) {
-                add(self, &r, &rng, &cnt);
+                add(self, &r, &rng, cnt);
             } else {
-                add(next, &r, &rng, &cnt);
+                add(next, &r, &rng, cnt);
             }
         } else if (what < 90) {
-            local_free(l, (unsigned)(next_rand(&rng) % l->n), &cnt);
+            local_free(l, (unsigned)(next_rand(&rng) % l->n), cnt);
         } else if (what < 97) {
-            local_realloc(l, (unsigned)(next_rand(&rng) % l->n), &rng, ++serial, &cnt);
+            local_realloc(l, (unsigned)(next_rand(&rng) % l->n), &rng, ++serial, cnt);
         } else {
             /* a short block now and then: not every batch a full run */
-            flush(next_rand(&rng) & 1 ? self : next, &rng, next_rand(&rng) & 1, &cnt);
+            flush(next_rand(&rng) & 1 ? self : next, &rng, next_rand(&rng) & 1, cnt);
         }
     }
     while (l->n > 0)
-        local_free(l, l->n - 1, &cnt);
-    flush(self, &rng, false, &cnt);
-    flush(next, &rng, false, &cnt);
-    chan_send(self, &cnt);            /* n 0: the end */
-    chan_send(next, &cnt);
+        local_free(l, l->n - 1, cnt);
+    flush(self, &rng, false, cnt);
+    flush(next, &rng, false, cnt);
+    chan_send(self, cnt);             /* n 0: the end */
+    chan_send(next, cnt);
+    return NULL;
+}
+
+/* Process k: NPROD producer threads and two consumers, one of its own
+ * producers' objects (fd self_rd), one of process k-1's (fd prev).
+ * Reports its counts on `report`. */
+static void stress_child(int k, long ops, int prev, int self_rd, int self_wr, int next_wr,
+                         int report)
+{
+    uint64_t rng = 0x57e55 + 7919u * (uint64_t)(k + 1);
+    consumer_t from_self = { .fd = self_rd, .rng = rng ^ 1, .writers = NPROD };
+    consumer_t from_prev = { .fd = prev, .rng = rng ^ 2, .writers = NPROD };
+    pthread_t t1, t2, pt[NPROD];
+    if (pthread_create(&t1, NULL, consumer_run, &from_self) != 0 ||
+        pthread_create(&t2, NULL, consumer_run, &from_prev) != 0)
+        _exit(5);
+    producer_t *pr = calloc(NPROD, sizeof *pr);
+    if (pr == NULL)
+        _exit(5);
+    for (int j = 0; j < NPROD; j++) {
+        pr[j] = (producer_t){ .k = k, .idx = j, .ops = ops / NPROD };
+        pr[j].self.wr = self_wr, pr[j].next.wr = next_wr;
+        if (j > 0 && pthread_create(&pt[j], NULL, producer_run, &pr[j]) != 0)
+            _exit(5);
+    }
+    producer_run(&pr[0]);                       /* this thread is one */
+    for (int j = 1; j < NPROD; j++)
+        pthread_join(pt[j], NULL);
     pthread_join(t1, NULL);
     pthread_join(t2, NULL);
+    counts_t cnt = { 0 };
+    for (int j = 0; j < NPROD; j++) {
+        cnt.made += pr[j].cnt.made, cnt.freed_local += pr[j].cnt.freed_local;
+        cnt.freed_fork += pr[j].cnt.freed_fork, cnt.reallocs += pr[j].cnt.reallocs;
+        cnt.refused += pr[j].cnt.refused, cnt.errors += pr[j].cnt.errors;
+    }
     cnt.freed_thread = from_self.freed;
     cnt.freed_proc = from_prev.freed;
     cnt.errors += from_self.errors + from_prev.errors;
@@ -545,7 +588,9 @@ static void churn_child(long ops, int report)
 {
     uint64_t rng = 0xc4a27u;
     counts_t cnt = { 0 };
-    local_t *l = &local_;
+    local_t *l = calloc(1, sizeof *l);
+    if (l == NULL)
+        _exit(5);
     uint64_t serial = (uint64_t)NPROC << 56;
     for (long round = 0; mode_.kill || round < ops / CHURN_EVERY; round++) {
         for (unsigned i = l->n; i > 0; i--)             /* earlier sessions' */
@@ -600,8 +645,6 @@ static void test_stress(void)
         if (pids[k] == 0) {
             /* k writes procpipe[k], reads procpipe[k-1] */
             int prev = procpipe[(k + NPROC - 1) % NPROC][0];
-            chan_t self = { selfpipe[k][0], selfpipe[k][1], { 0 } };
-            chan_t next = { -1, procpipe[k][1], { 0 } };
             for (int j = 0; j < NPROC; j++) {
                 if (procpipe[j][0] != prev)
                     close(procpipe[j][0]);
@@ -609,7 +652,8 @@ static void test_stress(void)
                     close(procpipe[j][1]), close(selfpipe[j][0]), close(selfpipe[j][1]);
             }
             close(report[0]);
-            stress_child(k, ops, prev, &self, &next, report[1]);
+            stress_child(k, ops, prev, selfpipe[k][0], selfpipe[k][1], procpipe[k][1],
+                         report[1]);
         }
     }
     for (int k = 0; k < NPROC; k++) {
@@ -757,7 +801,7 @@ int main(void)
 {
     CU_TestInfo tests[] = {
         { "the live map and the pattern catch what they must", test_live_map },
-        { "3 processes x 3 threads: a random mix of every size and every free",
+        { "3 processes x 4 threads and a churner: a random mix of every size and free",
           test_stress },
         CU_TEST_INFO_NULL,
     };
