@@ -94,11 +94,6 @@ static void xwrite(int fd, const void *buf, size_t n)
         _exit(90);
 }
 
-static bool xread(int fd, void *buf, size_t n)
-{
-    return ct_read_all(fd, buf, n);
-}
-
 /* A child process and two pipes to talk to it: up (child to parent), down
  * (parent to child). */
 typedef struct kid_s {
@@ -1200,7 +1195,7 @@ static void test_large_burst_killed(void)
         _exit(0);
     }
     uint64_t off[N];
-    CU_ASSERT_FATAL(xread(k.up[0], off, sizeof off));
+    CU_ASSERT_FATAL(ct_read_all(k.up[0], off, sizeof off));
     CU_ASSERT_FATAL(pool_stats(&s1));
     CU_ASSERT_EQUAL(s1.large_allocs - s0.large_allocs, N + 3);
     CU_ASSERT_EQUAL(s1.pool_bytes, s0.pool_bytes + 3 * PSZ);   /* its cache */
@@ -1650,7 +1645,7 @@ static void test_exit_without_detach(void)
         exit(0);                                /* no spc_detach */
     }
     uint64_t offs[3 * 3];
-    CU_ASSERT_FATAL(xread(k.up[0], offs, sizeof offs));
+    CU_ASSERT_FATAL(ct_read_all(k.up[0], offs, sizeof offs));
     kid_reap(&k, 10000);
     for (int n = 0; n < 9; n++) {               /* the last piece of each block */
         uint8_t *t = spc_pointer(offs[n]);
@@ -1691,7 +1686,7 @@ static void *kid_hold_and_close(const kid_t *k)
         _exit(2);
     kid_close_others(k);
     xwrite(k->up[1], "c", 1);
-    if (!xread(k->down[0], &c, 1))
+    if (!ct_read_all(k->down[0], &c, 1))
         _exit(3);
     return p;
 }
@@ -1712,7 +1707,7 @@ static void test_closed_connection_keeps_spans(void)
             n++;
         xwrite(up[1], &n, sizeof n);
         xwrite(up[1], v, n * sizeof v[0]);
-        if (!xread(down[0], &c, 1))
+        if (!ct_read_all(down[0], &c, 1))
             _exit(3);
         for (uint32_t i = 0; i < n; i++)        /* into spans it holds: no daemon */
             spc_free(v[i]);
@@ -1720,7 +1715,7 @@ static void test_closed_connection_keeps_spans(void)
         _exit(0);
     }
     char c;
-    CU_ASSERT_FATAL(xread(up[0], &c, 1));       /* its socket is closed */
+    CU_ASSERT_FATAL(ct_read_all(up[0], &c, 1));       /* its socket is closed */
     struct timespec ts = { 0, 200 * 1000 * 1000 };
     nanosleep(&ts, NULL);                       /* the daemon has seen it */
     CU_ASSERT(ct_client_spans(daemon_->sock, pid) > 0);   /* session kept */
@@ -1733,8 +1728,8 @@ static void test_closed_connection_keeps_spans(void)
     xwrite(down[1], "x", 1);
     uint32_t n = 0;
     void *theirs[64];
-    CU_ASSERT_FATAL(xread(up[0], &n, sizeof n) && n > 0 && n <= 64);
-    CU_ASSERT_FATAL(xread(up[0], theirs, n * sizeof theirs[0]));
+    CU_ASSERT_FATAL(ct_read_all(up[0], &n, sizeof n) && n > 0 && n <= 64);
+    CU_ASSERT_FATAL(ct_read_all(up[0], theirs, n * sizeof theirs[0]));
     uint32_t shared = 0;
     for (uint32_t i = 0; i < mine.n; i++) {
         CU_ASSERT_PTR_NOT_NULL(mine.v[i]);
@@ -1770,19 +1765,19 @@ static void test_reattach_ends_kept_session(void)
         if (spc_attach(NULL) != 0 || (p = spc_malloc(CLOSED_SIZE)) == NULL)
             _exit(4);
         xwrite(up[1], "a", 1);
-        if (!xread(down[0], &c, 1))
+        if (!ct_read_all(down[0], &c, 1))
             _exit(3);
         spc_free(p);
         spc_detach();
         _exit(0);
     }
     char c;
-    CU_ASSERT_FATAL(xread(up[0], &c, 1));       /* its socket is closed */
+    CU_ASSERT_FATAL(ct_read_all(up[0], &c, 1));       /* its socket is closed */
     nanosleep(&(struct timespec){ 0, 200 * 1000 * 1000 }, NULL);
     CU_ASSERT_EQUAL(ct_client_sessions(daemon_->sock, pid), 1);
     CU_ASSERT(ct_client_spans(daemon_->sock, pid) > 0);      /* kept */
     xwrite(down[1], "x", 1);
-    CU_ASSERT_FATAL(xread(up[0], &c, 1));       /* attached again, allocated */
+    CU_ASSERT_FATAL(ct_read_all(up[0], &c, 1));       /* attached again, allocated */
     CU_ASSERT_EQUAL(ct_client_sessions(daemon_->sock, pid), 1);  /* the new one only */
     xwrite(down[1], "x", 1);
     kid_reap(&k, 10000);
@@ -1811,13 +1806,13 @@ static void exec_ends_session(bool close_first)
         if (close_first)
             kid_close_others(&k);           /* the connection among them */
         xwrite(up[1], "c", 1);
-        if (!xread(down[0], &c, 1))
+        if (!ct_read_all(down[0], &c, 1))
             _exit(3);
         execl("/bin/sleep", "sleep", "30", (char *)NULL);
         _exit(4);
     }
     char c;
-    CU_ASSERT_FATAL(xread(up[0], &c, 1));
+    CU_ASSERT_FATAL(ct_read_all(up[0], &c, 1));
     if (close_first)
         nanosleep(&(struct timespec){ 0, 200 * 1000 * 1000 }, NULL);
     CU_ASSERT(ct_client_spans(daemon_->sock, pid) > 0);   /* a session with spans */
@@ -1857,21 +1852,21 @@ static void test_detach_releases(void)
         for (int i = 0; i < 1000; i++)
             p[i] = spc_malloc((size_t)i * 3 + 1);
         xwrite(up[1], "a", 1);                  /* allocated */
-        if (!xread(down[0], &c, 1))
+        if (!ct_read_all(down[0], &c, 1))
             _exit(3);
         for (int i = 0; i < 1000; i++)
             spc_free(p[i]);
         spc_detach();
         xwrite(up[1], "d", 1);                  /* detached */
-        if (!xread(down[0], &c, 1))
+        if (!ct_read_all(down[0], &c, 1))
             _exit(3);
         _exit(0);
     }
     char c;
-    CU_ASSERT_FATAL(xread(up[0], &c, 1));
+    CU_ASSERT_FATAL(ct_read_all(up[0], &c, 1));
     CU_ASSERT(ct_client_spans(daemon_->sock, pid) > 10);
     xwrite(down[1], "x", 1);
-    CU_ASSERT_FATAL(xread(up[0], &c, 1));
+    CU_ASSERT_FATAL(ct_read_all(up[0], &c, 1));
     CU_ASSERT_EQUAL(ct_client_spans(daemon_->sock, pid), -1);   /* session gone */
     assert_nothing_live();                      /* while it still runs */
     xwrite(down[1], "x", 1);
@@ -1913,7 +1908,7 @@ static void test_fork_inherit(void)
             xwrite(up[1], &n, sizeof n);
         }
         char c;
-        if (!xread(down[0], &c, 1))     /* the parent freed them all */
+        if (!ct_read_all(down[0], &c, 1))     /* the parent freed them all */
             _exit(3);
         spc_detach();
         _exit(bad ? 1 : 0);
@@ -1922,7 +1917,7 @@ static void test_fork_inherit(void)
     for (int i = 0; i < N; i++) {
         void *p;
         size_t n;
-        CU_ASSERT_FATAL(xread(up[0], &p, sizeof p) && xread(up[0], &n, sizeof n));
+        CU_ASSERT_FATAL(ct_read_all(up[0], &p, sizeof p) && ct_read_all(up[0], &n, sizeof n));
         bad += !check(p, n);
         spc_free(p);
     }
@@ -1958,7 +1953,7 @@ static void *ring_consumer(void *arg)
     consumer_t *c = arg;
     rec_t buf[BATCH];
     for (;;) {
-        if (!xread(c->in, buf, sizeof buf)) {
+        if (!ct_read_all(c->in, buf, sizeof buf)) {
             c->errors++;
             return NULL;
         }
@@ -2006,7 +2001,7 @@ static void ring_child(int k, int in, int out, int report, int go)
     long result[4] = { made, fails, cons.objects, cons.errors };
     xwrite(report, result, sizeof result);
     char c;
-    if (!xread(go, &c, 1))      /* every process has freed what it got */
+    if (!ct_read_all(go, &c, 1))      /* every process has freed what it got */
         _exit(3);
     spc_detach();
     _exit(0);
@@ -2043,7 +2038,7 @@ static void test_ring_load(void)
     long made = 0, fails = 0, consumed = 0, errors = 0;
     for (int k = 0; k < NPROC; k++) {
         long r[4];
-        CU_ASSERT_FATAL(xread(report[0], r, sizeof r));
+        CU_ASSERT_FATAL(ct_read_all(report[0], r, sizeof r));
         made += r[0], fails += r[1], consumed += r[2], errors += r[3];
     }
     CU_ASSERT_EQUAL(fails, 0);
