@@ -552,9 +552,11 @@ static void stress_child(int k, long ops, int prev, int self_rd, int self_wr, in
 }
 
 /* While the processes run, the parent asks for what an operator would:
- * Scavenge (`spanctl release`: central swept, free pages given back) and
- * Stats, every 20 ms, so that the daemon works on central's spans while
- * frees keep landing in them. */
+ * Scavenge (`spanctl release`: central swept, free pages given back),
+ * Stats and Verify, every 20 ms, so that the daemon works on central's
+ * spans while frees keep landing in them, and its heap is checked while
+ * clients change it (the verifier holds with sessions open, doc/design.md
+ * 1.9). */
 static struct {
     _Atomic bool stop;
     long calls, failed;
@@ -569,6 +571,11 @@ static void *operator_thread(void *arg)
         uint32_t clients;
         if (!ct_scavenge(daemon_->sock) || !ct_stats(daemon_->sock, &objs, &bytes, &clients))
             ops_.failed++;
+        char vmsg[256];
+        if (!ct_verify(daemon_->sock, vmsg, sizeof vmsg)) {
+            ops_.failed++;
+            fprintf(stderr, "stress: verify while running: %s\n", vmsg);
+        }
         if (++ops_.calls == 5 && ops_.victim > 0)
             kill(ops_.victim, SIGKILL);
         usleep(20000);
@@ -696,8 +703,8 @@ static void test_stress(void)
     pthread_join(op, NULL);
     fprintf(stderr, "stress: %d processes and a churner, %ld steps each: %ld objects (%ld freed by their "
             "thread, %ld by another thread, %ld by another process, %ld by fork children), "
-            "%ld reallocs, %ld refused (ENOMEM), %ld errors; %ld Scavenge and Stats "
-            "meanwhile\n", NPROC, ops, sum.made, sum.freed_local, sum.freed_thread,
+            "%ld reallocs, %ld refused (ENOMEM), %ld errors; %ld Scavenge, Stats and "
+            "Verify meanwhile\n", NPROC, ops, sum.made, sum.freed_local, sum.freed_thread,
             sum.freed_proc, sum.freed_fork, sum.reallocs, sum.refused, sum.errors, ops_.calls);
     CU_ASSERT_EQUAL(ops_.failed, 0);
     CU_ASSERT(ops_.calls > 0);
