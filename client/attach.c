@@ -175,18 +175,22 @@ spci_cache_t *spci_cache_create(void)
     /* a page of slack buys the choice of page offset (aligned_alloc wants
      * a multiple of the alignment) */
     size_t len = (sizeof(spci_cache_t) + 2 * SPCI_ALIAS_BYTES - 1) & ~(size_t)(SPCI_ALIAS_BYTES - 1);
+    uintptr_t at = cache_place();
+    /* allocated and linked under the lock, which fork_prepare takes: a
+     * child forked meanwhile holds no cache memory it cannot reach */
+    pthread_mutex_lock(&spci_proc.lock);
     void *mem = aligned_alloc(SPCI_ALIAS_BYTES, len);
     if (mem == NULL) {
+        pthread_mutex_unlock(&spci_proc.lock);
         errno = ENOMEM;
         return NULL;
     }
-    spci_cache_t *c = (spci_cache_t *)((uint8_t *)mem + cache_place());
+    spci_cache_t *c = (spci_cache_t *)((uint8_t *)mem + at);
     memset(c, 0, sizeof *c);
     c->mem = mem;
     c->tls = &spci_tls;
     spci_cache_init_bins(c);
     c->tid = spci_gettid();
-    pthread_mutex_lock(&spci_proc.lock);
     c->tls->map = fmap;
     c->next = spci_proc.caches;
     if (c->next)
