@@ -506,6 +506,10 @@ static void *producer_run(void *arg)
     return NULL;
 }
 
+/* In a global, so that a fork child (which has only the forking producer's
+ * thread) can still reach the other's: LeakSanitizer checks at its exit. */
+static producer_t *producers_;
+
 /* Process k: NPROD producer threads and two consumers, one of its own
  * producers' objects (fd self_rd), one of process k-1's (fd prev).
  * Reports its counts on `report`. */
@@ -519,7 +523,7 @@ static void stress_child(int k, long ops, int prev, int self_rd, int self_wr, in
     if (pthread_create(&t1, NULL, consumer_run, &from_self) != 0 ||
         pthread_create(&t2, NULL, consumer_run, &from_prev) != 0)
         _exit(5);
-    producer_t *pr = calloc(NPROD, sizeof *pr);
+    producer_t *pr = producers_ = calloc(NPROD, sizeof *pr);
     if (pr == NULL)
         _exit(5);
     for (int j = 0; j < NPROD; j++) {
