@@ -161,7 +161,8 @@ static struct {
     bool full;                   /* the arena fills: ENOMEM is an answer */
     bool kill;                   /* the churner runs until SIGKILL */
     unsigned large_pct;          /* share of large requests, in % */
-} mode_ = { false, false, 3 };
+    unsigned ops_div;            /* steps: SPAND_STRESS_OPS (or the default) / this */
+} mode_ = { false, false, 3, 1 };
 
 static uint64_t next_rand(uint64_t *s)
 {
@@ -470,7 +471,7 @@ static void *producer_run(void *arg)
     uint64_t serial = (uint64_t)pr->k << 56 | (uint64_t)pr->idx << 48;
     for (long op = 0; op < pr->ops; op++) {
         unsigned what = (unsigned)(next_rand(&rng) % 100);
-        if (op % FORK_EVERY == FORK_EVERY - 1) {
+        if (op % FORK_EVERY == FORK_EVERY - 1 || op == pr->ops / 2) {
             fork_frees(l, cnt);
         } else if (what < 68 || l->n == 0) {
             rec_t r;
@@ -634,7 +635,7 @@ static long stress_ops(void)
 
 static void test_stress(void)
 {
-    long ops = stress_ops();
+    long ops = stress_ops() / mode_.ops_div;
     int procpipe[NPROC][2], selfpipe[NPROC][2], report[2];
     for (int k = 0; k < NPROC; k++)
         CU_ASSERT_FATAL(pipe(procpipe[k]) == 0 && pipe(selfpipe[k]) == 0);
@@ -759,7 +760,7 @@ static void test_live_map(void)
     CU_ASSERT_FALSE(check(buf, sizeof buf, 7));
 }
 
-static int start_daemon(const char *arena_size)
+static int start_daemon(const char *arena_size, const char *large_pool)
 {
     bytemap = mmap(NULL, COVER / 8, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS |
                    MAP_NORESERVE, -1, 0);
@@ -769,15 +770,16 @@ static int start_daemon(const char *arena_size)
         perror("mmap");
         return -1;
     }
-    const char *const args[] = { "-m", arena_size, "--scavenge-interval", "1", NULL };
+    const char *const args[] = { "-m", arena_size, "--scavenge-interval", "1",
+                                 large_pool ? "--large-pool" : NULL, large_pool, NULL };
     daemon_ = dh_start_client(args);
     return daemon_ ? 0 : -1;
 }
 
 static int suite_start(void)
 {
-    mode_.full = false, mode_.kill = false, mode_.large_pct = 3;
-    return start_daemon(ARENA_SIZE);
+    mode_.full = false, mode_.kill = false, mode_.large_pct = 3, mode_.ops_div = 1;
+    return start_daemon(ARENA_SIZE, NULL);
 }
 
 /* The churner is killed (SIGKILL, at the operator's fifth call) in the
@@ -787,8 +789,18 @@ static int suite_start(void)
  * into them; none of theirs is lost or handed out twice. */
 static int suite_start_kill(void)
 {
-    mode_.full = false, mode_.kill = true, mode_.large_pct = 3;
-    return start_daemon(ARENA_SIZE);
+    mode_.full = false, mode_.kill = true, mode_.large_pct = 3, mode_.ops_div = 1;
+    return start_daemon(ARENA_SIZE, NULL);
+}
+
+/* Large objects one request in six, and a large pool of 1 MiB: most large
+ * frees go back by FreeLarge (sent without waiting for the answer) and
+ * most large allocations are AllocLarge round trips, from every thread of
+ * every process at once.  A quarter of the steps: round trips are slow. */
+static int suite_start_large(void)
+{
+    mode_.full = false, mode_.kill = false, mode_.large_pct = 16, mode_.ops_div = 4;
+    return start_daemon(ARENA_SIZE, "1M");
 }
 
 /* The arena fills: a quarter of the requests large, the producers' own
@@ -797,8 +809,8 @@ static int suite_start_kill(void)
  * twice. */
 static int suite_start_full(void)
 {
-    mode_.full = true, mode_.kill = false, mode_.large_pct = 25;
-    return start_daemon(FULL_ARENA_SIZE);
+    mode_.full = true, mode_.kill = false, mode_.large_pct = 25, mode_.ops_div = 1;
+    return start_daemon(FULL_ARENA_SIZE, NULL);
 }
 
 static int suite_stop(void)
@@ -824,10 +836,17 @@ int main(void)
         { "the same with the churner killed: the others lose nothing", test_stress },
         CU_TEST_INFO_NULL,
     };
+    CU_TestInfo large[] = {
+        { "the same with a 1 MiB large pool: FreeLarge and AllocLarge from everyone",
+          test_stress },
+        CU_TEST_INFO_NULL,
+    };
     CU_SuiteInfo suites[] = {
         { "stress", suite_start, suite_stop, NULL, NULL, tests },
         { "stress, a process killed", suite_start_kill, suite_stop, NULL, NULL, killed },
         { "stress, full arena", suite_start_full, suite_stop, NULL, NULL, full },
+        { "stress, large objects past the pool", suite_start_large, suite_stop, NULL, NULL,
+          large },
         CU_SUITE_INFO_NULL,
     };
     signal(SIGPIPE, SIG_IGN);
