@@ -206,10 +206,13 @@ static bool conn_keep(spd_conn_t *c)
     if (poll(&pfd, 1, 0) != 0 || !spd_session_holds(&d->arena, slot))
         return false;                   /* exited (or cannot tell), or holds nothing */
     if (proc_maps_arena(c->pid, &d->arena) == 0) {
+        /* the kernel closed it at exec; or the process is exiting: exit
+         * drops its mappings before it closes its files, and its pidfd
+         * turns readable only after both */
         log_info("conn=%llu session=%u pid=%ld closed its connection and no longer maps "
-                 "the arena (an exec): its session ends now", (unsigned long long)c->num,
-                 c->session, (long)c->pid);
-        return false;                   /* the kernel closed it at exec, say */
+                 "the arena (it exec'd, or is exiting): its session ends now",
+                 (unsigned long long)c->num, c->session, (long)c->pid);
+        return false;
     }
     c->exit_ev = event_new(d->base, c->pidfd, EV_READ, conn_exit_cb, c);
     struct timeval second = { 1, 0 };
