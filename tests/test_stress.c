@@ -164,6 +164,11 @@ static struct {
     unsigned ops_div;            /* steps: SPAND_STRESS_OPS (or the default) / this */
 } mode_ = { false, false, 3, 1 };
 
+/* Added to every generator's seed: $SPAND_STRESS_SEED, 0 by default, so
+ * that `make check` runs the same mix each time and a soak can try others
+ * (the summary line names it, to run a failing mix again). */
+static uint64_t seed_;
+
 static uint64_t next_rand(uint64_t *s)
 {
     uint64_t x = *s;            /* xorshift64* */
@@ -464,7 +469,7 @@ typedef struct producer_s {
 static void *producer_run(void *arg)
 {
     producer_t *pr = arg;
-    uint64_t rng = 0x57e55 + 7919u * (uint64_t)(pr->k + 1) + 104729u * (uint64_t)pr->idx;
+    uint64_t rng = seed_ + 0x57e55 + 7919u * (uint64_t)(pr->k + 1) + 104729u * (uint64_t)pr->idx;
     local_t *l = &pr->local;
     counts_t *cnt = &pr->cnt;
     chan_t *self = &pr->self, *next = &pr->next;
@@ -517,7 +522,7 @@ static producer_t *producers_;
 static void stress_child(int k, long ops, int prev, int self_rd, int self_wr, int next_wr,
                          int report)
 {
-    uint64_t rng = 0x57e55 + 7919u * (uint64_t)(k + 1);
+    uint64_t rng = seed_ + 0x57e55 + 7919u * (uint64_t)(k + 1);
     consumer_t from_self = { .fd = self_rd, .rng = rng ^ 1, .writers = NPROD };
     consumer_t from_prev = { .fd = prev, .rng = rng ^ 2, .writers = NPROD };
     pthread_t t1, t2, pt[NPROD];
@@ -598,7 +603,7 @@ enum { CHURN_EVERY = 600, CHURN_NEW = 200, CHURN_KEEP = 4096 };
 
 static void churn_child(long ops, int report)
 {
-    uint64_t rng = 0xc4a27u;
+    uint64_t rng = seed_ + 0xc4a27u;
     counts_t cnt = { 0 };
     local_t *l = calloc(1, sizeof *l);
     if (l == NULL)
@@ -626,6 +631,12 @@ static void churn_child(long ops, int report)
     exit(0);
 }
 
+static void stress_seed(void)
+{
+    const char *e = getenv("SPAND_STRESS_SEED");
+    seed_ = e ? strtoull(e, NULL, 0) * 0x9e3779b97f4a7c15ull : 0;
+}
+
 static long stress_ops(void)
 {
     const char *e = getenv("SPAND_STRESS_OPS");
@@ -636,6 +647,7 @@ static long stress_ops(void)
 static void test_stress(void)
 {
     long ops = stress_ops() / mode_.ops_div;
+    stress_seed();
     int procpipe[NPROC][2], selfpipe[NPROC][2], report[2];
     for (int k = 0; k < NPROC; k++)
         CU_ASSERT_FATAL(pipe(procpipe[k]) == 0 && pipe(selfpipe[k]) == 0);
@@ -706,10 +718,11 @@ static void test_stress(void)
     }
     atomic_store(&ops_.stop, true);
     pthread_join(op, NULL);
-    fprintf(stderr, "stress: %d processes and a churner, %ld steps each: %ld objects (%ld freed by their "
+    fprintf(stderr, "stress (seed %s): %d processes and a churner, %ld steps each: %ld objects (%ld freed by their "
             "thread, %ld by another thread, %ld by another process, %ld by fork children), "
             "%ld reallocs, %ld refused (ENOMEM), %ld errors; %ld Scavenge, Stats and "
-            "Verify meanwhile\n", NPROC, ops, sum.made, sum.freed_local, sum.freed_thread,
+            "Verify meanwhile\n", getenv("SPAND_STRESS_SEED") ? getenv("SPAND_STRESS_SEED") : "0",
+            NPROC, ops, sum.made, sum.freed_local, sum.freed_thread,
             sum.freed_proc, sum.freed_fork, sum.reallocs, sum.refused, sum.errors, ops_.calls);
     CU_ASSERT_EQUAL(ops_.failed, 0);
     CU_ASSERT(ops_.calls > 0);
