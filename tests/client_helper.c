@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "tests/client_helper.h"
@@ -52,6 +53,23 @@ bool ct_stats(const char *sock, uint64_t *live_objects, uint64_t *live_bytes,
 }
 
 /* The Clients answer, or NULL. */
+long long ct_counter(const char *sock, const char *name)
+{
+    Spand__StatsRequest body = SPAND__STATS_REQUEST__INIT;
+    Spand__Request req = SPAND__REQUEST__INIT;
+    req.body_case = SPAND__REQUEST__BODY_STATS;
+    req.stats = &body;
+    Spand__Response *r = ct_call(sock, &req);
+    long long v = -1;
+    if (r != NULL && r->body_case == SPAND__RESPONSE__BODY_STATS)
+        for (size_t i = 0; i < r->stats->n_counters; i++)
+            if (strcmp(r->stats->counters[i]->name, name) == 0)
+                v = (long long)r->stats->counters[i]->value;
+    if (r)
+        spand__response__free_unpacked(r, NULL);
+    return v;
+}
+
 static Spand__Response *clients_of(const char *sock)
 {
     Spand__Clients body = SPAND__CLIENTS__INIT;

@@ -21,6 +21,9 @@ Spand__Response *ct_call(const char *sock, Spand__Request *req);
 /* Stats; false when the request failed. */
 bool ct_stats(const char *sock, uint64_t *live_objects, uint64_t *live_bytes,
               uint32_t *clients);
+/* The daemon's counter `name` (as `spanctl stats` lists them); -1 when the
+ * request failed or there is no such counter. */
+long long ct_counter(const char *sock, const char *name);
 /* Spans held by the session of process `pid` (-1: no session of it). */
 long ct_client_spans(const char *sock, pid_t pid);
 /* Sessions of process `pid` (-2: the request failed). */
