@@ -25,11 +25,12 @@
  * At the end the daemon holds nothing and its verifier passes.
  *
  * `make check` runs a short mix (STRESS_OPS producer steps a process);
- * SPAND_STRESS_OPS=N runs N, for a soak.
+ * SPAND_STRESS_OPS=N runs N, for a soak; SPAND_STRESS_SEED=S another mix.
  */
 #include "config.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -152,6 +153,9 @@ typedef struct block_s {
     uint32_t n;                  /* records; 0: the end */
     rec_t r[BLOCK];
 } block_t;
+
+/* one write, so that a process's producers' blocks do not interleave */
+_Static_assert(sizeof(block_t) <= PIPE_BUF, "a block must be written atomically");
 
 typedef struct counts_s {
     long made, freed_local, freed_thread, freed_proc, freed_fork, reallocs, refused, errors;
