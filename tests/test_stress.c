@@ -521,7 +521,7 @@ static void *producer_run(void *arg)
 
 /* In a global, so that a fork child (which has only the forking producer's
  * thread) can still reach the other's: LeakSanitizer checks at its exit. */
-static producer_t *producers_;
+static producer_t *volatile producers_;     /* volatile: a store kept */
 
 /* Process k: NPROD producer threads and two consumers, one of its own
  * producers' objects (fd self_rd), one of process k-1's (fd prev).
@@ -560,6 +560,8 @@ static void stress_child(int k, long ops, int prev, int self_rd, int self_wr, in
     cnt.freed_thread = from_self.freed;
     cnt.freed_proc = from_prev.freed;
     cnt.errors += from_self.errors + from_prev.errors;
+    producers_ = NULL;
+    free(pr);
     if (write(report, &cnt, sizeof cnt) != (ssize_t)sizeof cnt)
         _exit(6);
     /* while the next process may still free our objects: detach, or exit
@@ -636,6 +638,7 @@ static void churn_child(long ops, int report)
     }
     while (l->n > 0)
         local_free(l, l->n - 1, &cnt);
+    free(l);
     spc_detach();
     if (write(report, &cnt, sizeof cnt) != (ssize_t)sizeof cnt)
         _exit(6);
