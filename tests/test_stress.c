@@ -166,9 +166,18 @@ typedef struct counts_s {
 static struct {
     bool full;                   /* the arena fills: ENOMEM is an answer */
     bool kill;                   /* the churner runs until SIGKILL */
+    bool daemon_dies;            /* the daemon is killed mid-run */
     unsigned large_pct;          /* share of large requests, in % */
     unsigned ops_div;            /* steps: SPAND_STRESS_OPS (or the default) / this */
-} mode_ = { false, false, 3, 1 };
+} mode_ = { false, false, false, 3, 1 };
+
+/* A NULL with errno e is an answer the run allows (counted as refused):
+ * ENOMEM when it fills its arena, ENOTCONN (or ENOMEM: no daemon to grow
+ * the heap) once its daemon is dead. */
+static bool refusable(int e)
+{
+    return (mode_.full && e == ENOMEM) || (mode_.daemon_dies && (e == ENOTCONN || e == ENOMEM));
+}
 
 /* Added to every generator's seed: $SPAND_STRESS_SEED, 0 by default, so
  * that `make check` runs the same mix each time and a soak can try others
@@ -321,7 +330,7 @@ static void fork_frees(local_t *l, counts_t *cnt)
         for (size_t n = 1; n <= 4096; n *= 8) {
             void *p = spc_malloc(n);
             if (p == NULL)
-                errors += !mode_.full;
+                errors += !refusable(errno);
             else if (!mark(spc_offset(p), n, true) || !mark(spc_offset(p), n, false))
                 errors++;
             spc_free(p);
@@ -385,7 +394,7 @@ static void *get(size_t n, uint64_t *rng, counts_t *cnt)
     } else {
         p = spc_malloc(n);
     }
-    if (p == NULL && mode_.full && errno == ENOMEM) {
+    if (p == NULL && refusable(errno)) {
         cnt->refused++;
     } else if (p == NULL) {
         cnt->errors++;
@@ -431,7 +440,7 @@ static void local_realloc(local_t *l, unsigned i, uint64_t *rng, uint64_t serial
     if (q == NULL) {
         /* ENOMEM: the object as it was, where it was */
         int e = errno;
-        if (!mode_.full || e != ENOMEM || !check(l->p[i], r->size, r->serial) ||
+        if (!refusable(e) || !check(l->p[i], r->size, r->serial) ||
             !mark(r->off, r->size, true)) {
             cnt->errors++;
             fprintf(stderr, "stress: realloc %llu -> %zu failed (%s) or lost the object\n",
@@ -581,6 +590,7 @@ static struct {
     _Atomic bool stop;
     long calls, failed;
     pid_t victim;                /* killed at the 5th call, in a kill run */
+    bool daemon_dead;            /* killed at the 10th, when mode_.daemon_dies */
 } ops_;
 
 static void *operator_thread(void *arg)
@@ -589,6 +599,10 @@ static void *operator_thread(void *arg)
     while (!atomic_load(&ops_.stop)) {
         uint64_t objs, bytes;
         uint32_t clients;
+        if (ops_.daemon_dead) {
+            usleep(20000);
+            continue;
+        }
         /* Scavenge every 10th time: it empties the large pool, whose pops
          * and pushes the processes should meet too */
         if ((ops_.calls % 10 == 0 && !ct_scavenge(daemon_->sock)) ||
@@ -601,6 +615,10 @@ static void *operator_thread(void *arg)
         }
         if (++ops_.calls == 5 && ops_.victim > 0)
             kill(ops_.victim, SIGKILL);
+        if (ops_.calls == 10 && mode_.daemon_dies) {
+            dh_kill(daemon_);
+            ops_.daemon_dead = true;
+        }
         usleep(20000);
     }
     return NULL;
@@ -634,7 +652,8 @@ static void churn_child(long ops, int report)
             l->r[l->n] = r;
             l->p[l->n++] = p;
         }
-        spc_detach();                   /* the next malloc attaches again */
+        if (!mode_.daemon_dies)
+            spc_detach();               /* the next malloc attaches again */
     }
     while (l->n > 0)
         local_free(l, l->n - 1, &cnt);
@@ -704,6 +723,7 @@ static void test_stress(void)
     pthread_t op;
     atomic_store(&ops_.stop, false);
     ops_.calls = ops_.failed = 0;
+    ops_.daemon_dead = false;
     ops_.victim = mode_.kill ? pids[NPROC] : 0;
     CU_ASSERT_FATAL(pthread_create(&op, NULL, operator_thread, NULL) == 0);
     counts_t sum = { 0 };
@@ -737,7 +757,7 @@ static void test_stress(void)
     pthread_join(op, NULL);
     fprintf(stderr, "stress (seed %s): %d processes and a churner, %ld steps each: %ld objects (%ld freed by their "
             "thread, %ld by another thread, %ld by another process, %ld by fork children), "
-            "%ld reallocs, %ld refused (ENOMEM), %ld errors; %ld Scavenge, Stats and "
+            "%ld reallocs, %ld refused, %ld errors; %ld Scavenge, Stats and "
             "Verify meanwhile\n", getenv("SPAND_STRESS_SEED") ? getenv("SPAND_STRESS_SEED") : "0",
             NPROC, ops, sum.made, sum.freed_local, sum.freed_thread,
             sum.freed_proc, sum.freed_fork, sum.reallocs, sum.refused, sum.errors, ops_.calls);
@@ -746,18 +766,23 @@ static void test_stress(void)
     CU_ASSERT_EQUAL(sum.errors, 0);
     if (mode_.full) {
         CU_ASSERT(sum.refused > 0 && sum.made > ops / 2);
+    } else if (mode_.daemon_dies) {
+        CU_ASSERT(sum.refused > 0 && sum.made > 0 && ops_.daemon_dead);
     } else {
         CU_ASSERT(sum.refused == 0 && sum.made > ops);
     }
     CU_ASSERT_EQUAL(sum.freed_local + sum.freed_thread + sum.freed_proc + sum.freed_fork,
                     sum.made);
-    CU_ASSERT(sum.freed_thread > 0 && sum.freed_proc > 0 && sum.freed_fork > 0 &&
-              sum.reallocs > 0);
+    /* (with its daemon dead a producer's set may be empty at each fork) */
+    CU_ASSERT(sum.freed_thread > 0 && sum.freed_proc > 0 && sum.reallocs > 0 &&
+              (sum.freed_fork > 0 || mode_.daemon_dies));
 
     /* nothing live, no session left, every invariant of the heap holds; a
      * killed churner leaves what it kept (at most LOCAL_MAX objects), what
      * waited in its batches of remote frees (at most 512) and its current
      * tiny blocks (3, each one object to the daemon), and no more */
+    if (mode_.daemon_dies)
+        return;                         /* nobody to ask */
     CU_ASSERT(ct_nothing_live(daemon_->sock, mode_.kill ? LOCAL_MAX + 512 + 3 : 0));
     check_counters(sum.large);
 }
@@ -825,7 +850,8 @@ static int start_daemon(const char *arena_size, const char *large_pool)
 
 static int suite_start(void)
 {
-    mode_.full = false, mode_.kill = false, mode_.large_pct = 3, mode_.ops_div = 1;
+    mode_.full = false, mode_.kill = false, mode_.daemon_dies = false, mode_.large_pct = 3,
+        mode_.ops_div = 1;
     return start_daemon(ARENA_SIZE, NULL);
 }
 
@@ -836,7 +862,8 @@ static int suite_start(void)
  * into them; none of theirs is lost or handed out twice. */
 static int suite_start_kill(void)
 {
-    mode_.full = false, mode_.kill = true, mode_.large_pct = 3, mode_.ops_div = 1;
+    mode_.full = false, mode_.kill = true, mode_.daemon_dies = false, mode_.large_pct = 3,
+        mode_.ops_div = 1;
     return start_daemon(ARENA_SIZE, NULL);
 }
 
@@ -846,8 +873,22 @@ static int suite_start_kill(void)
  * every process at once.  A quarter of the steps: round trips are slow. */
 static int suite_start_large(void)
 {
-    mode_.full = false, mode_.kill = false, mode_.large_pct = LARGE_POOL_PCT, mode_.ops_div = 4;
+    mode_.full = false, mode_.kill = false, mode_.daemon_dies = false,
+        mode_.large_pct = LARGE_POOL_PCT, mode_.ops_div = 4;
     return start_daemon(ARENA_SIZE, "1M");
+}
+
+/* The daemon is killed (SIGKILL, at the operator's tenth call) under
+ * every process: what needs it (refills, large objects, attaching) gets
+ * NULL and ENOTCONN, everything else goes on (frees, into any span, and
+ * allocations from what the caches hold), no process stops, and no object
+ * is lost or handed out twice.  The churner does not detach here: its
+ * kept objects would be out of its reach with no daemon to attach to. */
+static int suite_start_daemon_dies(void)
+{
+    mode_.full = false, mode_.kill = false, mode_.daemon_dies = true, mode_.large_pct = 3,
+        mode_.ops_div = 1;
+    return start_daemon(ARENA_SIZE, NULL);
 }
 
 /* The arena fills: a quarter of the requests large, the producers' own
@@ -856,7 +897,8 @@ static int suite_start_large(void)
  * twice. */
 static int suite_start_full(void)
 {
-    mode_.full = true, mode_.kill = false, mode_.large_pct = 25, mode_.ops_div = 1;
+    mode_.full = true, mode_.kill = false, mode_.daemon_dies = false, mode_.large_pct = 25,
+        mode_.ops_div = 1;
     return start_daemon(FULL_ARENA_SIZE, NULL);
 }
 
@@ -864,6 +906,10 @@ static int suite_stop(void)
 {
     munmap((void *)bytemap, COVER / 8);
     munmap((void *)granmap, GRANMAP_BYTES);
+    if (mode_.daemon_dies) {            /* killed already: remove its files */
+        dh_cleanup(daemon_);
+        return 0;
+    }
     return dh_finish(daemon_);
 }
 
@@ -888,12 +934,18 @@ int main(void)
           test_stress },
         CU_TEST_INFO_NULL,
     };
+    CU_TestInfo dies[] = {
+        { "the same with the daemon killed: ENOTCONN, nothing lost, nobody stops",
+          test_stress },
+        CU_TEST_INFO_NULL,
+    };
     CU_SuiteInfo suites[] = {
         { "stress", suite_start, suite_stop, NULL, NULL, tests },
         { "stress, a process killed", suite_start_kill, suite_stop, NULL, NULL, killed },
         { "stress, full arena", suite_start_full, suite_stop, NULL, NULL, full },
         { "stress, large objects past the pool", suite_start_large, suite_stop, NULL, NULL,
           large },
+        { "stress, the daemon killed", suite_start_daemon_dies, suite_stop, NULL, NULL, dies },
         CU_SUITE_INFO_NULL,
     };
     signal(SIGPIPE, SIG_IGN);
