@@ -163,13 +163,15 @@ typedef struct counts_s {
 } counts_t;
 
 /* The run's mode, set by its suite before the fork. */
-static struct {
+typedef struct stress_mode_s {
     bool full;                   /* the arena fills: ENOMEM is an answer */
     bool kill;                   /* the churner runs until SIGKILL */
     bool daemon_dies;            /* the daemon is killed mid-run */
     unsigned large_pct;          /* share of large requests, in % */
     unsigned ops_div;            /* steps: SPAND_STRESS_OPS (or the default) / this */
-} mode_ = { false, false, false, 3, 1 };
+} stress_mode_t;
+
+static stress_mode_t mode_ = { .large_pct = 3, .ops_div = 1 };
 
 /* A NULL with errno e is an answer the run allows (counted as refused):
  * ENOMEM when it fills its arena, ENOTCONN (or ENOMEM: no daemon to grow
@@ -848,11 +850,16 @@ static int start_daemon(const char *arena_size, const char *large_pool)
     return daemon_ ? 0 : -1;
 }
 
+/* Start a suite's daemon for a run of mode m. */
+static int start_mode(stress_mode_t m, const char *arena_size, const char *large_pool)
+{
+    mode_ = m;
+    return start_daemon(arena_size, large_pool);
+}
+
 static int suite_start(void)
 {
-    mode_.full = false, mode_.kill = false, mode_.daemon_dies = false, mode_.large_pct = 3,
-        mode_.ops_div = 1;
-    return start_daemon(ARENA_SIZE, NULL);
+    return start_mode((stress_mode_t){ .large_pct = 3, .ops_div = 1 }, ARENA_SIZE, NULL);
 }
 
 /* The churner is killed (SIGKILL, at the operator's fifth call) in the
@@ -862,9 +869,8 @@ static int suite_start(void)
  * into them; none of theirs is lost or handed out twice. */
 static int suite_start_kill(void)
 {
-    mode_.full = false, mode_.kill = true, mode_.daemon_dies = false, mode_.large_pct = 3,
-        mode_.ops_div = 1;
-    return start_daemon(ARENA_SIZE, NULL);
+    return start_mode((stress_mode_t){ .kill = true, .large_pct = 3, .ops_div = 1 }, ARENA_SIZE,
+                      NULL);
 }
 
 /* Large objects one request in six, and a large pool of 1 MiB: most large
@@ -873,9 +879,8 @@ static int suite_start_kill(void)
  * every process at once.  A quarter of the steps: round trips are slow. */
 static int suite_start_large(void)
 {
-    mode_.full = false, mode_.kill = false, mode_.daemon_dies = false,
-        mode_.large_pct = LARGE_POOL_PCT, mode_.ops_div = 4;
-    return start_daemon(ARENA_SIZE, "1M");
+    return start_mode((stress_mode_t){ .large_pct = LARGE_POOL_PCT, .ops_div = 4 }, ARENA_SIZE,
+                      "1M");
 }
 
 /* The daemon is killed (SIGKILL, at the operator's tenth call) under
@@ -886,9 +891,8 @@ static int suite_start_large(void)
  * kept objects would be out of its reach with no daemon to attach to. */
 static int suite_start_daemon_dies(void)
 {
-    mode_.full = false, mode_.kill = false, mode_.daemon_dies = true, mode_.large_pct = 3,
-        mode_.ops_div = 1;
-    return start_daemon(ARENA_SIZE, NULL);
+    return start_mode((stress_mode_t){ .daemon_dies = true, .large_pct = 3, .ops_div = 1 },
+                      ARENA_SIZE, NULL);
 }
 
 /* The arena fills: a quarter of the requests large, the producers' own
@@ -897,9 +901,8 @@ static int suite_start_daemon_dies(void)
  * twice. */
 static int suite_start_full(void)
 {
-    mode_.full = true, mode_.kill = false, mode_.daemon_dies = false, mode_.large_pct = 25,
-        mode_.ops_div = 1;
-    return start_daemon(FULL_ARENA_SIZE, NULL);
+    return start_mode((stress_mode_t){ .full = true, .large_pct = 25, .ops_div = 1 },
+                      FULL_ARENA_SIZE, NULL);
 }
 
 static int suite_stop(void)
