@@ -166,10 +166,7 @@ void shm_remote_push_batch(uint8_t *base, shm_span_t *s, const uint16_t *idx, ui
         }
         head = (uint64_t)(r - base);
     }
-    uint64_t old = shm_load_relaxed(&s->xremote);
-    do {
-        *tail = old | tail_bits;
-    } while (!shm_cas_weak_release(&s->xremote, &old, head));
+    shm_remote_link(s, head, tail, tail_bits);
 }
 
 /* Are idx[0..n) (n >= 1) consecutive, each right after the one before?
@@ -204,10 +201,7 @@ uint32_t shm_remote_push_checked(uint8_t *base, shm_span_t *s, const uint16_t *i
             *(uint16_t *)(r + 8) = (uint16_t)(SHM_REMOTE_RUN | (n - 1));
             bits = 1ull << 48;
         }
-        uint64_t old = shm_load_relaxed(&s->xremote);
-        do {
-            *(uint64_t *)r = old | bits;
-        } while (!shm_cas_weak_release(&s->xremote, &old, (uint64_t)(r - base)));
+        shm_remote_link(s, (uint64_t)(r - base), (uint64_t *)r, bits);
         return n;
     }
     for (uint32_t k = 0; k < n; k++)

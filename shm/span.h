@@ -182,17 +182,26 @@ static inline uint32_t shm_remote_record_count(const uint8_t *rec)
     return n;
 }
 
-/* Anyone: push object `p` of span `s` alone.  One CAS (release), retried
- * only when another push won the race.  Push-only with take-all is
- * ABA-free: a push needs nothing of the old head but its value at the
- * moment of the CAS. */
+/* Anyone: link a chain of records, built privately, onto span `s`'s
+ * stack: its first record at arena offset `head`, its last one's header
+ * at `tail` (its entry count in `tail_bits`), which gets the old head.
+ * One CAS (release), retried only when another push won the race.
+ * Push-only with take-all is ABA-free: a push needs nothing of the old
+ * head but its value at the moment of the CAS.  Every push goes through
+ * here. */
+static inline void shm_remote_link(shm_span_t *s, uint64_t head, uint64_t *tail,
+                                   uint64_t tail_bits)
+{
+    uint64_t old = shm_load_relaxed(&s->xremote);
+    do {
+        *tail = old | tail_bits;
+    } while (!shm_cas_weak_release(&s->xremote, &old, head));
+}
+
+/* Anyone: push object `p` of span `s` alone (a record with no entries). */
 static inline void shm_remote_push(uint8_t *base, shm_span_t *s, void *p)
 {
-    uint64_t off = (uint64_t)((uint8_t *)p - base);
-    uint64_t head = shm_load_relaxed(&s->xremote);
-    do {
-        *(uint64_t *)p = head;
-    } while (!shm_cas_weak_release(&s->xremote, &head, off));
+    shm_remote_link(s, (uint64_t)((uint8_t *)p - base), (uint64_t *)p, 0);
 }
 
 /* Anyone: push objects idx[0..n) of span `s` (checked allocated by the
