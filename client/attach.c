@@ -83,7 +83,7 @@ __attribute__((destructor)) static void exit_flush(void)
     if (c == &spci_empty_cache || spci_map.base == NULL || spci_proc.pid != getpid())
         return;
     shm_store_relaxed(&spci_exiting, 1);
-    spci_cache_exit_flush(c);
+    spci_cache_hand_on(c);
 }
 
 /* What every thread with a cache gets in its thread-local line (spci_tls_t,

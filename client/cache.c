@@ -448,7 +448,7 @@ void spci_free_owned(spci_cache_t *c, shm_span_t *s, uint32_t i)
 
 /* ---- flushing a whole cache ---- */
 
-void spci_cache_exit_flush(spci_cache_t *c)
+void spci_cache_hand_on(spci_cache_t *c)
 {
     for (unsigned code = 0; code < 4; code++)
         if (c->tiny[code].end != NULL)
@@ -472,13 +472,12 @@ static void release_add(shm_spanid_t *ids, uint32_t *n, shm_span_t *s)
 
 void spci_cache_flush_locked(spci_cache_t *c, bool session)
 {
+    /* with a session the tiny blocks are given up too; waiting remote frees
+     * are pushes into the arena, no daemon needed: they go out whenever it
+     * is mapped (the holder may be another process) */
     if (session && spci_map.base != NULL)
-        for (unsigned code = 0; code < 4; code++)
-            if (c->tiny[code].end != NULL)
-                tiny_abandon(c, &c->tiny[code], code);
-    /* waiting remote frees are pushes into the arena, no daemon needed:
-     * they go out whenever it is mapped (the holder may be another process) */
-    if (spci_map.base != NULL)
+        spci_cache_hand_on(c);
+    else if (spci_map.base != NULL)
         spci_rfree_flush(c);
     memset(c->rfree, 0, sizeof c->rfree);
     spci_lcache_flush(c);

@@ -162,9 +162,10 @@ void spci_lcache_flush(spci_cache_t *c);
 /* Tiny block i of span s, whose count dropped to zero, freed as an object
  * by the thread of cache c. */
 void spci_tiny_block_free(spci_cache_t *c, shm_span_t *s, uint32_t i);
-/* The process exits: give up c's current tiny blocks and push its waiting
- * remote frees; its spans stay as they are (cache.c). */
-void spci_cache_exit_flush(spci_cache_t *c);
+/* Hand on what waits in c for others: give up its current tiny blocks and
+ * push its waiting remote frees; its spans stay as they are (cache.c).  At
+ * a flush with a session, and at exit for the exiting thread. */
+void spci_cache_hand_on(spci_cache_t *c);
 
 /* ---- api.c ---- */
 
