@@ -59,8 +59,6 @@ enum {
 };
 
 #define ARENA_SIZE "2G"
-#define FULL_ARENA_SIZE "64M"      /* the run that fills its arena */
-#define LARGE_POOL_PCT 16          /* large requests in the 1 MiB pool's run */
 #define COVER ((uint64_t)4 << 30)   /* arena offsets the live map covers */
 #define GRANMAP_BYTES (COVER / 8 / 8)
 
@@ -169,9 +167,11 @@ typedef struct stress_mode_s {
     bool daemon_dies;            /* the daemon is killed mid-run */
     unsigned large_pct;          /* share of large requests, in % */
     unsigned ops_div;            /* steps: SPAND_STRESS_OPS (or the default) / this */
+    const char *arena_size;      /* the daemon's -m */
+    const char *large_pool;      /* its --large-pool, NULL: the default */
 } stress_mode_t;
 
-static stress_mode_t mode_ = { .large_pct = 3, .ops_div = 1 };
+static stress_mode_t mode_ = { .large_pct = 3, .ops_div = 1, .arena_size = ARENA_SIZE };
 
 /* A NULL with errno e is an answer the run allows (counted as refused):
  * ENOMEM when it fills its arena, ENOTCONN (or ENOMEM: no daemon to grow
@@ -632,7 +632,7 @@ static void *operator_thread(void *arg)
  * Its spans go back to the daemon with live objects in them, which other
  * processes then get with their Refills; its later frees into them are
  * remote frees into central's spans or into another process's. */
-enum { CHURN_EVERY = 600, CHURN_NEW = 200, CHURN_KEEP = 4096 };
+enum { CHURN_EVERY = 600, CHURN_NEW = 200 };
 
 static void churn_child(long ops, int report)
 {
@@ -646,7 +646,7 @@ static void churn_child(long ops, int report)
         for (unsigned i = l->n; i > 0; i--)             /* earlier sessions' */
             if (next_rand(&rng) & 1)
                 local_free(l, i - 1, &cnt);
-        for (unsigned j = 0; j < CHURN_NEW && l->n < CHURN_KEEP && l->n < LOCAL_MAX; j++) {
+        for (unsigned j = 0; j < CHURN_NEW && l->n < LOCAL_MAX; j++) {
             rec_t r;
             void *p = new_object(&rng, &serial, &cnt, &r);
             if (p == NULL)
@@ -799,7 +799,7 @@ static void check_counters(long large)
     long long calls = ct_counter(daemon_->sock, "large_alloc_calls");
     CU_ASSERT_EQUAL(bad, 0);
     CU_ASSERT(adopted > 0 && calls > 0);
-    if (mode_.large_pct == LARGE_POOL_PCT)
+    if (mode_.large_pool != NULL)
         CU_ASSERT(calls >= large / 2);
     fprintf(stderr, "stress: daemon counters: bad_requests %lld, adopted_spans %lld, "
             "large_alloc_calls %lld for %ld large objects\n", bad, adopted, calls, large);
@@ -834,8 +834,10 @@ static void test_live_map(void)
     CU_ASSERT_FALSE(check(buf, sizeof buf, 7));
 }
 
-static int start_daemon(const char *arena_size, const char *large_pool)
+/* A suite's start: a fresh live map, and a daemon for a run of mode m. */
+static int start_mode(stress_mode_t m)
 {
+    mode_ = m;
     bytemap = mmap(NULL, COVER / 8, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS |
                    MAP_NORESERVE, -1, 0);
     granmap = mmap(NULL, GRANMAP_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS |
@@ -844,22 +846,16 @@ static int start_daemon(const char *arena_size, const char *large_pool)
         perror("mmap");
         return -1;
     }
-    const char *const args[] = { "-m", arena_size, "--scavenge-interval", "1",
-                                 large_pool ? "--large-pool" : NULL, large_pool, NULL };
+    const char *const args[] = { "-m", mode_.arena_size, "--scavenge-interval", "1",
+                                 mode_.large_pool ? "--large-pool" : NULL, mode_.large_pool,
+                                 NULL };
     daemon_ = dh_start_client(args);
     return daemon_ ? 0 : -1;
 }
 
-/* Start a suite's daemon for a run of mode m. */
-static int start_mode(stress_mode_t m, const char *arena_size, const char *large_pool)
-{
-    mode_ = m;
-    return start_daemon(arena_size, large_pool);
-}
-
 static int suite_start(void)
 {
-    return start_mode((stress_mode_t){ .large_pct = 3, .ops_div = 1 }, ARENA_SIZE, NULL);
+    return start_mode((stress_mode_t){ .large_pct = 3, .ops_div = 1, .arena_size = ARENA_SIZE });
 }
 
 /* The churner is killed (SIGKILL, at the operator's fifth call) in the
@@ -869,8 +865,8 @@ static int suite_start(void)
  * into them; none of theirs is lost or handed out twice. */
 static int suite_start_kill(void)
 {
-    return start_mode((stress_mode_t){ .kill = true, .large_pct = 3, .ops_div = 1 }, ARENA_SIZE,
-                      NULL);
+    return start_mode((stress_mode_t){ .kill = true, .large_pct = 3, .ops_div = 1,
+                                       .arena_size = ARENA_SIZE });
 }
 
 /* Large objects one request in six, and a large pool of 1 MiB: most large
@@ -879,8 +875,8 @@ static int suite_start_kill(void)
  * every process at once.  A quarter of the steps: round trips are slow. */
 static int suite_start_large(void)
 {
-    return start_mode((stress_mode_t){ .large_pct = LARGE_POOL_PCT, .ops_div = 4 }, ARENA_SIZE,
-                      "1M");
+    return start_mode((stress_mode_t){ .large_pct = 16, .ops_div = 4, .arena_size = ARENA_SIZE,
+                                       .large_pool = "1M" });
 }
 
 /* The daemon is killed (SIGKILL, at the operator's tenth call) under
@@ -891,8 +887,8 @@ static int suite_start_large(void)
  * kept objects would be out of its reach with no daemon to attach to. */
 static int suite_start_daemon_dies(void)
 {
-    return start_mode((stress_mode_t){ .daemon_dies = true, .large_pct = 3, .ops_div = 1 },
-                      ARENA_SIZE, NULL);
+    return start_mode((stress_mode_t){ .daemon_dies = true, .large_pct = 3, .ops_div = 1,
+                                       .arena_size = ARENA_SIZE });
 }
 
 /* The arena fills: a quarter of the requests large, the producers' own
@@ -901,8 +897,8 @@ static int suite_start_daemon_dies(void)
  * twice. */
 static int suite_start_full(void)
 {
-    return start_mode((stress_mode_t){ .full = true, .large_pct = 25, .ops_div = 1 },
-                      FULL_ARENA_SIZE, NULL);
+    return start_mode((stress_mode_t){ .full = true, .large_pct = 25, .ops_div = 1,
+                                       .arena_size = "64M" });
 }
 
 static int suite_stop(void)
