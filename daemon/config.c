@@ -26,8 +26,8 @@ static void usage(FILE *f)
 "usage: spand [-f|--foreground] [-s|--socket PATH] [-n|--name SHM_NAME]\n"
 "             [-m|--arena-size SIZE] [--base-address ADDR]\n"
 "             [--scavenge-interval SECONDS] [--large-pool SIZE]\n"
-"             [-c|--config FILE] [-v|--verbose]\n"
-"             [--allow-uid UID] [--socket-group GROUP] [--help] [--version]\n"
+"             [-c|--config FILE] [-v|--verbose] [--allow-uid UID]\n"
+"             [--socket-group GROUP] [-h|--help] [-V|--version]\n"
 "\n"
 "The spand memory-pool daemon: owns a shared-memory arena that processes\n"
 "linked with libspanclient allocate from.\n"
@@ -38,7 +38,7 @@ static void usage(FILE *f)
 "                          $XDG_RUNTIME_DIR/spand.sock, else\n"
 "                          /tmp/spand-$UID/spand.sock); pid file PATH.pid\n"
 "  -n, --name SHM_NAME     shared-memory object name (default /spand-$UID)\n"
-"  -m, --arena-size SIZE   bytes to reserve, with K, M, G suffixes (default 4G)\n"
+"  -m, --arena-size SIZE   bytes to reserve; K, M, G, T suffixes (default 4G)\n"
 "      --base-address ADDR address every process maps the arena at\n"
 "                          (default 0x200000000000)\n"
 "      --scavenge-interval SECONDS\n"
@@ -47,7 +47,7 @@ static void usage(FILE *f)
 "      --large-pool SIZE   freed large objects of 40 KiB..1 MiB that clients\n"
 "                          keep for reuse, up to SIZE bytes in the shared\n"
 "                          pool (each client thread also keeps up to 8 of\n"
-"                          its own); K, M, G suffixes (default an eighth of\n"
+"                          its own); K, M, G, T suffixes (default an eighth of\n"
 "                          the arena, 512M with the default 4G; 0 turns both\n"
 "                          off); idle ones go back to the heap within one\n"
 "                          scavenge interval whatever the size\n"
@@ -56,12 +56,20 @@ static void usage(FILE *f)
 "      --allow-uid UID     let this user connect too (repeatable)\n"
 "      --socket-group GROUP  socket mode 0660 with this group, whose\n"
 "                          members may connect\n"
-"      --help, --version\n");
+"  -h, --help              this text\n"
+"  -V, --version           the version, protocol and arena layout\n");
 }
+
+/* The config-file line being applied (load_file), so that a bad setting
+ * found there is named with its place; NULL for the command line. */
+static const char *conf_path;
+static unsigned conf_line;
 
 static void die_usage(const char *fmt, const char *arg)
 {
     fprintf(stderr, "spand: ");
+    if (conf_path != NULL)
+        fprintf(stderr, "%s:%u: ", conf_path, conf_line);
     fprintf(stderr, fmt, arg);
     fprintf(stderr, "\nTry 'spand --help'.\n");
     exit(2);
@@ -143,7 +151,7 @@ static void apply(spd_config_t *cfg, const char *key, const char *v)
         set_name(cfg, v);
     else if (!strcmp(key, "arena-size")) {
         if (shm_parse_size(v, &cfg->arena_size) != 0)
-            die_usage("bad size (a number with an optional K, M, G suffix): %s", v);
+            die_usage("bad size (a number with an optional K, M, G or T suffix): %s", v);
     } else if (!strcmp(key, "base-address"))
         cfg->base = parse_ulong(v, ~0UL, "bad address: %s");
     else if (!strcmp(key, "scavenge-interval"))
@@ -151,7 +159,7 @@ static void apply(spd_config_t *cfg, const char *key, const char *v)
                                                         "(0..86400 seconds): %s");
     else if (!strcmp(key, "large-pool")) {
         if (shm_parse_size(v, &cfg->large_pool) != 0)
-            die_usage("bad size (a number with an optional K, M, G suffix): %s", v);
+            die_usage("bad size (a number with an optional K, M, G or T suffix): %s", v);
     } else if (!strcmp(key, "allow-uid"))
         add_uid(cfg, v);
     else if (!strcmp(key, "socket-group"))
@@ -190,7 +198,10 @@ static void load_file(spd_config_t *cfg, const char *path)
             exit(2);
         }
         *eq = '\0';
+        conf_path = path;
+        conf_line = n;
         apply(cfg, trim(s), trim(eq + 1));
+        conf_path = NULL;
     }
     fclose(f);
 }

@@ -25,7 +25,8 @@ static bool json;
 static void usage(FILE *f)
 {
     fprintf(f,
-"usage: spanctl [-s|--socket PATH] [--json] COMMAND\n"
+"usage: spanctl [-s|--socket PATH] [-j|--json] COMMAND\n"
+"       spanctl -h|--help | --version\n"
 "\n"
 "Commands:\n"
 "  ping       check that spand answers\n"
