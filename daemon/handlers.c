@@ -224,7 +224,8 @@ int spd_h_free_large(spd_call_t *call)
     int rc = spd_heap_free_large(&call->d->arena, off);
     if (rc == -EALREADY)
         return spd_call_fail(call, EINVAL, "offset %#llx is a large object in the large "
-                             "pool (freed already)", (unsigned long long)off);
+                             "pool or a thread's cache (freed already)",
+                             (unsigned long long)off);
     if (rc != 0)
         return spd_call_fail(call, EINVAL, "offset %#llx is not the start of a large "
                              "object (freed already, or never allocated)",

@@ -29,8 +29,9 @@ shm_spanid_t spd_heap_alloc_large(shm_arena_t *a, uint64_t bytes, uint64_t align
 
 /* Free the large object at arena offset `off`: 0, -EINVAL when `off` is
  * not the start of a LARGE span (never allocated, or freed already), or
- * -EALREADY when it is in the large pool (freed already: its xowner tag is
- * POOLED).  Accepts tag 0 or RETURNING, claimed with a CAS. */
+ * -EALREADY when it is in the large pool or a client thread's cache (freed
+ * already: its xowner tag is POOLED or CACHED).  Accepts tag 0 or
+ * RETURNING, claimed with a CAS. */
 int spd_heap_free_large(shm_arena_t *a, uint64_t off);
 /* The large spans session `id` (slot + 1) has cached (SHM_LARGE_CACHED):
  * a walk over every descriptor.  With `free_them` (the session has ended),
