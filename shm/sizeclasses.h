@@ -6,9 +6,11 @@
 #include <stdint.h>
 
 #define SHM_NCLASSES 67      /* class 0 is none (free or large) */
-#define SHM_CLASS_TINY 66    /* 16-byte blocks shared by allocations under 16 B */
+#define SHM_CLASS_TINY 66    /* 16-byte blocks shared by tiny allocations */
 #define SHM_MAX_SMALL 32768
-#define SHM_TINY_MAX 16        /* requests below this go to the tiny class */
+#define SHM_TINY_MAX 16        /* the tiny class's block size; the client puts
+                                  only requests of 0..4 B there (SPCI_TINY_LIMIT,
+                                  client/cache.h): 5..15 B take classes 1 and 2 */
 
 /* One size class.  Read-only after build; copied into the arena header. */
 typedef struct shm_class_s {

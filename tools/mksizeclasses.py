@@ -32,8 +32,9 @@ How the classes are chosen
   a few at a time, each span's lines moving between the two for a few
   objects; the small classes keep small spans for the footprint
   (doc/design.md section 1.6).
-* The last class is the tiny class: 16-byte blocks that hold several
-  allocations under 16 bytes, with a live count per block kept in the first
+* The last class is the tiny class: 16-byte blocks that hold several tiny
+  allocations (the client's requests of 0..4 bytes; 5..15 bytes take the
+  8- and 16-byte classes), with a live count per block kept in the first
   blocks of the span (nreserved of them).
 * divmul turns a byte offset inside a span into an object index without a
   division: idx = (off * divmul) >> 32.  The script checks it for every
@@ -198,9 +199,11 @@ def emit(classes, outdir):
          "#ifndef SHM_SIZECLASSES_H\n#define SHM_SIZECLASSES_H\n\n",
          "#include <stdint.h>\n\n",
          "#define SHM_NCLASSES %d      /* class 0 is none (free or large) */\n" % n,
-         "#define SHM_CLASS_TINY %d    /* 16-byte blocks shared by allocations under 16 B */\n" % (n - 1),
+         "#define SHM_CLASS_TINY %d    /* 16-byte blocks shared by tiny allocations */\n" % (n - 1),
          "#define SHM_MAX_SMALL %d\n" % MAX_SMALL,
-         "#define SHM_TINY_MAX %d        /* requests below this go to the tiny class */\n\n" % TINY_BLOCK,
+         "#define SHM_TINY_MAX %d        /* the tiny class's block size; the client puts\n"
+         "                                  only requests of 0..4 B there (SPCI_TINY_LIMIT,\n"
+         "                                  client/cache.h): 5..15 B take classes 1 and 2 */\n\n" % TINY_BLOCK,
          "/* One size class.  Read-only after build; copied into the arena header. */\n",
          "typedef struct shm_class_s {\n",
          "    uint32_t size;      /* bytes per object */\n",
