@@ -28,7 +28,8 @@
  *                       the bitmap alone.
  *   remote-free stack   per span: any process pushes objects it frees into
  *                       a span that it does not hold (one CAS per batch of
- *                       up to 32, as records: a freed object holding the
+ *                       up to 64, fewer where 64 objects would be over 512
+ *                       KiB, as records: a freed object holding the
  *                       indices of others, shm/span.h); the holder takes
  *                       the whole stack with one exchange.
  *   fixed allocator     span descriptors come from a fixed-size pool in the
@@ -58,7 +59,8 @@
  * Layout of the arena (offsets from the base; each region page aligned)
  * ---------------------------------------------------------------------
  *   [0, spanmap_off)          shm_header_t: identity, class table, heap,
- *                             central, span allocator, sessions, stats
+ *                             span allocator, central, stats, sessions,
+ *                             the large pool
  *   [spanmap_off, classmap_off) span map: one uint32 span id per page of
  *                             the whole arena (metadata pages map to 0)
  *   [classmap_off, bitmap_off) class map: one byte per page, the size class
@@ -72,10 +74,10 @@
  *
  * The whole range is reserved by ftruncate (tmpfs keeps it sparse) and mapped
  * once; the daemon backs pages with fallocate before it hands them out (the
- * heap grows in steps of at least SHM_GROW_MIN_PAGES, backing the span map
- * and bitmap slots that describe them; data pages are backed as they are
- * taken), so a full /dev/shm shows up as ENOMEM at the caller, never as
- * SIGBUS.
+ * heap grows in steps of at least SHM_GROW_MIN_PAGES, backing the span-map,
+ * class-map and bitmap slots that describe them; data pages are backed as
+ * they are taken), so a full /dev/shm shows up as ENOMEM at the caller,
+ * never as SIGBUS.
  *
  * Invariants (checked by spd_heap_verify, daemon/verify.c)
  * -------------------------------------------------------
@@ -204,12 +206,18 @@ enum {
 };
 
 /* A run of pages.  128 bytes, two cache lines:
- *   line 0  identity, daemon lists and xowner: written when the span
- *           changes hands (and by the daemon's list operations), read by
- *           every free into the span, so it stays in every freer's cache
- *           while a client holds the span;
+ *   line 0  identity, daemon lists, xowner and xlarge: written when the
+ *           span changes hands (xowner by the holder as the span reaches
+ *           it and as it gives it back; for a LARGE span, the tag and
+ *           xlarge as the object moves between users, caches and the pool)
+ *           and by the daemon's list operations; read by every free into
+ *           the span but the fast free into the freeing thread's current
+ *           span (client/cache.h), so it stays in every freer's cache while
+ *           a client holds the span;
  *   line 1  the holder's fields and the remote-free stack: written by the
- *           holder as it allocates and drains, and by freers once a batch.
+ *           holder as it drains (the exchange of xremote) and as it moves
+ *           the span between its private lists, and by freers once a batch
+ *           (until layout 8 also by the holder as it allocated).
  * With both on one line every drain of the holder took the line away from
  * the freers, and their next free into the span missed on it.
  *
@@ -233,31 +241,51 @@ enum {
  */
 typedef struct shm_span_s {
     /* ---- line 0 ---- */
-    /* identity: daemon, while no client holds the span */
-    uint32_t start;          /* first page, counted from the arena base */
-    uint32_t npages;         /* pages in the span, >= 1 */
-    uint8_t  sizeclass;      /* 1..SHM_NCLASSES-1 for small spans, else 0 */
+    /* identity: daemon, while no client holds the span; plain stores, seen
+     * by others through the release store of xstate (Publication, above) */
+    uint32_t start;          /* daemon, plain: first page, counted from the
+                                arena base */
+    uint32_t npages;         /* daemon, plain: pages in the span, >= 1 */
+    uint8_t  sizeclass;      /* daemon, plain (shm_span_cut, span_clear):
+                                1..SHM_NCLASSES-1 for small spans, else 0 */
     _Atomic uint8_t xstate;  /* SHM_SPAN_*; daemon store_release, anyone load_acquire */
-    uint8_t  flags;          /* daemon: SHM_SPAN_UNBACKED_* while FREE,
+    uint8_t  flags;          /* daemon, plain: SHM_SPAN_UNBACKED_* while FREE,
                                 SHM_SPAN_CORRUPT while CENTRAL */
     uint8_t  pad0;
-    uint32_t nelems;         /* daemon: objects in a small span */
+    uint32_t nelems;         /* daemon, plain (shm_span_cut): objects in a
+                                small span */
 
     /* daemon lists: one at a time, by state (see the invariants above) */
-    shm_spanid_t next;       /* daemon: heap exact list, central list, session list */
-    shm_spanid_t prev;       /* daemon: same list, backwards */
+    shm_spanid_t next;       /* daemon, plain: heap exact list, central list,
+                                session list, the span allocator's DEAD list */
+    shm_spanid_t prev;       /* daemon, plain: same list, backwards */
     union {
-        uint32_t session;    /* daemon, HELD: holding session slot + 1 */
-        uint32_t free_since; /* daemon, FREE: when it went free, in spd_now()
-                                ticks (monotonic, 1/16 s) */
+        uint32_t session;    /* daemon, plain; HELD: holding session slot + 1 */
+        uint32_t free_since; /* daemon, plain; FREE: when it went free, in
+                                spd_now() ticks (monotonic, 1/16 s) */
     };
-    shm_spanid_t left, right; /* daemon, FREE with npages >= 128: treap children */
+    shm_spanid_t left, right; /* daemon, plain; FREE with npages >= 128: treap
+                                 children */
 
-    _Atomic uint32_t xowner; /* holder: tid of the holding thread, 0 if none;
-                                stored relaxed by the holder, loaded relaxed by
-                                a freer (only the holder can see its own tid).
-                                LARGE: the large-object tag, SHM_LARGE_* above
-                                (CAS by freers, store_release by a popper) */
+    _Atomic uint32_t xowner; /* small span: tid of the holding thread, 0 if
+                                none; every store relaxed.  The holder stores
+                                its tid when a Refill hands it the span and 0
+                                when it gives the span back (client/cache.c);
+                                the daemon stores 0 when it cuts a span,
+                                clears a descriptor or takes a span back
+                                (shm_span_cut, span_clear, central's
+                                span_unhold).  A freer loads it relaxed and
+                                compares it with its own tid only (only the
+                                holder can see its own tid there).
+                                LARGE: the large-object tag, SHM_LARGE_*
+                                above, whose transitions name each writer
+                                and order: CAS acq_rel by a freer (from 0)
+                                and by the daemon (FreeLarge; CACHED ->
+                                RETURNING at a session's end); store_release
+                                by a popper, by the thread whose cache keeps
+                                the span, and by the daemon (CACHED for
+                                AllocLarge's extra spans, RETURNING in a
+                                bucket's drain) */
     _Atomic uint32_t xcut;   /* daemon: bumped (store relaxed) whenever the
                                 span's shape may change: at each cut into a
                                 class (shm_span_cut) and each time the
@@ -271,8 +299,10 @@ typedef struct shm_span_s {
     _Atomic uint64_t xlarge; /* LARGE only, on the line of the tag, so that a
                                 large object's trip through a thread cache
                                 and the pool moves one line, not two.
-                                CACHED: the caching session (the freer
-                                stores it relaxed after its tag CAS).
+                                CACHED: the caching session, stored relaxed:
+                                by the freer after its tag CAS, by a popper
+                                and by the daemon before the tag's
+                                store_release (shm_lpool_mark_cached).
                                 POOLED: the large-pool links, the next span
                                 of its batch (low 32 bits) and, on a batch's
                                 first span, the first span of the next batch
@@ -281,15 +311,22 @@ typedef struct shm_span_s {
                                 head; a popper loads it relaxed after its
                                 acquire load of the head (a stale value
                                 fails the CAS: the head's generation moved).
-                                0 otherwise (a popper or the daemon clears it) */
+                                0 otherwise, stored relaxed: by a popper for
+                                the span it hands out, by the thread that
+                                takes a span out of its cache
+                                (spci_uncache_large), by the daemon
+                                (span_clear, a bucket's drain,
+                                spd_heap_cached_large) */
     uint8_t  pad1b[8];
 
     /* ---- line 1 ---- */
     union {
         struct {
-            /* holder: the client's own span lists */
-            shm_spanid_t hnext, hprev; /* holder, HELD: the client's own span lists */
-            uint8_t  hstate;         /* holder: which private list the span is on */
+            /* holder: the client's own span lists; plain stores by the
+             * holding thread (client/cache.c), reset (plain) by the daemon
+             * when it cuts, clears or takes back the span */
+            shm_spanid_t hnext, hprev; /* holder, plain; HELD: the client's own span lists */
+            uint8_t  hstate;         /* holder, plain: which private list the span is on */
             uint8_t  pad2[15];
             _Atomic uint64_t xremote; /* remote-free stack: offset of the first
                                          record, 0 empty; a record's first 8 bytes
@@ -297,6 +334,9 @@ typedef struct shm_span_s {
                                          entries (shm/span.h).  Anyone pushes: CAS
                                          release (the records written before it).
                                          The holder takes all: exchange acquire.
+                                         The daemon resets it to 0 (store relaxed)
+                                         when it cuts a span or clears a
+                                         descriptor (shm_span_cut, span_clear).
                                          Small spans only (LARGE: xlarge). */
             uint8_t  pad3[24];
         };
@@ -314,65 +354,86 @@ typedef struct shm_span_s {
 _Static_assert(sizeof(shm_span_t) == 128, "shm ABI: bump SHM_LAYOUT_VERSION");
 _Static_assert(offsetof(shm_span_t, hnext) == 64, "holder fields start line 1");
 
-/* The page heap.  Daemon only; clients never read it. */
+/* The page heap.  Daemon only (its one thread, plain stores); clients never
+ * read it. */
 typedef struct shm_heap_s {
-    shm_spanid_t free_head[SHM_HEAP_NLISTS]; /* [n]: FREE spans of n pages; [0] unused */
-    shm_spanid_t treap_root;   /* FREE spans of >= 128 pages, by (npages, start) */
-    uint32_t first_page;       /* first page the heap may use (data_off / page) */
-    uint32_t end_page;         /* the heap has grown up to here (exclusive) */
-    uint32_t limit_page;       /* end of the reservation (arena_size / page) */
-    uint64_t free_pages;       /* pages in FREE spans */
-    uint64_t unbacked_pages;   /* pages in FREE spans with SHM_SPAN_UNBACKED_ALL */
+    shm_spanid_t free_head[SHM_HEAP_NLISTS]; /* daemon, plain: [n]: FREE spans of n
+                                                pages; [0] unused */
+    shm_spanid_t treap_root;   /* daemon, plain: FREE spans of >= 128 pages, by
+                                  (npages, start) */
+    uint32_t first_page;       /* daemon, plain, at init: first page the heap may
+                                  use (data_off / page) */
+    uint32_t end_page;         /* daemon, plain: the heap has grown up to here
+                                  (exclusive) */
+    uint32_t limit_page;       /* daemon, plain, at init: end of the reservation
+                                  (arena_size / page) */
+    uint64_t free_pages;       /* daemon, plain: pages in FREE spans */
+    uint64_t unbacked_pages;   /* daemon, plain: pages in FREE spans with
+                                  SHM_SPAN_UNBACKED_ALL */
 } shm_heap_t;
 
 /* Fixed-size allocator of span descriptors (the Go runtime's FixAlloc).
- * Daemon only. */
+ * Daemon only (plain stores). */
 typedef struct shm_fixalloc_s {
-    shm_spanid_t free_head;  /* recycled DEAD descriptors, linked through next */
-    uint32_t hwm;            /* ids [1, hwm) have been handed out at least once */
-    uint32_t max;            /* capacity: ids [1, max) */
-    uint32_t backed;         /* descriptors [0, backed) are backed */
-    uint32_t inuse;          /* descriptors not DEAD */
+    shm_spanid_t free_head;  /* daemon, plain: recycled DEAD descriptors, linked
+                                through next */
+    uint32_t hwm;            /* daemon, plain: ids [1, hwm) have been handed out
+                                at least once */
+    uint32_t max;            /* daemon, plain, at init: capacity: ids [1, max) */
+    uint32_t backed;         /* daemon, plain: descriptors [0, backed) are backed */
+    uint32_t inuse;          /* daemon, plain: descriptors not DEAD */
     uint32_t pad;
 } shm_fixalloc_t;
 
-/* Central list of one size class.  Daemon only. */
+/* Central list of one size class.  Daemon only (plain stores). */
 typedef struct shm_central_s {
-    shm_spanid_t partial;    /* CENTRAL spans with free objects (next/prev) */
-    shm_spanid_t full;       /* CENTRAL spans full when last looked at */
-    uint32_t npartial;
-    uint32_t nfull;
+    shm_spanid_t partial;    /* daemon, plain: CENTRAL spans with free objects
+                                (next/prev) */
+    shm_spanid_t full;       /* daemon, plain: CENTRAL spans full when last
+                                looked at */
+    uint32_t npartial;       /* daemon, plain: spans on partial */
+    uint32_t nfull;          /* daemon, plain: spans on full */
 } shm_central_t;
 
-/* One attached client.  Daemon only; slot i is session id i + 1. */
+/* One attached client.  Daemon only (plain stores); slot i is session id
+ * i + 1. */
 typedef struct shm_session_s {
-    uint32_t pid;            /* 0: slot free */
-    uint32_t uid;
-    uint64_t started;        /* wall-clock seconds */
-    shm_spanid_t spans;      /* HELD spans of this session (next/prev) */
-    uint32_t nspans;
-    uint32_t gen;            /* bumped each time the slot is reused */
+    uint32_t pid;            /* daemon, plain: the client's pid; 0: slot free */
+    uint32_t uid;            /* daemon, plain: the client's uid (SO_PEERCRED) */
+    uint64_t started;        /* daemon, plain: wall-clock seconds */
+    shm_spanid_t spans;      /* daemon, plain: HELD spans of this session
+                                (next/prev) */
+    uint32_t nspans;         /* daemon, plain: spans on that list */
+    uint32_t gen;            /* daemon, plain: bumped each time the slot is
+                                reused */
     uint32_t pad;
 } shm_session_t;
 
 /* Counters the daemon keeps in the arena (daemon writes, plain stores;
  * Stats reads them in the daemon).  One X-macro list drives the struct, the
- * Stats message and spanctl's output. */
+ * Stats message and spanctl's output.  Each group below names its writer;
+ * every one is the daemon's one thread, with plain stores. */
 #define SHM_STAT_FIELDS(X)                                                      \
+    /* the heap (daemon/heap.c), plain: */                                      \
     X(grows,            "times the heap grew")                                   \
     X(grown_bytes,      "bytes the heap grew by")                                \
     X(spans_allocated,  "spans taken from the heap")                             \
     X(spans_freed,      "spans given back to the heap")                          \
     X(large_allocs,     "large objects allocated")                               \
     X(large_frees,      "large objects freed")                                   \
+    /* the request handlers (daemon/handlers.c), plain: */                      \
     X(large_alloc_calls, "AllocLarge requests served")                           \
     X(refills,          "Refill requests served")                                \
     X(refill_spans,     "spans handed out by Refill")                            \
     X(releases,         "spans released by clients")                             \
+    /* session ends (daemon/session.c), plain: */                               \
     X(adopted_spans,    "spans taken back from clients that went away")          \
+    /* the heap's scavenger (daemon/heap.c), plain: */                          \
     X(scavenged_bytes,  "bytes given back to the kernel")                        \
     X(scavenges,        "scavenger passes that released memory")                 \
+    /* session opens (daemon/session.c), plain: */                              \
     X(clients_total,    "client sessions opened")                                \
+    /* the server (daemon/rpc.c), plain: */                                     \
     X(bad_requests,     "requests refused as malformed or invalid")
 
 typedef struct shm_stats_s {
@@ -403,42 +464,51 @@ typedef struct shm_lpool_bucket_s {
  *   xpages == sum over the buckets of (spans on it) * (its page count), and
  *   every POOLED span is on the bucket of its page count exactly once. */
 typedef struct shm_lpool_s {
-    uint64_t cap_pages;      /* daemon, at creation (--large-pool); 0: no pool */
+    uint64_t cap_pages;      /* daemon, plain, at creation (--large-pool),
+                                before it serves any client (the Hello that
+                                hands out the arena orders it); 0: no pool */
     uint64_t pad0[7];
     _Atomic uint64_t xpages; /* pages pooled now, plus pages reserved by pushes
                                 in flight: a freer fetch_adds (relaxed) before
                                 it pushes and takes it back when over
-                                cap_pages; a popper or the drain fetch_subs */
+                                cap_pages; a popper or the drain fetch_subs
+                                (relaxed) */
     uint64_t pad1[7];
     shm_lpool_bucket_t bucket[SHM_LPOOL_NBUCKETS]; /* [npages - SHM_LPOOL_MIN_PAGES] */
 } shm_lpool_t;
 
 /* The arena header, at offset 0.  Identity fields: written by the daemon
- * once at creation, read-only after attach. */
+ * once at creation (shm_arena_create), with plain stores before magic's
+ * store_release, which publishes them; read-only after attach. */
 typedef struct shm_header_s {
     uint64_t magic;          /* SHM_MAGIC; daemon stores it last, with release */
-    uint32_t version;        /* SHM_LAYOUT_VERSION */
-    uint32_t page_shift;     /* SHM_PAGE_SHIFT */
-    uint64_t arena_size;     /* bytes reserved, a multiple of the page size */
-    uint64_t base;           /* address every process maps the arena at */
-    uint64_t spanmap_off;    /* regions, see the layout above */
-    uint64_t classmap_off;
-    uint64_t bitmap_off;
-    uint64_t spans_off;
-    uint64_t data_off;
-    uint32_t npages;         /* arena_size >> SHM_PAGE_SHIFT */
-    uint32_t nclasses;       /* SHM_NCLASSES */
-    uint64_t created;        /* wall-clock seconds */
-    shm_class_t classes[SHM_NCLASSES]; /* the table this arena was made with */
+    uint32_t version;        /* daemon, plain, at creation: SHM_LAYOUT_VERSION */
+    uint32_t page_shift;     /* daemon, plain, at creation: SHM_PAGE_SHIFT */
+    uint64_t arena_size;     /* daemon, plain, at creation: bytes reserved, a
+                                multiple of the page size */
+    uint64_t base;           /* daemon, plain, at creation: address every
+                                process maps the arena at */
+    uint64_t spanmap_off;    /* daemon, plain, at creation; the regions: see
+                                the layout above */
+    uint64_t classmap_off;   /* daemon, plain, at creation */
+    uint64_t bitmap_off;     /* daemon, plain, at creation */
+    uint64_t spans_off;      /* daemon, plain, at creation */
+    uint64_t data_off;       /* daemon, plain, at creation */
+    uint32_t npages;         /* daemon, plain, at creation: arena_size >>
+                                SHM_PAGE_SHIFT */
+    uint32_t nclasses;       /* daemon, plain, at creation: SHM_NCLASSES */
+    uint64_t created;        /* daemon, plain, at creation: wall-clock seconds */
+    shm_class_t classes[SHM_NCLASSES]; /* daemon, plain, at creation: the table
+                                          this arena was made with */
 
     /* daemon state: daemon only, plain stores, except where marked */
     _Atomic uint32_t xdaemon_pid; /* daemon: store_release at start; 0 when stopped */
-    uint32_t nsessions;      /* live sessions */
-    shm_heap_t heap;
-    shm_fixalloc_t spanalloc;
-    shm_central_t central[SHM_NCLASSES];
-    shm_stats_t stats;
-    shm_session_t sessions[SHM_MAX_SESSIONS];
+    uint32_t nsessions;      /* daemon, plain: live sessions */
+    shm_heap_t heap;         /* daemon, plain: see shm_heap_t */
+    shm_fixalloc_t spanalloc; /* daemon, plain: see shm_fixalloc_t */
+    shm_central_t central[SHM_NCLASSES]; /* daemon, plain: see shm_central_t */
+    shm_stats_t stats;       /* daemon, plain: see shm_stats_t */
+    shm_session_t sessions[SHM_MAX_SESSIONS]; /* daemon, plain: see shm_session_t */
     shm_lpool_t lpool;       /* anyone: see shm_lpool_t and shm/lpool.h */
 } shm_header_t;
 
@@ -449,6 +519,11 @@ static inline uint8_t *shm_page_addr(uint8_t *base, uint32_t page)
     return base + ((uint64_t)page << SHM_PAGE_SHIFT);
 }
 
+/* The span map (layout above): written by the daemon alone, every entry
+ * with store_release (heap.c, map_set and map_range; a span handed out
+ * gets its entries after its state, Publication above); read with
+ * load_acquire by anyone (shm_span_of, the client's free), then the span's
+ * state with acquire.  The daemon reads its own entries relaxed. */
 static inline _Atomic uint32_t *shm_spanmap(uint8_t *base)
 {
     return (_Atomic uint32_t *)(base + ((shm_header_t *)base)->spanmap_off);
@@ -472,7 +547,13 @@ static inline shm_spanid_t shm_span_id(uint8_t *base, const shm_span_t *s)
     return (shm_spanid_t)(s - (shm_span_t *)(base + ((shm_header_t *)base)->spans_off));
 }
 
-/* The alloc bitmap of the span starting at `page`: bit i is object i. */
+/* The alloc bitmap of the span starting at `page`: bit i is object i.
+ * Written only by the span's holder (a client thread while HELD, the
+ * daemon while CENTRAL, and shm_span_cut's memset before the span is
+ * published), one word at a time with shm_word_store (relaxed, no
+ * read-modify-write: shm/atomic.h); read relaxed (shm_word_load) by the
+ * holder, by a freer checking that an object is allocated, and by the
+ * daemon's Stats and verifier. */
 static inline uint64_t *shm_bitmap(uint8_t *base, uint32_t page)
 {
     return (uint64_t *)(base + ((shm_header_t *)base)->bitmap_off +
