@@ -19,23 +19,33 @@
  * at an object's start, or already free) prints a message naming the
  * pointer and the reason on stderr and aborts, as glibc does for a double
  * free.  A double free is caught at once when the object belongs to a span
- * the freeing thread holds, and otherwise when the span's holder drains its
- * remote-free stack (the message then comes from that process).  A double
- * free of a piece of a tiny block (requests of 0..4 bytes) is caught only
- * once the block's live count would go below zero.
+ * the freeing thread holds; when it is a large object, in any process (the
+ * free claims the object with one atomic operation, which the second
+ * fails); and when the same thread's first free of it still waits in the
+ * thread's batch of frees into its span.  A free into a span another
+ * thread holds waits in such a batch, and the object's bit is tested when
+ * the batch is pushed: a double free is caught then, in the freeing
+ * process, if the object is free in the span's bitmap by then; when both
+ * frees reach the span's remote-free stack, it is caught when the holder
+ * drains the stack (the message then comes from that process; the daemon,
+ * when it holds the span, sets the span aside instead).  A double free of
+ * a piece of a tiny block (requests of 0..4 bytes) is caught only once the
+ * block's live count would go below zero.
  *
- * Threads: each thread has its own cache, created on its first allocation;
- * when the thread exits, its cache goes back to the daemon.  A process may
- * exit without spc_detach(): what waits in the cache of the thread that
- * calls exit() is handed on then, and the daemon takes back its spans when
- * the process is gone.  Frees still waiting in the caches of other threads
- * running at exit(), or in any thread of a process that is killed or calls
- * _exit(), are lost: those objects stay allocated.  fork(): the
- * child keeps the mapping (inherited pointers stay valid, and it may free
- * them), drops the parent's caches and connection, and attaches anew on its
- * first call that needs the daemon.  If the daemon goes away while attached,
- * calls that need it fail with ENOTCONN (-ENOTCONN from spc_attach) until
- * spc_detach() is called; objects already stored stay readable.
+ * Threads: each thread has its own cache, created on its first allocation
+ * or its first free of an object of a span it does not hold (a remote or a
+ * large free); when the thread exits, its cache goes back to the daemon.
+ * A process may exit without spc_detach(): what waits in the cache of the
+ * thread that calls exit() is handed on then, and the daemon takes back
+ * its spans when the process is gone.  Frees still waiting in the caches
+ * of other threads running at exit(), or in any thread of a process that
+ * is killed or calls _exit(), are lost: those objects stay allocated.
+ * fork(): the child keeps the mapping (inherited pointers stay valid, and
+ * it may free them), drops the parent's caches and connection, and
+ * attaches anew on its first call that needs the daemon.  If the daemon
+ * goes away while attached, calls that need it fail with ENOTCONN
+ * (-ENOTCONN from spc_attach) until spc_detach() is called; objects
+ * already stored stay readable.
  */
 #ifndef SPANCLIENT_H
 #define SPANCLIENT_H
@@ -63,8 +73,12 @@ void spc_detach(void);
 
 /* Sizes up to 32 KiB come from the thread's cache (requests of 0..4 bytes
  * share 16-byte blocks, aligned to their size rounded up to a power of
- * two; larger ones are 8-byte aligned); larger sizes are one round trip to
- * the daemon.  A size larger than the arena: NULL and ENOMEM at once. */
+ * two; larger ones are 8-byte aligned).  A larger size up to 1 MiB first
+ * takes a freed large object of its page count that the thread keeps, or
+ * one from the arena's large pool, with no round trip; otherwise, as any
+ * larger size, it is one round trip to the daemon (which may bring up to 7
+ * more of that size for the thread to keep).  A size larger than the
+ * arena: NULL and ENOMEM at once. */
 void *spc_malloc(size_t size);                 /* size 0: a unique minimal object */
 void *spc_calloc(size_t n, size_t size);       /* zeroed; overflow of n*size: ENOMEM */
 /* In place when the new size falls in the same size class (or, for a large

@@ -11,10 +11,11 @@
  * lpool.xpages and reserved before a push, so the pool never holds more
  * than cap_pages (pushes in flight included).
  *
- * Clients free into it (shm_lpool_free) and allocate from it
- * (shm_lpool_pop); the daemon drains whole buckets back to the heap
- * (daemon/lpool.c).  Nothing in it belongs to a session: a span popped by a
- * process that then dies is an allocated large object like any other.
+ * Clients free into it (shm_lpool_free, shm_lpool_push_cached) and
+ * allocate from it (shm_lpool_pop_batch); the daemon drains whole buckets
+ * back to the heap (daemon/lpool.c).  Nothing in it belongs to a session:
+ * a span popped by a process that then dies is an allocated large object
+ * like any other.
  */
 #ifndef SHM_LPOOL_H
 #define SHM_LPOOL_H
