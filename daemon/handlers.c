@@ -181,6 +181,11 @@ int spd_h_alloc_large(spd_call_t *call)
     if (m->align & (m->align - 1))
         return spd_call_fail(call, EINVAL, "alignment %llu is not a power of two",
                              (unsigned long long)m->align);
+    /* the heap refuses it too, but its EINVAL would read "no room" below */
+    if (m->align > a->hdr->arena_size)
+        return spd_call_fail(call, EINVAL, "alignment %llu is more than the arena's "
+                             "%llu bytes", (unsigned long long)m->align,
+                             (unsigned long long)a->hdr->arena_size);
     if (m->size > a->hdr->arena_size)
         return spd_call_fail(call, ENOMEM, "%llu bytes is more than the arena holds",
                              (unsigned long long)m->size);
