@@ -12,6 +12,7 @@
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1551,6 +1552,1020 @@ static void test_default_socket(void)
     dh_cleanup(d);
 }
 
+/* ---- random requests from several clients, checked against a model ---- */
+
+/* test_random_requests: one daemon with a small arena, RQ_CLIENTS raw
+ * connections (the last never says Hello) and a few thousand requests
+ * drawn from a seeded generator, most of them wrong in some way: spans not
+ * held or held by another client, ids out of range, repeats, bad classes,
+ * absurd sizes and alignments, frees of offsets that are no object, a
+ * second Hello, a client that hangs up holding spans.  A model says what
+ * the daemon must hold: the spans each session holds, the live large
+ * objects, the extra spans AllocLarge tagged CACHED for a session, and
+ * the arena pages each covers.  A request the model calls valid must
+ * succeed (or get ENOMEM where the arena may run out); one it calls bad
+ * must get an error with a message and change nothing.  After every step
+ * the descriptors the daemon published (the test maps the arena) must
+ * agree with the model, and a pattern written into each live large object
+ * when it was allocated must still be there.  The seed is
+ * $SPAND_RANDREQ_SEED (default RQ_SEED), the steps $SPAND_RANDREQ_STEPS;
+ * on a failure the seed and the last RQ_TRACE steps are printed, and with
+ * $SPAND_RANDREQ_VERBOSE set every step is. */
+
+enum {
+    RQ_CLIENTS = 4,
+    RQ_NOHELLO = RQ_CLIENTS - 1,   /* the client that never says Hello */
+    RQ_STEPS = 3000,
+    RQ_SEED = 20240601,
+    RQ_LIST_MAX = 300,             /* ids in one Release or piggybacked list */
+    RQ_REFILL_MAX = 256,           /* spans one Refill hands out at most */
+    RQ_TRACE = 40,                 /* steps printed when one fails */
+    RQ_FREED = 64,                 /* freed offsets kept, for double frees */
+    RQ_MAX_EXTRA = SHM_LPOOL_BATCH_MAX - 1,   /* extras one AllocLarge gets */
+};
+
+#define RQ_TAG_LARGE 0x80000000u   /* page owner tag of a large span; else a span id */
+
+typedef struct rq_span_s {         /* per span id */
+    uint8_t who;                   /* holding client + 1; 0: none of ours */
+    uint8_t cls;
+    uint32_t idx;                  /* in the holder's held[] */
+    uint32_t start, npages;        /* as handed out */
+    uint32_t mark;                 /* rq_list's "picked already" stamp */
+} rq_span_t;
+
+typedef struct rq_large_s {
+    uint64_t off, bytes;           /* offset, usable_size */
+    int cached;                    /* -1: a live object; else the client whose
+                                      session has it CACHED (an extra span) */
+} rq_large_t;
+
+typedef struct rq_client_s {
+    ctl_client_t c;
+    uint32_t sid;                  /* session id; 0: no Hello */
+    uint32_t *held;                /* span ids its session holds */
+    size_t nheld, cap;
+} rq_client_t;
+
+typedef struct rq_s {
+    dh_daemon_t *d;
+    shm_arena_t a;                 /* the test's own mapping of the arena */
+    uint64_t seed, rng;
+    unsigned step;
+    uint32_t stamp;
+    uint32_t first_page, npages;   /* the heap's pages: [first_page, npages) */
+    rq_client_t cl[RQ_CLIENTS];
+    rq_span_t *span;               /* indexed by span id, grown as ids come */
+    size_t nspan;
+    uint32_t *page;                /* per arena page: who covers it, 0 nothing */
+    rq_large_t *large;
+    size_t nlarge, caplarge;
+    uint64_t freed[RQ_FREED];      /* offsets freed, for double frees */
+    unsigned nfreed;
+    uint64_t nbad;                 /* EINVAL and EPROTO answers (bad_requests) */
+    unsigned nok, nrefused, nenomem;
+    char trace[RQ_TRACE][320];
+} rq_t;
+
+/* splitmix64: any seed will do, 0 included. */
+static uint64_t rq_next(rq_t *rq)
+{
+    uint64_t z = (rq->rng += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static uint32_t rq_below(rq_t *rq, uint64_t n)
+{
+    return n ? (uint32_t)(rq_next(rq) % n) : 0;
+}
+
+static bool rq_chance(rq_t *rq, unsigned percent)
+{
+    return rq_below(rq, 100) < percent;
+}
+
+/* Add to this step's line of the trace. */
+static void rq_note(rq_t *rq, const char *fmt, ...)
+{
+    char *line = rq->trace[rq->step % RQ_TRACE];
+    size_t len = strlen(line);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line + len, sizeof rq->trace[0] - len, fmt, ap);
+    va_end(ap);
+}
+
+/* The model's entry of span `id` (grown to hold it). */
+static rq_span_t *rq_span(rq_t *rq, uint32_t id)
+{
+    if (id >= rq->nspan) {
+        size_t n = rq->nspan ? rq->nspan : 1024;
+        while (n <= id)
+            n *= 2;
+        rq_span_t *s = realloc(rq->span, n * sizeof *s);
+        CU_ASSERT_FATAL(s != NULL);
+        memset(s + rq->nspan, 0, (n - rq->nspan) * sizeof *s);
+        rq->span = s;
+        rq->nspan = n;
+    }
+    return &rq->span[id];
+}
+
+/* Which client holds span `id` (+1), 0 none: any u32 may be asked. */
+static unsigned rq_holder(const rq_t *rq, uint32_t id)
+{
+    return id < rq->nspan ? rq->span[id].who : 0;
+}
+
+static unsigned rq_sessions(const rq_t *rq)
+{
+    unsigned n = 0;
+    for (int i = 0; i < RQ_CLIENTS; i++)
+        n += rq->cl[i].sid != 0;
+    return n;
+}
+
+/* Pages [start, start + n) are now `tag`'s: inside the heap, and nothing
+ * else of the model's there (no span or object handed out twice).  False
+ * (a failure) when not: then the model does not take it. */
+static bool rq_claim(rq_t *rq, uint64_t start, uint64_t n, uint32_t tag)
+{
+    bool inside = n > 0 && start >= rq->first_page && start + n <= rq->npages;
+    CU_ASSERT(inside);
+    if (!inside) {
+        rq_note(rq, " [pages %#llx+%llu outside the heap]", (unsigned long long)start,
+                (unsigned long long)n);
+        return false;
+    }
+    for (uint64_t p = start; p < start + n; p++)
+        if (rq->page[p] != 0) {
+            CU_FAIL("one page handed out twice");
+            rq_note(rq, " [page %#llx of %#x is %#x's already]", (unsigned long long)p,
+                    tag, rq->page[p]);
+            return false;
+        }
+    for (uint64_t p = start; p < start + n; p++)
+        rq->page[p] = tag;
+    return true;
+}
+
+static void rq_unclaim(rq_t *rq, uint64_t start, uint64_t n)
+{
+    for (uint64_t p = start; p < start + n && p < rq->npages; p++)
+        rq->page[p] = 0;
+}
+
+/* Client `who` holds span `id` (descriptor s) of class `cls` now. */
+static bool rq_hold(rq_t *rq, int who, uint32_t id, unsigned cls, const shm_span_t *s)
+{
+    rq_client_t *k = &rq->cl[who];
+    if (!rq_claim(rq, s->start, s->npages, id))
+        return false;
+    if (k->nheld == k->cap) {
+        k->cap = k->cap ? 2 * k->cap : 256;
+        k->held = realloc(k->held, k->cap * sizeof *k->held);
+        CU_ASSERT_FATAL(k->held != NULL);
+    }
+    rq_span_t *m = rq_span(rq, id);
+    m->who = (uint8_t)(who + 1);
+    m->cls = (uint8_t)cls;
+    m->idx = (uint32_t)k->nheld;
+    m->start = s->start;
+    m->npages = s->npages;
+    k->held[k->nheld++] = id;
+    return true;
+}
+
+/* Span `id` is no longer held (released, or its session ended). */
+static void rq_unhold(rq_t *rq, uint32_t id)
+{
+    rq_span_t *m = &rq->span[id];
+    rq_client_t *k = &rq->cl[m->who - 1];
+    uint32_t last = k->held[--k->nheld];
+    k->held[m->idx] = last;
+    rq->span[last].idx = m->idx;
+    rq_unclaim(rq, m->start, m->npages);
+    m->who = 0;
+}
+
+/* A large object (cached -1) or an extra span cached for client `cached`
+ * at `off`; false when its pages are not free in the model. */
+static bool rq_large_add(rq_t *rq, uint64_t off, uint64_t bytes, int cached)
+{
+    if (!rq_claim(rq, off >> SHM_PAGE_SHIFT, bytes >> SHM_PAGE_SHIFT,
+                  RQ_TAG_LARGE | (uint32_t)(off >> SHM_PAGE_SHIFT)))
+        return false;
+    if (rq->nlarge == rq->caplarge) {
+        rq->caplarge = rq->caplarge ? 2 * rq->caplarge : 64;
+        rq->large = realloc(rq->large, rq->caplarge * sizeof *rq->large);
+        CU_ASSERT_FATAL(rq->large != NULL);
+    }
+    rq->large[rq->nlarge++] = (rq_large_t){ off, bytes, cached };
+    return true;
+}
+
+static void rq_large_del(rq_t *rq, size_t i)
+{
+    rq_unclaim(rq, rq->large[i].off >> SHM_PAGE_SHIFT, rq->large[i].bytes >> SHM_PAGE_SHIFT);
+    rq->large[i] = rq->large[--rq->nlarge];
+}
+
+/* The model's live object or extra span at `off`, or -1. */
+static long rq_large_at(const rq_t *rq, uint64_t off)
+{
+    for (size_t i = 0; i < rq->nlarge; i++)
+        if (rq->large[i].off == off)
+            return (long)i;
+    return -1;
+}
+
+/* What the test writes at both ends of a live large object. */
+static uint64_t rq_pattern(uint64_t off, bool end)
+{
+    return ((off >> SHM_PAGE_SHIFT) ^ (end ? 0xe11dull : 0x57a7ull)) * 0x9e3779b97f4a7c15ull;
+}
+
+static void rq_pattern_put(rq_t *rq, const rq_large_t *o)
+{
+    uint64_t v = rq_pattern(o->off, false);
+    memcpy(rq->a.base + o->off, &v, sizeof v);
+    v = rq_pattern(o->off, true);
+    memcpy(rq->a.base + o->off + o->bytes - sizeof v, &v, sizeof v);
+}
+
+static bool rq_pattern_ok(const rq_t *rq, const rq_large_t *o)
+{
+    uint64_t head, tail;
+    memcpy(&head, rq->a.base + o->off, sizeof head);
+    memcpy(&tail, rq->a.base + o->off + o->bytes - sizeof tail, sizeof tail);
+    return head == rq_pattern(o->off, false) && tail == rq_pattern(o->off, true);
+}
+
+/* The descriptor the span map names for arena page `page`, or NULL. */
+static shm_span_t *rq_desc(const rq_t *rq, uint64_t page)
+{
+    shm_spanid_t id = shm_load_relaxed(&shm_spanmap(rq->a.base)[page]);
+    return id ? shm_span(rq->a.base, id) : NULL;
+}
+
+/* Large object or extra span `o` as the daemon published it: LARGE, its
+ * pages, its tag; a live object's pattern intact. */
+static bool rq_large_intact(rq_t *rq, const rq_large_t *o)
+{
+    const shm_span_t *s = rq_desc(rq, o->off >> SHM_PAGE_SHIFT);
+    uint32_t tag = o->cached < 0 ? 0 : SHM_LARGE_CACHED;
+    bool ok = s && shm_load_acquire(&s->xstate) == SHM_SPAN_LARGE &&
+              (uint64_t)s->start << SHM_PAGE_SHIFT == o->off &&
+              (uint64_t)s->npages << SHM_PAGE_SHIFT == o->bytes &&
+              shm_load_relaxed(&s->xowner) == tag &&
+              (o->cached < 0 || shm_load_relaxed(&s->xlarge) == rq->cl[o->cached].sid) &&
+              (o->cached >= 0 || rq_pattern_ok(rq, o));
+    if (!ok)
+        rq_note(rq, " [large %s at %#llx (%llu bytes) not intact]",
+                o->cached < 0 ? "object" : "extra span", (unsigned long long)o->off,
+                (unsigned long long)o->bytes);
+    return ok;
+}
+
+/* Everything the model says against the arena: the sessions and their
+ * span counts, every held span HELD by its session with its class and
+ * pages, every large object and extra span intact. */
+static void rq_check_all(rq_t *rq)
+{
+    const shm_header_t *h = rq->a.hdr;
+    bool ok = h->nsessions == rq_sessions(rq);
+    if (!ok)
+        rq_note(rq, " [%u sessions, the model has %u]", h->nsessions, rq_sessions(rq));
+    for (int i = 0; i < RQ_CLIENTS; i++) {
+        const rq_client_t *k = &rq->cl[i];
+        if (k->sid == 0)
+            continue;
+        if (h->sessions[k->sid - 1].nspans != k->nheld) {
+            rq_note(rq, " [session %u holds %u spans, the model %zu]", k->sid,
+                    h->sessions[k->sid - 1].nspans, k->nheld);
+            ok = false;
+        }
+        for (size_t j = 0; j < k->nheld; j++) {
+            uint32_t id = k->held[j];
+            const rq_span_t *m = &rq->span[id];
+            const shm_span_t *s = shm_span(rq->a.base, id);
+            if (shm_load_acquire(&s->xstate) != SHM_SPAN_HELD || s->session != k->sid ||
+                s->sizeclass != m->cls || s->start != m->start || s->npages != m->npages) {
+                rq_note(rq, " [span %u of session %u: state %u session %u class %u]", id,
+                        k->sid, shm_load_relaxed(&s->xstate), s->session, s->sizeclass);
+                ok = false;
+                break;
+            }
+        }
+    }
+    CU_ASSERT(ok);
+    bool large_ok = true;
+    for (size_t i = 0; i < rq->nlarge && large_ok; i++)
+        large_ok = rq_large_intact(rq, &rq->large[i]);
+    CU_ASSERT(large_ok);
+}
+
+/* The answer to one request: one the model calls valid must succeed with
+ * the body `bc` (or get ENOMEM when `may_nomem`); one it calls bad must get
+ * an error, `want` when not 0, with a message (holding `what` when not
+ * NULL: what was wrong) and no body.  Returns the error (0xffffffff when
+ * the call itself failed). */
+static uint32_t rq_expect(rq_t *rq, Spand__Response *r, Spand__Response__BodyCase bc,
+                          bool valid, bool may_nomem, uint32_t want, const char *what)
+{
+    uint32_t e = err_of(r);
+    if (r == NULL) {
+        rq_note(rq, " -> no answer");
+        return e;
+    }
+    rq_note(rq, " -> %s%s%s%s", e ? strerror((int)e) : "ok", e ? " \"" : "",
+            e && r->message ? r->message : "", e ? "\"" : "");
+    if (e == 0) {
+        rq->nok++;
+        CU_ASSERT_EQUAL(r->body_case, bc);
+    } else {
+        CU_ASSERT(r->message != NULL && r->message[0] != '\0');
+        CU_ASSERT_EQUAL(r->body_case, SPAND__RESPONSE__BODY__NOT_SET);
+        if (e == EINVAL || e == EPROTO)
+            rq->nbad++;
+        if (e == ENOMEM)
+            rq->nenomem++;
+        else
+            rq->nrefused++;
+    }
+    if (valid) {
+        CU_ASSERT(e == 0 || (may_nomem && e == ENOMEM));
+    } else {
+        CU_ASSERT(e != 0);
+        if (want != 0) {
+            CU_ASSERT_EQUAL(e, want);
+        }
+        if (e != 0 && what != NULL && !(r->message && strstr(r->message, what))) {
+            CU_FAIL("the message does not say what was wrong");
+            rq_note(rq, " [the message should name \"%s\"]", what);
+        }
+    }
+    return e;
+}
+
+/* Up to `want` spans client `who` holds, each once, in random order. */
+static size_t rq_own(rq_t *rq, int who, uint32_t *ids, size_t want)
+{
+    const rq_client_t *k = &rq->cl[who];
+    size_t n = 0;
+    if (want >= k->nheld) {
+        for (size_t i = 0; i < k->nheld && n < want; i++)
+            ids[n++] = k->held[i];
+        for (size_t i = n; i > 1; i--) {
+            size_t j = rq_below(rq, i);
+            uint32_t t = ids[i - 1];
+            ids[i - 1] = ids[j];
+            ids[j] = t;
+        }
+        return n;
+    }
+    uint32_t stamp = ++rq->stamp;
+    for (size_t tries = 0; n < want && tries < 4 * want; tries++) {
+        uint32_t id = k->held[rq_below(rq, k->nheld)];
+        if (rq->span[id].mark != stamp) {
+            rq->span[id].mark = stamp;
+            ids[n++] = id;
+        }
+    }
+    return n;
+}
+
+/* An id client `who` may not give back along with ids[0..n): a span
+ * another client holds, a span id nobody holds (likely), a random number,
+ * 0, or one of ids[0..n) again. */
+static uint32_t rq_intruder(rq_t *rq, int who, const uint32_t *ids, size_t n)
+{
+    uint32_t hwm = rq->a.hdr->spanalloc.hwm;
+    const rq_client_t *o = &rq->cl[(who + 1 + rq_below(rq, RQ_CLIENTS - 1)) % RQ_CLIENTS];
+    switch (rq_below(rq, 5)) {
+    case 0:
+        return o->nheld ? o->held[rq_below(rq, o->nheld)] : hwm;
+    case 1:
+        return 1 + rq_below(rq, hwm + 8);
+    case 2:
+        return (uint32_t)rq_next(rq);
+    case 3:
+        return 0;
+    default:
+        return n ? ids[rq_below(rq, n)] : hwm;
+    }
+}
+
+/* A list of span ids for a Release or a Refill of client `who`: half the
+ * time only spans it holds, each once (the daemon must take them all); a
+ * quarter, those and one intruder (rq_intruder) somewhere (the daemon must
+ * refuse the whole list); else a mix of its own spans and intruders. */
+static size_t rq_list(rq_t *rq, int who, uint32_t *ids)
+{
+    size_t want = rq_chance(rq, 20) ? rq_below(rq, RQ_LIST_MAX) : rq_below(rq, 9);
+    unsigned x = rq_below(rq, 100);
+    if (x < 50)
+        return rq_own(rq, who, ids, want);
+    if (x < 75) {
+        size_t n = rq_own(rq, who, ids, want), at = rq_below(rq, n + 1);
+        uint32_t bad = rq_intruder(rq, who, ids, n);
+        ids[n] = ids[at];
+        ids[at] = bad;
+        return n + 1;
+    }
+    const rq_client_t *k = &rq->cl[who];
+    for (size_t n = 0; n < want; n++)
+        ids[n] = rq_chance(rq, 30) && k->nheld ? k->held[rq_below(rq, k->nheld)] :
+                 rq_intruder(rq, who, ids, n);
+    return want;
+}
+
+/* Does client `who` hold every span of ids[0..n), each once?  If not,
+ * what the refusal must name (in `what`): the first span it does not hold,
+ * else the span listed twice. */
+static bool rq_list_valid(rq_t *rq, int who, const uint32_t *ids, size_t n,
+                          char *what, size_t len)
+{
+    uint32_t stamp = ++rq->stamp;
+    for (size_t i = 0; i < n; i++)
+        if (rq_holder(rq, ids[i]) != (unsigned)who + 1) {
+            snprintf(what, len, "span %u: ", ids[i]);
+            return false;
+        }
+    for (size_t i = 0; i < n; i++) {
+        if (rq->span[ids[i]].mark == stamp) {
+            snprintf(what, len, "twice");
+            return false;
+        }
+        rq->span[ids[i]].mark = stamp;
+    }
+    return true;
+}
+
+/* The daemon took back spans ids[0..n) (not a holder's held[] itself). */
+static void rq_released(rq_t *rq, const uint32_t *ids, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        rq_unhold(rq, ids[i]);
+}
+
+/* Every span of ids[0..n) that no client holds in the model is HELD by
+ * nobody in the arena: after a release, and after a refused list (which
+ * may hold any number: only ids below the descriptors' hwm are looked at). */
+static void rq_check_released(rq_t *rq, const uint32_t *ids, size_t n)
+{
+    uint32_t hwm = rq->a.hdr->spanalloc.hwm;
+    bool ok = true;
+    for (size_t i = 0; i < n; i++) {
+        if (ids[i] == 0 || ids[i] >= hwm || rq_holder(rq, ids[i]) != 0)
+            continue;
+        const shm_span_t *s = shm_span(rq->a.base, ids[i]);
+        if (shm_load_acquire(&s->xstate) == SHM_SPAN_HELD) {
+            rq_note(rq, " [span %u released, still HELD by %u]", ids[i], s->session);
+            ok = false;
+        }
+    }
+    CU_ASSERT(ok);
+}
+
+static void rq_refill(rq_t *rq, int who)
+{
+    rq_client_t *k = &rq->cl[who];
+    static uint32_t ids[RQ_LIST_MAX];
+    size_t n = rq_list(rq, who, ids);
+    uint32_t cls, nspans;
+    unsigned x = rq_below(rq, 100);
+    cls = x < 85 ? 1 + rq_below(rq, SHM_NCLASSES - 1) : x < 90 ? 0 :
+          x < 95 ? SHM_NCLASSES : (uint32_t)rq_next(rq);
+    x = rq_below(rq, 100);
+    nspans = x < 55 ? rq_below(rq, 9) : x < 90 ? rq_below(rq, 301) :
+             x < 95 ? UINT32_MAX : (uint32_t)rq_next(rq);
+    bool good_cls = cls >= 1 && cls < SHM_NCLASSES;
+    char what[64] = "before Hello";
+    if (k->sid != 0 && !good_cls)
+        snprintf(what, sizeof what, "no size class %u", cls);
+    bool valid = k->sid != 0 && good_cls && rq_list_valid(rq, who, ids, n, what, sizeof what);
+    rq_note(rq, "Refill(class %u, nspans %u, %zu to release%s)", cls, nspans, n,
+            valid ? "" : ", bad");
+    Spand__Response *r = refill(&k->c, cls, nspans, ids, n);
+    uint32_t e = rq_expect(rq, r, SPAND__RESPONSE__BODY_REFILL, valid, true,
+                           k->sid == 0 ? EPROTO : EINVAL, what);
+    if (valid && (e == 0 || e == ENOMEM))          /* released first, even on ENOMEM */
+        rq_released(rq, ids, n);
+    if (e == 0 && r->body_case == SPAND__RESPONSE__BODY_REFILL) {
+        size_t got = r->refill->n_spans;
+        uint32_t most = nspans == 0 ? 1 : nspans > RQ_REFILL_MAX ? RQ_REFILL_MAX : nspans;
+        CU_ASSERT(got >= 1 && got <= most);
+        uint32_t hwm = rq->a.hdr->spanalloc.hwm;
+        bool ok = true;
+        for (size_t i = 0; i < got && ok; i++) {
+            uint32_t id = r->refill->spans[i];
+            const shm_span_t *s = id >= 1 && id < hwm ? shm_span(rq->a.base, id) : NULL;
+            ok = s && rq_holder(rq, id) == 0 && shm_load_acquire(&s->xstate) == SHM_SPAN_HELD &&
+                 s->session == k->sid && s->sizeclass == cls &&
+                 s->npages == shm_classes[cls].npages;
+            if (!ok)
+                rq_note(rq, " [span %u handed out: hwm %u, held by client %u, state %u, "
+                        "session %u, class %u]", id, hwm, rq_holder(rq, id),
+                        s ? shm_load_relaxed(&s->xstate) : 0, s ? s->session : 0,
+                        s ? s->sizeclass : 0);
+            else
+                ok = rq_hold(rq, who, id, cls, s);
+        }
+        CU_ASSERT(ok);
+        rq_note(rq, " %zu spans", got);
+    }
+    done(r);
+    rq_check_released(rq, ids, n);
+}
+
+static void rq_release(rq_t *rq, int who)
+{
+    rq_client_t *k = &rq->cl[who];
+    static uint32_t ids[RQ_LIST_MAX];
+    size_t n = rq_list(rq, who, ids);
+    char what[64] = "before Hello";
+    bool valid = k->sid != 0 && rq_list_valid(rq, who, ids, n, what, sizeof what);
+    rq_note(rq, "Release(%zu spans%s)", n, valid ? "" : ", bad");
+    Spand__Response *r = release(&k->c, ids, n);
+    uint32_t e = rq_expect(rq, r, SPAND__RESPONSE__BODY_RELEASE, valid, false,
+                           k->sid == 0 ? EPROTO : EINVAL, what);
+    if (e == 0 && r->body_case == SPAND__RESPONSE__BODY_RELEASE) {
+        /* nothing was ever allocated in them: each goes back to the heap */
+        CU_ASSERT_EQUAL(r->release->to_heap, n);
+        CU_ASSERT_EQUAL(r->release->to_central, 0);
+        rq_released(rq, ids, n);
+    }
+    done(r);
+    rq_check_released(rq, ids, n);
+}
+
+static void rq_alloc(rq_t *rq, int who)
+{
+    rq_client_t *k = &rq->cl[who];
+    uint64_t arena = rq->a.hdr->arena_size, size, align;
+    uint32_t extra;
+    unsigned x = rq_below(rq, 100);
+    if (x < 50)                                    /* 1 B .. 4 MiB, log-uniform */
+        size = 1 + (rq_next(rq) & ((2ull << rq_below(rq, 22)) - 1));
+    else if (x < 75)                               /* a size the large pool takes */
+        size = (uint64_t)(SHM_LPOOL_MIN_PAGES + rq_below(rq, SHM_LPOOL_NBUCKETS)) *
+               SHM_PAGE_SIZE - rq_below(rq, SHM_PAGE_SIZE);
+    else if (x < 80)
+        size = 0;
+    else if (x < 85)
+        size = arena;
+    else if (x < 90)
+        size = arena + 1 + rq_below(rq, 1u << 30);
+    else if (x < 95)
+        size = UINT64_MAX;
+    else
+        size = rq_next(rq);
+    x = rq_below(rq, 100);
+    if (x < 45)
+        align = 0;
+    else if (x < 60)                               /* at most a page: page aligned */
+        align = 1ull << rq_below(rq, SHM_PAGE_SHIFT + 1);
+    else if (x < 75)                               /* 16 KiB .. 4 MiB */
+        align = 1ull << (SHM_PAGE_SHIFT + 1 + rq_below(rq, 9));
+    else if (x < 85)                               /* not a power of two */
+        align = (1ull << rq_below(rq, 30)) * (3 + 2 * rq_below(rq, 100));
+    else if (x < 90)
+        align = 1ull << 63;
+    else if (x < 95)                               /* more than the arena */
+        align = arena << (1 + rq_below(rq, 8));
+    else
+        align = arena;
+    x = rq_below(rq, 100);
+    extra = x < 60 ? 0 : x < 95 ? 1 + rq_below(rq, 10) : rq_below(rq, 5000);
+
+    /* what the daemon must answer, in the order it looks */
+    uint64_t need = size / SHM_PAGE_SIZE + (size % SHM_PAGE_SIZE != 0);
+    uint64_t alpages = align > SHM_PAGE_SIZE ? align >> SHM_PAGE_SHIFT : 1;
+    uint64_t room = rq->npages - rq->first_page;
+    uint32_t want = 0;
+    const char *what = NULL;
+    if (k->sid == 0)
+        want = EPROTO, what = "before Hello";
+    else if (size == 0)
+        want = EINVAL, what = "0 bytes";
+    else if ((align & (align - 1)) != 0 || align > arena)
+        want = EINVAL, what = "alignment";
+    else if (size > arena)
+        want = ENOMEM;
+    else if (need + alpages - 1 > room)
+        want = ENOMEM;
+    rq_note(rq, "AllocLarge(size %llu, align %#llx, extra %u%s)", (unsigned long long)size,
+            (unsigned long long)align, extra, want ? ", bad" : "");
+    Spand__Response *r = alloc_large_extra(&k->c, size, align, extra);
+    uint32_t e = rq_expect(rq, r, SPAND__RESPONSE__BODY_ALLOC_LARGE, want == 0, true, want,
+                           what);
+    if (e == 0 && r->body_case == SPAND__RESPONSE__BODY_ALLOC_LARGE) {
+        const Spand__AllocLargeReply *m = r->alloc_large;
+        uint64_t off = m->offset, bytes = m->usable_size;
+        rq_note(rq, " at %#llx, %llu bytes, %zu extra", (unsigned long long)off,
+                (unsigned long long)bytes, m->n_extra);
+        /* page aligned, the size rounded up to pages, aligned as asked,
+         * inside the heap (rq_claim) and on no page of anything else */
+        bool ok = off % SHM_PAGE_SIZE == 0 && bytes == need * SHM_PAGE_SIZE &&
+                  (align <= SHM_PAGE_SIZE || (rq->a.hdr->base + off) % align == 0);
+        CU_ASSERT(ok);
+        if (ok && (ok = rq_large_add(rq, off, bytes, -1))) {
+            rq_pattern_put(rq, &rq->large[rq->nlarge - 1]);
+            CU_ASSERT(rq_large_intact(rq, &rq->large[rq->nlarge - 1]));
+        }
+        /* extras: only sizes the pool takes, page aligned, at most 15 */
+        bool may = align <= SHM_PAGE_SIZE && shm_lpool_bucket(rq->a.base, need) != NULL;
+        CU_ASSERT(m->n_extra <= (may ? (extra < RQ_MAX_EXTRA ? extra : RQ_MAX_EXTRA) : 0));
+        for (size_t i = 0; ok && i < m->n_extra; i++) {
+            ok = m->extra[i] % SHM_PAGE_SIZE == 0 && rq_large_add(rq, m->extra[i], bytes, who);
+            CU_ASSERT(ok);
+            if (ok) {
+                CU_ASSERT(rq_large_intact(rq, &rq->large[rq->nlarge - 1]));
+            }
+        }
+    }
+    done(r);
+}
+
+static void rq_free(rq_t *rq, int who)
+{
+    rq_client_t *k = &rq->cl[who];
+    uint64_t off = 0;
+    unsigned x = rq_below(rq, 100);
+    const rq_large_t *o = rq->nlarge ? &rq->large[rq_below(rq, rq->nlarge)] : NULL;
+    if (x < 55 && o)                               /* any client's object (or extra) */
+        off = o->off;
+    else if (x < 65 && rq->nfreed)                 /* again */
+        off = rq->freed[rq_below(rq, rq->nfreed < RQ_FREED ? rq->nfreed : RQ_FREED)];
+    else if (x < 80 && o)                          /* inside one */
+        off = o->off + (rq_chance(rq, 50) ? 1 : rq_chance(rq, 50) ? 4096 : SHM_PAGE_SIZE);
+    else if (x < 85)                               /* a page of the heap */
+        off = (uint64_t)(rq->first_page + rq_below(rq, rq->npages - rq->first_page))
+              << SHM_PAGE_SHIFT;
+    else if (x < 90)
+        off = rq_next(rq);
+    else if (x < 95)
+        off = UINT64_MAX;
+    /* else 0 */
+    long i = rq_large_at(rq, off);
+    bool valid = k->sid != 0 && i >= 0 && rq->large[i].cached < 0;
+    rq_note(rq, "FreeLarge(%#llx%s)", (unsigned long long)off,
+            valid ? "" : i >= 0 && rq->large[i].cached >= 0 ? ", an extra span" : ", bad");
+    if (valid) {
+        bool intact = rq_large_intact(rq, &rq->large[i]);
+        CU_ASSERT(intact);
+    }
+    char what[64] = "before Hello";
+    if (k->sid != 0)
+        snprintf(what, sizeof what, "offset %#llx ", (unsigned long long)off);
+    Spand__Response *r = free_large(&k->c, off);
+    uint32_t e = rq_expect(rq, r, SPAND__RESPONSE__BODY_FREE_LARGE, valid, false,
+                           k->sid == 0 ? EPROTO : EINVAL, what);
+    if (e == 0 && valid) {
+        rq_large_del(rq, (size_t)i);
+        rq->freed[rq->nfreed++ % RQ_FREED] = off;
+    }
+    done(r);
+}
+
+/* Stats: sessions, large bytes (extra spans are counted as pooled, not
+ * live) and, per class, spans held, all as the model says. */
+static void rq_stats(rq_t *rq, int who)
+{
+    bool classes = rq_chance(rq, 50);
+    rq_note(rq, "Stats(classes %d)", classes);
+    Spand__Response *r = stats(&rq->cl[who].c, classes);
+    if (rq_expect(rq, r, SPAND__RESPONSE__BODY_STATS, true, false, 0, NULL) != 0 ||
+        r->body_case != SPAND__RESPONSE__BODY_STATS) {
+        done(r);
+        return;
+    }
+    const Spand__StatsReply *s = r->stats;
+    uint64_t live = 0, pooled = 0;
+    for (size_t i = 0; i < rq->nlarge; i++)
+        *(rq->large[i].cached < 0 ? &live : &pooled) += rq->large[i].bytes;
+    CU_ASSERT_EQUAL(s->clients, rq_sessions(rq));
+    CU_ASSERT_EQUAL(s->large_bytes, live);
+    CU_ASSERT_EQUAL(s->large_pool_bytes, pooled);
+    if (s->large_bytes != live || s->large_pool_bytes != pooled)
+        rq_note(rq, " [large_bytes %llu, large_pool_bytes %llu; the model %llu, %llu]",
+                (unsigned long long)s->large_bytes, (unsigned long long)s->large_pool_bytes,
+                (unsigned long long)live, (unsigned long long)pooled);
+    if (classes) {
+        uint32_t held[SHM_NCLASSES] = { 0 };
+        for (int c = 0; c < RQ_CLIENTS; c++)
+            for (size_t j = 0; j < rq->cl[c].nheld; j++)
+                held[rq->span[rq->cl[c].held[j]].cls]++;
+        bool ok = s->n_classes == SHM_NCLASSES - 1;
+        for (size_t c = 0; ok && c < s->n_classes; c++)
+            ok = s->classes[c]->spans_held == held[c + 1];
+        CU_ASSERT(ok);
+    }
+    done(r);
+}
+
+/* Clients: every session of the model, with its name and span count. */
+static void rq_clients(rq_t *rq, int who)
+{
+    rq_note(rq, "Clients");
+    Spand__Response *r = clients(&rq->cl[who].c);
+    if (rq_expect(rq, r, SPAND__RESPONSE__BODY_CLIENTS, true, false, 0, NULL) == 0 &&
+        r->body_case == SPAND__RESPONSE__BODY_CLIENTS) {
+        bool ok = r->clients->n_clients == rq_sessions(rq);
+        for (size_t i = 0; ok && i < r->clients->n_clients; i++) {
+            const Spand__ClientInfo *ci = r->clients->clients[i];
+            int c = 0;
+            while (c < RQ_CLIENTS && rq->cl[c].sid != ci->session_id)
+                c++;
+            char name[16];
+            snprintf(name, sizeof name, "rq%d", c);
+            ok = c < RQ_CLIENTS && ci->spans == rq->cl[c].nheld &&
+                 ci->pid == (uint32_t)getpid() && strcmp(ci->name, name) == 0;
+        }
+        CU_ASSERT(ok);
+    }
+    done(r);
+}
+
+static void rq_verify(rq_t *rq, int who)
+{
+    Spand__Verify v = SPAND__VERIFY__INIT;
+    rq_note(rq, "Verify");
+    Spand__Response *r = call(&rq->cl[who].c, SPAND__REQUEST__BODY_VERIFY, &v);
+    if (rq_expect(rq, r, SPAND__RESPONSE__BODY_VERIFY, true, false, 0, NULL) == 0 &&
+        r->body_case == SPAND__RESPONSE__BODY_VERIFY) {
+        CU_ASSERT(r->verify->ok);
+        if (!r->verify->ok)
+            rq_note(rq, " [verify: %s]", r->verify->message);
+    }
+    done(r);
+}
+
+static void rq_ping(rq_t *rq, int who)
+{
+    uint64_t token = rq_next(rq);
+    rq_note(rq, "Ping");
+    Spand__Response *r = ping(&rq->cl[who].c, token);
+    if (rq_expect(rq, r, SPAND__RESPONSE__BODY_PING, true, false, 0, NULL) == 0 &&
+        r->body_case == SPAND__RESPONSE__BODY_PING) {
+        CU_ASSERT_EQUAL(r->ping->token, token);
+    }
+    done(r);
+}
+
+static void rq_scavenge(rq_t *rq, int who)
+{
+    rq_note(rq, "Scavenge");
+    Spand__Response *r = scavenge(&rq->cl[who].c);
+    rq_expect(rq, r, SPAND__RESPONSE__BODY_SCAVENGE, true, false, 0, NULL);
+    done(r);
+}
+
+/* A second Hello on a connection that has a session, or one of another
+ * protocol version on any: refused, no fd, the session as it was. */
+static void rq_hello_again(rq_t *rq, int who)
+{
+    rq_client_t *k = &rq->cl[who];
+    bool again = k->sid != 0 && rq_chance(rq, 50);
+    uint32_t version = again ? SPAND_PROTOCOL_VERSION :
+                       rq_chance(rq, 20) ? 0 : SPAND_PROTOCOL_VERSION + 1 + rq_below(rq, 1000);
+    int fd = k->c.arena_fd;
+    rq_note(rq, "Hello(version %u)", version);
+    Spand__Response *r = hello(&k->c, version, "again");
+    rq_expect(rq, r, SPAND__RESPONSE__BODY_HELLO, false, false, again ? EINVAL : EPROTO,
+              again ? "Hello already" : "protocol version");
+    CU_ASSERT_EQUAL(k->c.arena_fd, fd);
+    done(r);
+}
+
+/* Wait (2 s at most) until the daemon counts the model's sessions: a
+ * connection's session ends when the daemon reads its end. */
+static void rq_wait_sessions(rq_t *rq, ctl_client_t *c)
+{
+    uint32_t n = UINT32_MAX;
+    for (int i = 0; i < 200; i++) {
+        Spand__Response *r = stats(c, false);
+        n = r && r->stats ? r->stats->clients : UINT32_MAX;
+        done(r);
+        if (n == rq_sessions(rq))
+            break;
+        sleep_ms(10);
+    }
+    CU_ASSERT_EQUAL(n, rq_sessions(rq));
+}
+
+/* Client `who` hangs up, holding what it holds, and connects again (with
+ * a new Hello unless it is the one that never says it).  Its session ends:
+ * every span it held and every extra span cached for it comes back
+ * (adopted_spans counts them), none HELD any more.  This process maps the
+ * arena, so the daemon keeps a session that still holds something after
+ * its connection closes (rpc.c, conn_keep) until this process says Hello
+ * again: the new Hello ends it before it opens the new session. */
+static void rq_reopen(rq_t *rq, int who)
+{
+    rq_client_t *k = &rq->cl[who];
+    uint64_t adopted0 = 0;
+    Spand__Response *r = stats(&k->c, false);
+    if (r && r->stats)
+        adopted0 = counter(r->stats, "adopted_spans");
+    done(r);
+    size_t nspans = k->nheld, nextra = 0;
+    uint32_t *gone = malloc((nspans + 1) * sizeof *gone);
+    uint64_t *gone_extra = malloc((rq->nlarge + 1) * sizeof *gone_extra);
+    CU_ASSERT_FATAL(gone != NULL && gone_extra != NULL);
+    memcpy(gone, k->held, nspans * sizeof *gone);
+    rq_note(rq, "hang up holding %zu spans", nspans);
+    ctl_close(&k->c);
+    rq_released(rq, gone, nspans);
+    for (size_t i = rq->nlarge; i-- > 0;)
+        if (rq->large[i].cached == who) {
+            gone_extra[nextra++] = rq->large[i].off;
+            rq_large_del(rq, i);
+        }
+    rq_note(rq, " and %zu extra large spans; connect again", nextra);
+    bool had = k->sid != 0;
+    k->sid = 0;
+    open_client(rq->d, &k->c);
+    if (had) {
+        char name[16];
+        snprintf(name, sizeof name, "rq%d", who);
+        k->sid = say_hello(&k->c, name);
+        rq_note(rq, ", session %u", k->sid);
+    }
+    rq_wait_sessions(rq, &k->c);
+    r = stats(&k->c, false);
+    if (r && r->stats) {
+        CU_ASSERT_EQUAL(counter(r->stats, "adopted_spans") - adopted0, nspans + nextra);
+    }
+    done(r);
+    rq_check_released(rq, gone, nspans);
+    bool ok = true;
+    for (size_t i = 0; i < nextra; i++) {
+        const shm_span_t *s = rq_desc(rq, gone_extra[i] >> SHM_PAGE_SHIFT);
+        ok = ok && (s == NULL || shm_load_acquire(&s->xstate) == SHM_SPAN_FREE);
+    }
+    CU_ASSERT(ok);
+    free(gone);
+    free(gone_extra);
+}
+
+static void rq_dump(const rq_t *rq)
+{
+    fprintf(stderr, "\nrandom requests: failed at step %u with seed %llu "
+            "(again: SPAND_RANDREQ_SEED=%llu); the last steps:\n", rq->step,
+            (unsigned long long)rq->seed, (unsigned long long)rq->seed);
+    unsigned first = rq->step + 1 > RQ_TRACE ? rq->step + 1 - RQ_TRACE : 0;
+    for (unsigned s = first; s <= rq->step; s++)
+        fprintf(stderr, "  %s\n", rq->trace[s % RQ_TRACE]);
+}
+
+/* One step: a client (the one without a session less often) and a request. */
+static void rq_step(rq_t *rq)
+{
+    int who = rq_chance(rq, 10) ? RQ_NOHELLO : (int)rq_below(rq, RQ_NOHELLO);
+    unsigned x = rq_below(rq, 1000);
+    snprintf(rq->trace[rq->step % RQ_TRACE], sizeof rq->trace[0], "%u: client %d: ",
+             rq->step, who);
+    if (x < 200)
+        rq_refill(rq, who);
+    else if (x < 400)
+        rq_release(rq, who);
+    else if (x < 600)
+        rq_alloc(rq, who);
+    else if (x < 820)
+        rq_free(rq, who);
+    else if (x < 850)
+        rq_stats(rq, who);
+    else if (x < 870)
+        rq_clients(rq, who);
+    else if (x < 890)
+        rq_verify(rq, who);
+    else if (x < 910)
+        rq_ping(rq, who);
+    else if (x < 925)
+        rq_scavenge(rq, who);
+    else if (x < 960)
+        rq_hello_again(rq, who);
+    else if (x < 975)
+        rq_reopen(rq, who);
+    else
+        rq_release(rq, who);
+}
+
+static unsigned long long rq_env(const char *name, unsigned long long def)
+{
+    const char *s = getenv(name);
+    return s && *s ? strtoull(s, NULL, 0) : def;
+}
+
+static void test_random_requests(void)
+{
+    /* 64 MiB: a few Refills of large spans fill it, so ENOMEM comes up;
+     * the scavenger every second runs between the requests too */
+    const char *args[] = { "-m", "64M", "--scavenge-interval", "1", NULL };
+    static rq_t rq;
+    memset(&rq, 0, sizeof rq);
+    rq.seed = rq.rng = rq_env("SPAND_RANDREQ_SEED", RQ_SEED);
+    unsigned nsteps = (unsigned)rq_env("SPAND_RANDREQ_STEPS", RQ_STEPS);
+    bool verbose = rq_env("SPAND_RANDREQ_VERBOSE", 0) != 0;
+    rq.d = start(args);
+    for (int i = 0; i < RQ_CLIENTS; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "rq%d", i);
+        open_client(rq.d, &rq.cl[i].c);
+        if (i != RQ_NOHELLO)
+            rq.cl[i].sid = say_hello(&rq.cl[i].c, name);
+    }
+    CU_ASSERT_FATAL(map_arena(&rq.cl[0].c, &rq.a));
+    rq.first_page = (uint32_t)(rq.a.hdr->data_off >> SHM_PAGE_SHIFT);
+    rq.npages = rq.a.hdr->npages;
+    rq.page = calloc(rq.npages, sizeof *rq.page);
+    CU_ASSERT_FATAL(rq.page != NULL);
+
+    unsigned failures = CU_get_number_of_failures();
+    bool failed = false;
+    for (rq.step = 0; rq.step < nsteps && !failed; rq.step++) {
+        rq_step(&rq);
+        if (rq.step % 100 == 99) {                 /* every so often, on top */
+            rq_verify(&rq, (int)rq_below(&rq, RQ_CLIENTS));
+            rq_ping(&rq, (int)rq_below(&rq, RQ_CLIENTS));
+        }
+        rq_check_all(&rq);
+        failed = CU_get_number_of_failures() != failures;
+        if (verbose)
+            fprintf(stderr, "%s\n", rq.trace[rq.step % RQ_TRACE]);
+    }
+    if (failed) {
+        rq.step--;
+        rq_dump(&rq);
+    } else {
+        /* the end: every object freed, every span released, by a client
+         * with a session; nothing lost on the way */
+        snprintf(rq.trace[rq.step % RQ_TRACE], sizeof rq.trace[0], "the end");
+        for (size_t i = rq.nlarge; i-- > 0;) {
+            if (rq.large[i].cached >= 0)
+                continue;
+            CU_ASSERT(rq_large_intact(&rq, &rq.large[i]));
+            Spand__Response *r = free_large(&rq.cl[i % RQ_NOHELLO].c, rq.large[i].off);
+            CU_ASSERT_EQUAL(err_of(r), 0);
+            done(r);
+            rq_large_del(&rq, i);
+        }
+        for (int c = 0; c < RQ_CLIENTS; c++) {
+            rq_client_t *k = &rq.cl[c];
+            if (k->sid == 0)
+                continue;
+            Spand__Response *r = release(&k->c, k->held, k->nheld);
+            CU_ASSERT_EQUAL(err_of(r), 0);
+            done(r);
+            while (k->nheld > 0)
+                rq_unhold(&rq, k->held[k->nheld - 1]);
+        }
+        rq_check_all(&rq);
+        if (CU_get_number_of_failures() != failures)
+            rq_dump(&rq);
+    }
+    /* unmapped first, so that closing ends every session at once (conn_keep
+     * keeps a session holding extra spans while this process maps the arena) */
+    shm_arena_close(&rq.a);
+    for (int i = 0; i < RQ_CLIENTS; i++) {
+        ctl_close(&rq.cl[i].c);
+        rq.cl[i].sid = 0;
+        free(rq.cl[i].held);
+    }
+    if (!failed) {
+        ctl_client_t c;
+        open_client(rq.d, &c);
+        rq_wait_sessions(&rq, &c);
+        Spand__Response *r = stats(&c, true);
+        CU_ASSERT(r && r->stats);
+        if (r && r->stats) {
+            bool none = r->stats->n_classes == SHM_NCLASSES - 1;
+            for (size_t i = 0; none && i < r->stats->n_classes; i++)
+                none = r->stats->classes[i]->spans_held == 0;
+            CU_ASSERT(none);
+            CU_ASSERT_EQUAL(r->stats->clients, 0);
+            CU_ASSERT_EQUAL(r->stats->large_bytes, 0);
+            CU_ASSERT_EQUAL(r->stats->large_pool_bytes, 0);      /* extras freed */
+            /* every EINVAL and EPROTO answer, and nothing else */
+            CU_ASSERT_EQUAL(counter(r->stats, "bad_requests"), rq.nbad);
+        }
+        done(r);
+        ctl_close(&c);
+        CU_ASSERT(rq.nbad > 0);
+        fprintf(stderr, "(random requests: seed %llu, %u steps: %u answered ok, %u refused, "
+                "%u ENOMEM)\n", (unsigned long long)rq.seed, nsteps, rq.nok, rq.nrefused,
+                rq.nenomem);
+    }
+    free(rq.span);
+    free(rq.page);
+    free(rq.large);
+    finish(rq.d);
+}
+
 static int suite_cleanup(void)
 {
     dh_stop_all();
@@ -1582,6 +2597,7 @@ static CU_TestInfo daemon_tests[] = {
     { "daemonizes without -f", test_daemonize },
     { "default socket from the environment", test_default_socket },
     { "stale socket and arena replaced", test_stale_replaced },
+    { "random requests from several clients", test_random_requests },
     CU_TEST_INFO_NULL,
 };
 
