@@ -2376,7 +2376,8 @@ static void rq_reopen(rq_t *rq, int who)
     uint32_t *gone = malloc((nspans + 1) * sizeof *gone);
     uint64_t *gone_extra = malloc((rq->nlarge + 1) * sizeof *gone_extra);
     CU_ASSERT_FATAL(gone != NULL && gone_extra != NULL);
-    memcpy(gone, k->held, nspans * sizeof *gone);
+    if (nspans > 0)                 /* k->held may be NULL then */
+        memcpy(gone, k->held, nspans * sizeof *gone);
     rq_note(rq, "hang up holding %zu spans", nspans);
     ctl_close(&k->c);
     rq_released(rq, gone, nspans);
