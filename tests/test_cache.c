@@ -12,7 +12,9 @@
 #include "config.h"
 
 #include <pthread.h>
+#include <errno.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -20,6 +22,7 @@
 
 #include "client/cache.h"
 #include "tests/cutest.h"
+#include "tests/client_helper.h"
 #include "tests/daemon_helper.h"
 
 static dh_daemon_t *small_, *big_;      /* two daemons, two arena layouts */
@@ -476,6 +479,106 @@ static void test_exiting(void)
     spc_free(v[2]);
 }
 
+/* ---- retention: what a class keeps, and what goes back ---- */
+
+/* Spans the cache of this (single-threaded) process holds in class cls,
+ * the daemon's view: its lists, its current span, and the spans given back
+ * but not yet released (pending: still held until the next Release). */
+static long held_here(unsigned cls)
+{
+    const spci_cache_t *c = spci_tls.tc;
+    const spci_class_t *k = &c->cls[cls];
+    return (long)k->full.n + (long)k->avail.n + (k->cur != NULL) + (long)c->npending;
+}
+
+enum { RETAIN_OBJ = 16384, RETAIN_N = 40960 };  /* 640 MiB of one class */
+
+/* The fork child of test_retention: 0, or the number of the check that
+ * failed (said on stderr). */
+static int retention_child(void)
+{
+    unsigned cls = shm_size_to_class(RETAIN_OBJ);
+    void **v = calloc(RETAIN_N, sizeof *v);
+    if (v == NULL)
+        return 1;
+    /* every object live at once: past 512 MiB of full spans the oldest
+     * go back to the daemon, their objects still live */
+    for (uint32_t j = 0; j < RETAIN_N; j++) {
+        if ((v[j] = spc_malloc(RETAIN_OBJ)) == NULL) {
+            fprintf(stderr, "retention: malloc %u: %s\n", j, strerror(errno));
+            return 2;
+        }
+        memcpy(v[j], &j, sizeof j);
+    }
+    const spci_class_t *k = &spci_tls.tc->cls[cls];
+    uint32_t tid = spci_gettid(), ours = 0, theirs = 0;
+    for (uint32_t j = 0; j < RETAIN_N; j += RETAIN_N / 1280) {  /* one object a span */
+        shm_span_t *s;
+        uint32_t i;
+        if (shm_ptr_locate(spci_map.base, v[j], &s, &i) != SHM_PTR_OK)
+            return 3;
+        if (shm_load_relaxed(&s->xowner) == tid)
+            ours++;
+        else
+            theirs++;
+    }
+    long daemon = ct_client_spans(big_->sock, getpid());
+    if ((uint64_t)k->full.pages << SHM_PAGE_SHIFT > (512u << 20) || theirs == 0 ||
+        ours == 0 || daemon != held_here(cls)) {
+        fprintf(stderr, "retention, all live: full %u spans (%u pages), %u spans ours, %u "
+                "given back; the daemon counts %ld held, the cache %ld\n", k->full.n,
+                k->full.pages, ours, theirs, daemon, held_here(cls));
+        return 4;
+    }
+    /* every object freed, intact, in the order made: a demand over the
+     * process's budget keeps only the class's floor (32 MiB) of spans with
+     * free room; the frees into spans given back are remote frees */
+    for (uint32_t j = 0; j < RETAIN_N; j++) {
+        uint32_t got;
+        memcpy(&got, v[j], sizeof got);
+        if (got != j) {
+            fprintf(stderr, "retention: object %u holds %u\n", j, got);
+            return 5;
+        }
+        spc_free(v[j]);
+    }
+    daemon = ct_client_spans(big_->sock, getpid());
+    if ((uint64_t)k->avail.pages << SHM_PAGE_SHIFT > (32u << 20) ||
+        daemon != held_here(cls) || daemon > 64 + 64 + 1) {
+        fprintf(stderr, "retention, all freed: avail %u spans (%u pages), full %u; the "
+                "daemon counts %ld held, the cache %ld\n", k->avail.n, k->avail.pages,
+                k->full.n, daemon, held_here(cls));
+        return 6;
+    }
+    free(v);
+    spc_detach();
+    return 0;
+}
+
+/* A process that makes 640 MiB of 16 KiB objects, every one live at once,
+ * then frees them all: its class tracks at most 512 MiB of full spans and
+ * hands the oldest back to the daemon with their objects live (frees into
+ * them are then remote frees, and lose nothing); once freed, it keeps only
+ * the 32 MiB floor of spans with free room, since its peak is over the
+ * 384 MiB budget (client/cache.c, retention).  The daemon's count of held
+ * spans follows the cache's at each step, and nothing is live after. */
+static void test_retention(void)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    CU_ASSERT_FATAL(pid >= 0);
+    if (pid == 0) {
+        setenv("SPAND_SOCKET", big_->sock, 1);
+        _exit(retention_child());
+    }
+    int st = -1;
+    CU_ASSERT_EQUAL(dh_waitpid_timeout(pid, &st, 60000), 0);
+    CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        fprintf(stderr, "retention child: status %#x\n", st);
+    CU_ASSERT(ct_nothing_live(big_->sock, 0));
+}
+
 /* ---- placement ---- */
 
 static void *placed_thread(void *arg)
@@ -519,6 +622,8 @@ int main(void)
         { "a thread's remote frees into a span are pushed at the batch's cap", test_rfree_cap },
         { "once the process exits, remote frees and tiny blocks wait for nothing",
           test_exiting },
+        { "a class past its budget keeps its floor and gives the rest back",
+          test_retention },
         { "a cache is placed on a line in its page of slack", test_placement },
         CU_TEST_INFO_NULL,
     };
