@@ -11,7 +11,9 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -866,39 +868,165 @@ static void test_pipelined(void)
     CU_ASSERT(c.arena_fd >= 0);
     ctl_close(&c);
 
-    /* a client that sends much and reads late: answers wait, none is lost */
+    finish(d);
+}
+
+/* ---- a client that does not read its answers ---- */
+
+typedef struct slow_writer_s {
+    int fd;
+    const uint8_t *buf;
+    size_t len;
+    _Atomic size_t sent;        /* bytes written so far */
+    int err;                    /* errno of a failed write, 0 none */
+} slow_writer_t;
+
+/* Write w->buf in pieces, publishing the progress (blocking writes: the
+ * socket refuses more once the daemon stops reading). */
+static void *slow_writer(void *arg)
+{
+    slow_writer_t *w = arg;
+    size_t off = 0;
+    while (off < w->len) {
+        size_t n = w->len - off < 16384 ? w->len - off : 16384;
+        ssize_t k = write(w->fd, w->buf + off, n);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0) {
+            w->err = k < 0 ? errno : EPIPE;
+            break;
+        }
+        off += (size_t)k;
+        atomic_store(&w->sent, off);
+    }
+    return NULL;
+}
+
+/* Append request `req` with id `id` as one frame to buf[*len..]. */
+static void put_frame(uint8_t *buf, size_t *len, Spand__Request *req, uint64_t id)
+{
+    req->id = id;
+    size_t n = spand__request__get_packed_size(req);
+    spand_frame_put_len(buf + *len, (uint32_t)n);
+    spand__request__pack(req, buf + *len + SPAND_FRAME_HDR);
+    *len += SPAND_FRAME_HDR + n;
+}
+
+/* A client that sends much and does not read: once its answers waiting in
+ * the daemon pass SPD_OUTPUT_MAX (4 MiB), the daemon parses nothing more
+ * of its input, and stops reading its socket once the input buffer is
+ * full too (two frames), so the client's writes block: its memory in the
+ * daemon is bounded, and meanwhile the daemon serves others.  (The stall
+ * comes before the Hello, which would stop the parsing by itself until
+ * everything before its answer has gone.)  Then the client reads, and
+ * every answer comes, in order: the Stats answers, the refusals of the big
+ * Releases (before Hello), the Hello answer with the arena's fd, a Ping. */
+static void test_back_pressure(void)
+{
+    dh_daemon_t *d = start(NULL);
+    ctl_client_t c, other;
     open_client(d, &c);
-    enum { M = 3000 };
+    open_client(d, &other);
+
+    /* the size of one Stats answer with its class table */
     Spand__Request req = SPAND__REQUEST__INIT;
     Spand__StatsRequest st = SPAND__STATS_REQUEST__INIT;
     st.classes = true;
     req.body_case = SPAND__REQUEST__BODY_STATS;
     req.stats = &st;
-    size_t one = spand__request__get_packed_size(&req) + 8;
-    buf = malloc(M * (one + SPAND_FRAME_HDR));
+    Spand__Response *r = NULL;
+    CU_ASSERT_FATAL(ctl_call(&other, &req, &r) == 0 && r != NULL);
+    size_t answer = spand__response__get_packed_size(r);
+    done(r);
+    /* answers of twice SPD_OUTPUT_MAX, then Releases (each nearly a
+     * whole frame, refused: no Hello yet), then Hello, then Ping */
+    size_t nstats = (8u << 20) / answer + 1;
+    enum { NBIG = 6, NIDS = 200000 };     /* 5-byte varints: 1 MB a frame */
+    uint32_t *ids = malloc(NIDS * sizeof *ids);
+    CU_ASSERT_FATAL(ids != NULL);
+    for (uint32_t i = 0; i < NIDS; i++)
+        ids[i] = 0x7fff0000u + i;
+    size_t cap = nstats * 16 + NBIG * ((size_t)NIDS * 5 + 64) + 256, len = 0;
+    uint8_t *buf = malloc(cap);
     CU_ASSERT_FATAL(buf != NULL);
-    len = 0;
-    for (unsigned i = 0; i < M; i++) {
-        req.id = i + 1;
-        size_t n = spand__request__get_packed_size(&req);
-        spand_frame_put_len(buf + len, (uint32_t)n);
-        spand__request__pack(&req, buf + len + SPAND_FRAME_HDR);
-        len += SPAND_FRAME_HDR + n;
+    uint64_t id = 1;
+    for (size_t i = 0; i < nstats; i++)
+        put_frame(buf, &len, &req, id++);
+    Spand__Release rel = SPAND__RELEASE__INIT;
+    rel.spans = ids;
+    rel.n_spans = NIDS;
+    Spand__Request rreq = SPAND__REQUEST__INIT;
+    rreq.body_case = SPAND__REQUEST__BODY_RELEASE;
+    rreq.release = &rel;
+    CU_ASSERT_FATAL(spand__request__get_packed_size(&rreq) <= SPAND_MAX_FRAME);
+    for (int k = 0; k < NBIG; k++)
+        put_frame(buf, &len, &rreq, id++);
+    Spand__Hello h = SPAND__HELLO__INIT;
+    h.protocol_version = SPAND_PROTOCOL_VERSION;
+    Spand__Request hreq = SPAND__REQUEST__INIT;
+    hreq.body_case = SPAND__REQUEST__BODY_HELLO;
+    hreq.hello = &h;
+    put_frame(buf, &len, &hreq, id++);
+    Spand__Ping p = SPAND__PING__INIT;
+    p.token = 4242;
+    Spand__Request preq = SPAND__REQUEST__INIT;
+    preq.body_case = SPAND__REQUEST__BODY_PING;
+    preq.ping = &p;
+    put_frame(buf, &len, &preq, id++);
+    CU_ASSERT_FATAL(len <= cap);
+    CU_ASSERT_FATAL(len - nstats * 16 > (size_t)NBIG * NIDS * 4);
+    free(ids);
+
+    slow_writer_t w = { .fd = c.fd, .buf = buf, .len = len };
+    pthread_t th;
+    CU_ASSERT_FATAL(pthread_create(&th, NULL, slow_writer, &w) == 0);
+    /* the writes stall short of the end: the daemon stopped reading */
+    size_t last = (size_t)-1;
+    unsigned still = 0;
+    for (unsigned t = 0; t < 200 && still < 6; t++) {      /* 10 s at most */
+        sleep_ms(50);
+        size_t now = atomic_load(&w.sent);
+        still = now == last && now < len ? still + 1 : 0;
+        last = now;
     }
-    CU_ASSERT_EQUAL(ctl_send_raw(&c, buf, len), 0);
-    free(buf);
-    sleep_ms(200);
+    CU_ASSERT(still >= 6 && last < len);
+    if (still < 6)
+        fprintf(stderr, "back pressure: the client wrote %zu of %zu bytes unread\n", last, len);
+    /* meanwhile another client is served */
+    r = ping(&other, 77);
+    CU_ASSERT(r && r->error == 0 && r->ping && r->ping->token == 77);
+    done(r);
+
     unsigned good = 0;
-    for (unsigned i = 0; i < M; i++) {
-        Spand__Response *r = recv_one(&c);
+    for (size_t i = 0; i < nstats; i++) {
+        r = recv_one(&c);
         if (r == NULL)
             break;
         good += r->id == i + 1 && r->error == 0 && r->stats &&
                 r->stats->n_classes == SHM_NCLASSES - 1;
         done(r);
     }
-    CU_ASSERT_EQUAL(good, M);
+    CU_ASSERT_EQUAL(good, nstats);
+    for (int k = 0; k < NBIG; k++) {
+        r = recv_one(&c);
+        CU_ASSERT(r && r->id == nstats + 1 + (uint64_t)k && r->error == EPROTO &&
+                  r->message && strstr(r->message, "before Hello"));
+        done(r);
+    }
+    r = recv_one(&c);
+    CU_ASSERT(r && r->id == nstats + NBIG + 1 && r->error == 0 &&
+              r->body_case == SPAND__RESPONSE__BODY_HELLO);
+    done(r);
+    CU_ASSERT(c.arena_fd >= 0);
+    r = recv_one(&c);
+    CU_ASSERT(r && r->id == id - 1 && r->error == 0 && r->ping && r->ping->token == 4242);
+    done(r);
+    pthread_join(th, NULL);
+    CU_ASSERT_EQUAL(w.err, 0);
+    CU_ASSERT_EQUAL(atomic_load(&w.sent), len);
+    free(buf);
     ctl_close(&c);
+    ctl_close(&other);
     finish(d);
 }
 
@@ -2585,6 +2713,7 @@ static CU_TestInfo daemon_tests[] = {
     { "full arena: ENOMEM and partial refills", test_arena_full },
     { "bad frames", test_bad_frames },
     { "pipelined frames", test_pipelined },
+    { "a client that does not read: back-pressure, then every answer", test_back_pressure },
     { "other uid refused", test_other_uid_refused },
     { "allowed uid, config file", test_allowed_uid_and_config },
     { "exited client's spans adopted", test_client_exit_adopted },
