@@ -1484,6 +1484,101 @@ static void test_second_daemon_refused(void)
     finish(d);                                           /* the first one is fine */
 }
 
+/* The shared-memory object of d exists (a refused start must leave none). */
+static bool shm_exists(const dh_daemon_t *d)
+{
+    int fd = shm_open(d->shm, O_RDONLY, 0);
+    if (fd >= 0)
+        close(fd);
+    return fd >= 0;
+}
+
+/* Run spand with socket path `path` (NULL: no -s, the default path),
+ * expecting it to refuse with exit status `status` (1: at start, 2: bad
+ * usage) and a message containing `want`, leaving no arena behind. */
+static void expect_socket_refused(dh_daemon_t *d, const char *path, int status,
+                                  const char *want)
+{
+    char err[2048];
+    const char *args[] = { "-s", path, NULL };
+    int st = dh_run_expect_exit(d, path ? args : NULL, err, sizeof err);
+    CU_ASSERT_EQUAL(st, status);
+    CU_ASSERT(strstr(err, want) != NULL);
+    if (st != status || strstr(err, want) == NULL)
+        fprintf(stderr, "spand on %s: status %d, said: %s\n", path ? path : "(default)", st, err);
+    CU_ASSERT(!shm_exists(d));
+}
+
+/* Socket paths spand must not use: each refused with a message naming the
+ * problem, and nothing that was there is touched. */
+static void test_socket_path_refused(void)
+{
+    dh_daemon_t *d = dh_new();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(d);
+    char path[512];
+
+    /* a file that is not a socket: kept as it was */
+    snprintf(path, sizeof path, "%s/not-a-socket", d->dir);
+    FILE *f = fopen(path, "w");
+    CU_ASSERT_FATAL(f != NULL);
+    fputs("keep me\n", f);
+    fclose(f);
+    expect_socket_refused(d, path, 1, "exists and is not a socket; not touching it");
+    char line[32] = "";
+    f = fopen(path, "r");
+    CU_ASSERT(f != NULL && fgets(line, sizeof line, f) != NULL && !strcmp(line, "keep me\n"));
+    if (f)
+        fclose(f);
+
+    /* its directory is a file */
+    char sub[600];
+    snprintf(sub, sizeof sub, "%s/spand.sock", path);
+    expect_socket_refused(d, sub, 1, "is not a directory");
+    unlink(path);
+
+    /* a directory that cannot be made (its parent is missing) */
+    snprintf(path, sizeof path, "%s/no/such/spand.sock", d->dir);
+    expect_socket_refused(d, path, 1, "cannot create the socket directory");
+
+    /* longer than a Unix socket's address holds: a usage error */
+    int n = snprintf(path, sizeof path, "%s/", d->dir);
+    memset(path + n, 'x', 200);
+    path[n + 200] = '\0';
+    expect_socket_refused(d, path, 2, "socket path too long");
+
+    /* the default directory, /tmp/spand-UID, open to others: when no
+     * daemon of this uid uses it now (else this part is skipped) */
+    char def[64];
+    snprintf(def, sizeof def, "/tmp/spand-%u", (unsigned)getuid());
+    if (mkdir(def, 0700) == 0) {
+        CU_ASSERT_EQUAL(chmod(def, 0777), 0);
+        char *sock = getenv("SPAND_SOCKET"), *xdg = getenv("XDG_RUNTIME_DIR");
+        sock = sock ? strdup(sock) : NULL;
+        xdg = xdg ? strdup(xdg) : NULL;
+        unsetenv("SPAND_SOCKET");
+        unsetenv("XDG_RUNTIME_DIR");
+        d->no_socket_arg = true;
+        expect_socket_refused(d, NULL, 1, "is open to others");
+        d->no_socket_arg = false;
+        if (sock)
+            setenv("SPAND_SOCKET", sock, 1);
+        if (xdg)
+            setenv("XDG_RUNTIME_DIR", xdg, 1);
+        free(sock);
+        free(xdg);
+        char left[96];                          /* nothing was put there */
+        snprintf(left, sizeof left, "%s/spand.sock", def);
+        CU_ASSERT_EQUAL(access(left, F_OK), -1);
+        unlink(left);                           /* after a failure: clean up */
+        snprintf(left, sizeof left, "%s/spand.sock.pid", def);
+        unlink(left);
+        CU_ASSERT_EQUAL(rmdir(def), 0);
+    } else {
+        fprintf(stderr, "(%s exists: its part of the test skipped) ", def);
+    }
+    dh_cleanup(d);
+}
+
 static void test_sigterm_cleanup(void)
 {
     dh_daemon_t *d = start(NULL);
@@ -2723,6 +2818,7 @@ static CU_TestInfo daemon_tests[] = {
     { "json checker", test_json_checker },
     { "spanctl", test_spanctl },
     { "second daemon refused", test_second_daemon_refused },
+    { "socket paths refused, nothing touched", test_socket_path_refused },
     { "SIGTERM cleans up", test_sigterm_cleanup },
     { "daemonizes without -f", test_daemonize },
     { "default socket from the environment", test_default_socket },
