@@ -7,6 +7,7 @@
  */
 #include "config.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -19,6 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -868,6 +871,86 @@ static void test_pipelined(void)
     CU_ASSERT(c.arena_fd >= 0);
     ctl_close(&c);
 
+    finish(d);
+}
+
+/* ---- out of file descriptors ---- */
+
+/* A daemon that runs out of file descriptors (a client opening connection
+ * after connection, say) stops accepting for a second at a time, logs
+ * it, and serves the connections it has; the ones waiting in the listen
+ * backlog are accepted once descriptors free up, and their requests
+ * answered.  The daemon gets a limit of six descriptors more than it has
+ * open when it starts. */
+static void test_out_of_fds(void)
+{
+    dh_daemon_t *d = start(NULL);
+    /* its limit: what it has open now and six more (prlimit, the hard
+     * limit too: spand raises its soft limit to the hard one at start) */
+    char fddir[64];
+    snprintf(fddir, sizeof fddir, "/proc/%ld/fd", (long)d->pid);
+    DIR *dir = opendir(fddir);
+    CU_ASSERT_FATAL(dir != NULL);
+    unsigned nopen = 0;
+    for (struct dirent *e; (e = readdir(dir)) != NULL;)
+        nopen += e->d_name[0] != '.';
+    closedir(dir);
+    struct rlimit low = { nopen + 6, nopen + 6 };
+    CU_ASSERT_FATAL(prlimit(d->pid, RLIMIT_NOFILE, &low, NULL) == 0);
+
+    enum { K = 14 };
+    ctl_client_t c[K];
+    bool answered[K];
+    unsigned nans = 0;
+    for (unsigned i = 0; i < K; i++) {
+        CU_ASSERT_FATAL(ctl_connect(&c[i], d->sock, 150) == 0);   /* the backlog takes it */
+        Spand__Ping p = SPAND__PING__INIT;
+        p.token = 100 + i;
+        Spand__Request req = SPAND__REQUEST__INIT;
+        req.body_case = SPAND__REQUEST__BODY_PING;
+        req.ping = &p;
+        Spand__Response *r = NULL;
+        CU_ASSERT_EQUAL_FATAL(ctl_send(&c[i], &req), 0);
+        int rc = ctl_recv(&c[i], &r);
+        answered[i] = rc == 0 && r && r->ping && r->ping->token == 100 + i;
+        CU_ASSERT(answered[i] || rc == -ETIMEDOUT);
+        nans += answered[i];
+        done(r);
+    }
+    CU_ASSERT(nans >= 1 && nans < K);
+    /* the ones it has are served as before */
+    for (unsigned i = 0; i < K; i++) {
+        if (!answered[i])
+            continue;
+        Spand__Response *r = ping(&c[i], 7);
+        CU_ASSERT(r && r->error == 0 && r->ping && r->ping->token == 7);
+        done(r);
+    }
+    /* descriptors free up: every waiting connection is taken and its
+     * Ping answered, late */
+    for (unsigned i = 0; i < K; i++)
+        if (answered[i])
+            ctl_close(&c[i]);
+    unsigned late = 0;
+    struct timeval tv = { 5, 0 };
+    for (unsigned i = 0; i < K; i++) {
+        if (answered[i])
+            continue;
+        setsockopt(c[i].fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        Spand__Response *r = NULL;
+        late += ctl_recv(&c[i], &r) == 0 && r && r->ping && r->ping->token == 100 + i;
+        done(r);
+        ctl_close(&c[i]);               /* and makes room for the next */
+    }
+    CU_ASSERT_EQUAL(late, K - nans);
+    FILE *f = fopen(d->log, "r");
+    char line[512];
+    bool logged = false;
+    while (f && fgets(line, sizeof line, f))
+        logged = logged || strstr(line, "not accepting for 1 s") != NULL;
+    if (f)
+        fclose(f);
+    CU_ASSERT(logged);
     finish(d);
 }
 
@@ -2808,6 +2891,7 @@ static CU_TestInfo daemon_tests[] = {
     { "full arena: ENOMEM and partial refills", test_arena_full },
     { "bad frames", test_bad_frames },
     { "pipelined frames", test_pipelined },
+    { "out of file descriptors: connections wait, none is lost", test_out_of_fds },
     { "a client that does not read: back-pressure, then every answer", test_back_pressure },
     { "other uid refused", test_other_uid_refused },
     { "allowed uid, config file", test_allowed_uid_and_config },
