@@ -20,9 +20,13 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "proto/spand.pb-c.h"
+#include "proto/wire.h"
 #include "shm/layout.h"
 #include "spanclient.h"
 #include "tests/client_helper.h"
@@ -152,6 +156,204 @@ static void test_attach(void)
     CU_ASSERT_EQUAL(spc_attach(NULL), 0);                 /* harmless again */
     CU_ASSERT_EQUAL(spc_attach("/nonexistent-dir/x"), 0); /* attached: nothing to do */
     CU_ASSERT(ct_client_spans(daemon_->sock, getpid()) >= 0);
+}
+
+/* ---- a daemon that answers Hello wrongly ---- */
+
+/* What the fake daemon does with the Hello of each connection, in order. */
+enum {
+    FAKE_OLD_PROTOCOL,          /* a HelloReply of another protocol version */
+    FAKE_NO_FD,                 /* a right HelloReply, but no arena fd */
+    FAKE_NOT_ARENA,             /* a right HelloReply with the fd of a file of zeros */
+    FAKE_GARBAGE,               /* a frame that does not decode */
+    FAKE_BIG_FRAME,             /* a length over the limit */
+    FAKE_WRONG_ID,              /* an answer to another request */
+    FAKE_REFUSED,               /* error ENOSPC, with a message */
+    FAKE_HANG_UP,               /* closes without answering */
+    FAKE_N
+};
+
+typedef struct fake_s {
+    int lfd;                    /* listening socket */
+    int zeros;                  /* fd of a file of zeros */
+} fake_t;
+
+/* Send frame bytes, with `fd` attached when >= 0. */
+static void fake_send(int s, const void *buf, size_t len, int fd)
+{
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } cm;
+    struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+    if (fd >= 0) {
+        memset(&cm, 0, sizeof cm);
+        mh.msg_control = cm.buf;
+        mh.msg_controllen = sizeof cm.buf;
+        struct cmsghdr *h = CMSG_FIRSTHDR(&mh);
+        h->cmsg_level = SOL_SOCKET;
+        h->cmsg_type = SCM_RIGHTS;
+        h->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(h), &fd, sizeof fd);
+    }
+    if (sendmsg(s, &mh, MSG_NOSIGNAL) != (ssize_t)len)
+        perror("fake daemon: sendmsg");
+}
+
+/* Answer `resp` as one frame. */
+static void fake_answer(int s, Spand__Response *resp, int fd)
+{
+    uint8_t buf[256];
+    size_t n = spand__response__get_packed_size(resp);
+    if (n + SPAND_FRAME_HDR > sizeof buf)
+        return;
+    spand_frame_put_len(buf, (uint32_t)n);
+    spand__response__pack(resp, buf + SPAND_FRAME_HDR);
+    fake_send(s, buf, SPAND_FRAME_HDR + n, fd);
+}
+
+/* The fake daemon: one connection per case, in order. */
+static void *fake_daemon(void *arg)
+{
+    fake_t *f = arg;
+    for (int k = 0; k < FAKE_N; k++) {
+        int s = accept(f->lfd, NULL, NULL);
+        if (s < 0)
+            break;
+        uint8_t hdr[SPAND_FRAME_HDR], body[512];
+        Spand__Request *req = NULL;
+        if (ct_read_all(s, hdr, sizeof hdr) && spand_frame_get_len(hdr) <= sizeof body &&
+            ct_read_all(s, body, spand_frame_get_len(hdr)))
+            req = spand__request__unpack(NULL, spand_frame_get_len(hdr), body);
+        uint64_t id = req ? req->id : 0;
+        if (req)
+            spand__request__free_unpacked(req, NULL);
+        Spand__HelloReply h = SPAND__HELLO_REPLY__INIT;
+        h.protocol_version = SPAND_PROTOCOL_VERSION;
+        h.layout_version = SHM_LAYOUT_VERSION;
+        h.arena_size = 1 << 20;
+        h.base_address = ARENA_BASE;
+        h.session_id = 1;
+        h.page_size = SHM_PAGE_SIZE;
+        Spand__Response resp = SPAND__RESPONSE__INIT;
+        resp.id = id;
+        resp.body_case = SPAND__RESPONSE__BODY_HELLO;
+        resp.hello = &h;
+        switch (k) {
+        case FAKE_OLD_PROTOCOL:
+            h.protocol_version = SPAND_PROTOCOL_VERSION + 1;
+            fake_answer(s, &resp, f->zeros);
+            break;
+        case FAKE_NO_FD:
+            fake_answer(s, &resp, -1);
+            break;
+        case FAKE_NOT_ARENA:
+            fake_answer(s, &resp, f->zeros);
+            break;
+        case FAKE_GARBAGE: {
+            const uint8_t junk[] = { 0, 0, 0, 5, 0xff, 0xff, 0xff, 0xff, 0xff };
+            fake_send(s, junk, sizeof junk, -1);
+            break;
+        }
+        case FAKE_BIG_FRAME: {
+            uint8_t big[SPAND_FRAME_HDR];
+            spand_frame_put_len(big, SPAND_MAX_FRAME + 1);
+            fake_send(s, big, sizeof big, -1);
+            break;
+        }
+        case FAKE_WRONG_ID:
+            resp.id = id + 1;
+            fake_answer(s, &resp, f->zeros);
+            break;
+        case FAKE_REFUSED:
+            resp.body_case = SPAND__RESPONSE__BODY__NOT_SET;
+            resp.error = ENOSPC;
+            resp.message = "no session slot left";
+            fake_answer(s, &resp, -1);
+            break;
+        default:                /* FAKE_HANG_UP */
+            break;
+        }
+        /* wait for the client to hang up (it must, on every case but the
+         * last, where we hang up first) */
+        char c;
+        while (k != FAKE_HANG_UP && read(s, &c, 1) > 0)
+            ;
+        close(s);
+    }
+    return NULL;
+}
+
+/* Every message the library logs, in order (the last one alone would be
+ * "the connection broke" for most of the cases below). */
+static char fake_logged[2048];
+static void fake_log(const char *msg, void *arg)
+{
+    (void)arg;
+    size_t n = strlen(fake_logged);
+    snprintf(fake_logged + n, sizeof fake_logged - n, "%s|", msg);
+}
+
+/* Every wrong answer to Hello fails spc_attach with a clear error and a
+ * logged reason, leaves nothing attached (nothing is mapped at the arena's
+ * address) and never hangs; the process attaches to a real daemon after. */
+static void test_attach_bad_daemon(void)
+{
+    spc_detach();
+    char dir[] = "/tmp/spandfake.XXXXXX", path[64], zpath[64];
+    CU_ASSERT_FATAL(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof path, "%s/spand.sock", dir);
+    snprintf(zpath, sizeof zpath, "%s/zeros", dir);
+    fake_t f;
+    f.zeros = open(zpath, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    CU_ASSERT_FATAL(f.zeros >= 0 && ftruncate(f.zeros, 1 << 20) == 0);
+    f.lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+    CU_ASSERT_FATAL(f.lfd >= 0 && bind(f.lfd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+                    listen(f.lfd, 8) == 0);
+    pthread_t th;
+    CU_ASSERT_FATAL(pthread_create(&th, NULL, fake_daemon, &f) == 0);
+
+    static const struct {
+        int rc;
+        const char *logged;
+    } want[FAKE_N] = {
+        [FAKE_OLD_PROTOCOL] = { -EPROTO, "spand speaks protocol" },
+        [FAKE_NO_FD] = { -EPROTO, "without the arena's file descriptor" },
+        [FAKE_NOT_ARENA] = { -EPROTO, "not a spand arena" },
+        [FAKE_GARBAGE] = { -EPROTO, "does not decode" },
+        [FAKE_BIG_FRAME] = { -EPROTO, "sent a frame of" },
+        [FAKE_WRONG_ID] = { -EPROTO, "wrong id" },
+        [FAKE_REFUSED] = { -ENOSPC, "no session slot left" },
+        [FAKE_HANG_UP] = { -ECONNRESET, "" },
+    };
+    spc_set_log_fn(fake_log, NULL);
+    for (int k = 0; k < FAKE_N; k++) {
+        fake_logged[0] = '\0';
+        int rc = spc_attach(path);
+        CU_ASSERT_EQUAL(rc, want[k].rc);
+        CU_ASSERT(strstr(fake_logged, want[k].logged) != NULL);
+        if (rc != want[k].rc || strstr(fake_logged, want[k].logged) == NULL)
+            fprintf(stderr, "fake daemon case %d: spc_attach %d (%s), logged \"%s\"\n", k,
+                    rc, strerror(-rc), fake_logged);
+        /* nothing mapped where the arena would be */
+        CU_ASSERT(msync((void *)ARENA_BASE, SHM_PAGE_SIZE, MS_ASYNC) != 0 && errno == ENOMEM);
+    }
+    spc_set_log_fn(NULL, NULL);
+    pthread_join(th, NULL);
+    close(f.lfd);
+    close(f.zeros);
+    unlink(path);
+    unlink(zpath);
+    rmdir(dir);
+
+    /* and the real daemon is fine to attach to */
+    CU_ASSERT_EQUAL(spc_attach(NULL), 0);
+    void *p = spc_malloc(64);
+    CU_ASSERT_PTR_NOT_NULL(p);
+    spc_free(p);
 }
 
 /* detach, then re-attach lazily from spc_malloc */
@@ -2093,6 +2295,7 @@ int main(void)
 {
     CU_TestInfo api[] = {
         { "attach", test_attach },
+        { "attach to a daemon that answers Hello wrongly", test_attach_bad_daemon },
         { "detach, then attach lazily", test_detach_lazy_attach },
         { "attach fails with EEXIST when the address is taken", test_attach_address_taken },
         { "malloc of every kind of size", test_malloc_sizes },
