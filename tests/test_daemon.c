@@ -1662,6 +1662,38 @@ static void test_socket_path_refused(void)
     dh_cleanup(d);
 }
 
+/* Arena sizes and base addresses spand cannot use: refused at start with a
+ * message giving the rule, and no arena left behind. */
+static void test_arena_args_refused(void)
+{
+    dh_daemon_t *d = dh_new();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(d);
+    static const struct {
+        const char *flag, *value;
+        int status;
+        const char *want;
+    } bad[] = {
+        { "-m", "1000", 1, "must be a multiple of 8192 between" },
+        { "-m", "8K", 1, "must be a multiple of 8192 between" },
+        { "-m", "100T", 1, "must be a multiple of 8192 between" },
+        { "-m", "2P", 2, "bad size" },
+        { "--base-address", "0x1234", 1, "must be non-zero and 2 MiB aligned" },
+        { "--base-address", "0", 1, "must be non-zero and 2 MiB aligned" },
+    };
+    char err[2048];
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        const char *args[] = { bad[k].flag, bad[k].value, NULL };
+        int st = dh_run_expect_exit(d, args, err, sizeof err);
+        CU_ASSERT_EQUAL(st, bad[k].status);
+        CU_ASSERT(strstr(err, bad[k].want) != NULL);
+        if (st != bad[k].status || strstr(err, bad[k].want) == NULL)
+            fprintf(stderr, "spand %s %s: status %d, said: %s\n", bad[k].flag, bad[k].value,
+                    st, err);
+        CU_ASSERT(!shm_exists(d));
+    }
+    dh_cleanup(d);
+}
+
 static void test_sigterm_cleanup(void)
 {
     dh_daemon_t *d = start(NULL);
@@ -2903,6 +2935,7 @@ static CU_TestInfo daemon_tests[] = {
     { "spanctl", test_spanctl },
     { "second daemon refused", test_second_daemon_refused },
     { "socket paths refused, nothing touched", test_socket_path_refused },
+    { "arena sizes and base addresses refused", test_arena_args_refused },
     { "SIGTERM cleans up", test_sigterm_cleanup },
     { "daemonizes without -f", test_daemonize },
     { "default socket from the environment", test_default_socket },
