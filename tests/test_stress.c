@@ -316,6 +316,17 @@ static void local_free(local_t *l, unsigned i, counts_t *cnt)
  * and drops those objects from its set. */
 enum { FORK_EVERY = 20000, FORK_FREES = 16 };
 
+/* Not in an AddressSanitizer build: its runtime (gcc 12's) does not hold
+ * its allocator's lock across fork(), so a child forked while another
+ * thread of the parent is inside malloc can spin on that lock for ever
+ * (seen: 2 children in about 25 runs, each stuck in the sanitizer runtime
+ * on a lock in ASan's allocator region).  The other builds fork. */
+#if defined(__SANITIZE_ADDRESS__)
+#define STRESS_FORKS 0
+#else
+#define STRESS_FORKS 1
+#endif
+
 static void fork_frees(local_t *l, counts_t *cnt)
 {
     unsigned m = l->n < FORK_FREES ? l->n : FORK_FREES;
@@ -331,18 +342,30 @@ static void fork_frees(local_t *l, counts_t *cnt)
             free_rec(&l->r[i], &errors);
         for (size_t n = 1; n <= 4096; n *= 8) {
             void *p = spc_malloc(n);
-            if (p == NULL)
-                errors += !refusable(errno);
-            else if (!mark(spc_offset(p), n, true) || !mark(spc_offset(p), n, false))
+            if (p == NULL && !refusable(errno)) {
                 errors++;
+                fprintf(stderr, "stress: fork child: spc_malloc(%zu): %s\n", n, strerror(errno));
+            } else if (p != NULL &&
+                       (!mark(spc_offset(p), n, true) || !mark(spc_offset(p), n, false))) {
+                errors++;
+                fprintf(stderr, "stress: fork child: got a live object at offset %#llx\n",
+                        (unsigned long long)spc_offset(p));
+            }
             spc_free(p);
         }
         exit(errors ? 1 : 0);
     }
     int st = -1;
-    if (dh_waitpid_timeout(pid, &st, 60000) != 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+    errno = 0;
+    if (dh_waitpid_timeout(pid, &st, 60000) != 0) {
         cnt->errors++;
-        fprintf(stderr, "stress: a fork child ended with status %#x\n", st);
+        fprintf(stderr, "stress: fork child %ld: %s\n", (long)pid,
+                errno ? strerror(errno) : "still running after 60 s; killed");
+        kill(pid, SIGKILL);             /* leave no process behind */
+        waitpid(pid, &st, 0);
+    } else if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        cnt->errors++;
+        fprintf(stderr, "stress: fork child %ld ended with status %#x\n", (long)pid, st);
     }
     l->n -= m;
     cnt->freed_fork += m;
@@ -494,7 +517,7 @@ static void *producer_run(void *arg)
     uint64_t serial = (uint64_t)pr->k << 56 | (uint64_t)pr->idx << 48;
     for (long op = 0; op < pr->ops; op++) {
         unsigned what = (unsigned)(next_rand(&rng) % 100);
-        if (op % FORK_EVERY == FORK_EVERY - 1 || op == pr->ops / 2) {
+        if (STRESS_FORKS && (op % FORK_EVERY == FORK_EVERY - 1 || op == pr->ops / 2)) {
             fork_frees(l, cnt);
         } else if (what < 68 || l->n == 0) {
             rec_t r;
@@ -760,9 +783,10 @@ static void test_stress(void)
     fprintf(stderr, "stress (seed %s): %d processes and a churner, %ld steps each: %ld objects (%ld freed by their "
             "thread, %ld by another thread, %ld by another process, %ld by fork children), "
             "%ld reallocs, %ld refused, %ld errors; %ld Scavenge, Stats and "
-            "Verify meanwhile\n", getenv("SPAND_STRESS_SEED") ? getenv("SPAND_STRESS_SEED") : "0",
+            "Verify meanwhile%s\n", getenv("SPAND_STRESS_SEED") ? getenv("SPAND_STRESS_SEED") : "0",
             NPROC, ops, sum.made, sum.freed_local, sum.freed_thread,
-            sum.freed_proc, sum.freed_fork, sum.reallocs, sum.refused, sum.errors, ops_.calls);
+            sum.freed_proc, sum.freed_fork, sum.reallocs, sum.refused, sum.errors, ops_.calls,
+            STRESS_FORKS ? "" : " (no fork children in an AddressSanitizer build)");
     CU_ASSERT_EQUAL(ops_.failed, 0);
     CU_ASSERT(ops_.calls > 0);
     CU_ASSERT_EQUAL(sum.errors, 0);
@@ -777,7 +801,7 @@ static void test_stress(void)
                     sum.made);
     /* (with its daemon dead a producer's set may be empty at each fork) */
     CU_ASSERT(sum.freed_thread > 0 && sum.freed_proc > 0 && sum.reallocs > 0 &&
-              (sum.freed_fork > 0 || mode_.daemon_dies));
+              (sum.freed_fork > 0 || mode_.daemon_dies || !STRESS_FORKS));
 
     /* nothing live, no session left, every invariant of the heap holds; a
      * killed churner leaves what it kept (at most LOCAL_MAX objects), what
