@@ -318,9 +318,10 @@ enum { FORK_EVERY = 20000, FORK_FREES = 16 };
 
 /* Not in an AddressSanitizer build: its runtime (gcc 12's) does not hold
  * its allocator's lock across fork(), so a child forked while another
- * thread of the parent is inside malloc can spin on that lock for ever
- * (seen: 2 children in about 25 runs, each stuck in the sanitizer runtime
- * on a lock in ASan's allocator region).  The other builds fork. */
+ * thread of the parent is inside malloc can wait on that lock for ever
+ * (seen: 2 children in about 25 runs, each stopped in the sanitizer
+ * runtime with a lock address of ASan's allocator region, 0x6400...,
+ * on its stack).  The other builds fork. */
 #if defined(__SANITIZE_ADDRESS__)
 #define STRESS_FORKS 0
 #else
