@@ -316,8 +316,8 @@ static void local_free(local_t *l, unsigned i, counts_t *cnt)
  * and drops those objects from its set. */
 enum { FORK_EVERY = 20000, FORK_FREES = 16 };
 
-/* Not in an AddressSanitizer build: its runtime (gcc 12's) does not hold
- * its allocator's lock across fork(), so a child forked while another
+/* Not in an AddressSanitizer build: its runtime (gcc 12's) appears not to
+ * hold its allocator's lock across fork(), so a child forked while another
  * thread of the parent is inside malloc can wait on that lock for ever
  * (seen: 2 children in about 25 runs, each stopped in the sanitizer
  * runtime with a lock address of ASan's allocator region, 0x6400...,
