@@ -47,10 +47,10 @@ static void usage(FILE *f)
 "      --large-pool SIZE   freed large objects of 40 KiB..1 MiB that clients\n"
 "                          keep for reuse, up to SIZE bytes in the shared\n"
 "                          pool (each client thread also keeps up to 8 of\n"
-"                          its own); K, M, G, T suffixes (default an eighth of\n"
-"                          the arena, 512M with the default 4G; 0 turns both\n"
-"                          off); idle ones go back to the heap within one\n"
-"                          scavenge interval whatever the size\n"
+"                          its own); K, M, G, T suffixes, at most the arena\n"
+"                          (default an eighth of it, 512M with the default\n"
+"                          4G; 0 turns both off); idle ones go back to the\n"
+"                          heap within one scavenge interval whatever the size\n"
 "  -c, --config FILE       read `key = value` lines (long option names)\n"
 "  -v, --verbose           log more (twice: libevent too)\n"
 "      --allow-uid UID     let this user connect too (repeatable)\n"
@@ -273,4 +273,11 @@ void spd_config_parse(spd_config_t *cfg, int argc, char **argv)
         die_usage("unexpected argument: %s", argv[optind]);
     if (cfg->large_pool == SPD_LARGE_POOL_AUTO)
         cfg->large_pool = cfg->arena_size / SPD_LARGE_POOL_SHARE;
+    if (cfg->large_pool > cfg->arena_size) {
+        /* surely a mistake: -m and --large-pool mixed up, or a unit */
+        char what[96];
+        snprintf(what, sizeof what, "%llu bytes, more than the arena's %llu",
+                 (unsigned long long)cfg->large_pool, (unsigned long long)cfg->arena_size);
+        die_usage("bad large pool: %s", what);
+    }
 }

@@ -1663,8 +1663,8 @@ static void test_socket_path_refused(void)
     dh_cleanup(d);
 }
 
-/* Arena sizes and base addresses spand cannot use: refused at start with a
- * message giving the rule, and no arena left behind. */
+/* Arena sizes, base addresses and large pools spand cannot use: refused
+ * at start with a message giving the rule, and no arena left behind. */
 static void test_arena_args_refused(void)
 {
     dh_daemon_t *d = dh_new();
@@ -1680,6 +1680,7 @@ static void test_arena_args_refused(void)
         { "-m", "2P", 2, "bad size" },
         { "--base-address", "0x1234", 1, "must be non-zero and 2 MiB aligned" },
         { "--base-address", "0", 1, "must be non-zero and 2 MiB aligned" },
+        { "--large-pool", "1G", 2, "more than the arena's 67108864" },  /* a 64M arena */
     };
     char err[2048];
     for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
@@ -2936,7 +2937,7 @@ static CU_TestInfo daemon_tests[] = {
     { "spanctl", test_spanctl },
     { "second daemon refused", test_second_daemon_refused },
     { "socket paths refused, nothing touched", test_socket_path_refused },
-    { "arena sizes and base addresses refused", test_arena_args_refused },
+    { "arena sizes, base addresses, large pools refused", test_arena_args_refused },
     { "SIGTERM cleans up", test_sigterm_cleanup },
     { "daemonizes without -f", test_daemonize },
     { "default socket from the environment", test_default_socket },
