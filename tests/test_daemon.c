@@ -1534,7 +1534,7 @@ static void test_spanctl(void)
     const char *gone_argv[] = { ctl, "-s", nowhere, "ping", NULL };
     CU_ASSERT_EQUAL(run_capture(gone_argv, out, sizeof out), 3);
     CU_ASSERT(strstr(out, "cannot connect to spand at ") != NULL &&
-              strstr(out, nowhere) != NULL);
+              strstr(out, nowhere) != NULL && strstr(out, "is spand running?") != NULL);
     finish(d);
 }
 

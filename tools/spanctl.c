@@ -301,8 +301,10 @@ int main(int argc, char **argv)
     ctl_client_t c;
     int rc = ctl_connect(&c, sock_path, 10000);
     if (rc != 0) {
-        fprintf(stderr, "spanctl: cannot connect to spand at %s: %s\n", path_for_msgs(),
-                strerror(-rc));
+        fprintf(stderr, "spanctl: cannot connect to spand at %s: %s%s\n", path_for_msgs(),
+                strerror(-rc), rc == -ENOENT || rc == -ECONNREFUSED
+                                   ? " (is spand running? for another socket: -s PATH or $SPAND_SOCKET)"
+                                   : "");
         return EXIT_CONNECT;
     }
     Spand__Request req = SPAND__REQUEST__INIT;
