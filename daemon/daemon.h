@@ -55,7 +55,7 @@ typedef struct spd_daemon_s {
     struct event *accept_pause;      /* re-enables the listener after EMFILE */
     struct event *keep_check;        /* every second while sessions are kept:
                                         has the process exec'd? (rpc.c) */
-    struct event *sig_term, *sig_int, *scavenger;
+    struct event *sig_term, *sig_int, *sig_hup, *scavenger;
     char pidfile[SPAND_PATH_MAX + 8]; /* socket path + ".pid", "" until written */
     time_t started;                  /* wall clock */
     uint64_t nconns_total;           /* numbers connections in the log */

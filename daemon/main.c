@@ -9,7 +9,10 @@
  * recorded daemon pid is dead is replaced (with a warning), one held by a
  * live daemon or not a spand arena makes us refuse.  At a clean stop
  * (SIGTERM, SIGINT) the socket, the pid file and the shared-memory object
- * are removed.
+ * are removed.  SIGHUP is logged and changes nothing: there is nothing to
+ * reload (the settings are fixed at start), and its default action, an
+ * exit with no clean-up, would drop every client's daemon at once (a
+ * foreground spand whose terminal closes, say).
  */
 #include "config.h"
 
@@ -132,6 +135,13 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     event_base_loopbreak(d->base);
 }
 
+static void on_hangup(evutil_socket_t sig, short what, void *arg)
+{
+    (void)sig, (void)what, (void)arg;
+    log_info("signal=Hangup: nothing to reload (the settings are fixed at start); "
+             "going on");
+}
+
 static int start_events(spd_daemon_t *d)
 {
     d->base = event_base_new();
@@ -139,8 +149,9 @@ static int start_events(spd_daemon_t *d)
         return -1;
     d->sig_term = evsignal_new(d->base, SIGTERM, on_signal, d);
     d->sig_int = evsignal_new(d->base, SIGINT, on_signal, d);
-    if (!d->sig_term || !d->sig_int || evsignal_add(d->sig_term, NULL) ||
-        evsignal_add(d->sig_int, NULL))
+    d->sig_hup = evsignal_new(d->base, SIGHUP, on_hangup, d);
+    if (!d->sig_term || !d->sig_int || !d->sig_hup || evsignal_add(d->sig_term, NULL) ||
+        evsignal_add(d->sig_int, NULL) || evsignal_add(d->sig_hup, NULL))
         return -1;
     if (spd_rpc_start(d) != 0 || spd_scavenger_start(d) != 0)
         return -1;
@@ -158,6 +169,8 @@ static void teardown(spd_daemon_t *d)
         event_free(d->sig_term);
     if (d->sig_int)
         event_free(d->sig_int);
+    if (d->sig_hup)
+        event_free(d->sig_hup);
     if (d->base)
         event_base_free(d->base);
     if (d->arena.hdr)
@@ -194,10 +207,12 @@ int main(int argc, char **argv)
     log_init("spand", true, d->cfg.verbose);
     signal(SIGPIPE, SIG_IGN);
     raise_nofile();
-    /* a SIGTERM before the loop handles it waits, so it still cleans up */
+    /* a SIGTERM before the loop handles it waits, so it still cleans up;
+     * so does a SIGHUP, which then changes nothing */
     sigemptyset(&stop);
     sigaddset(&stop, SIGTERM);
     sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGHUP);
     sigprocmask(SIG_BLOCK, &stop, &old);
     if (spd_rpc_bind(d) != 0)
         return 1;

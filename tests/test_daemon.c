@@ -1696,6 +1696,36 @@ static void test_arena_args_refused(void)
     dh_cleanup(d);
 }
 
+/* SIGHUP (a foreground spand's terminal closing, a reload by habit) is
+ * logged and changes nothing: the daemon, its clients and their spans go
+ * on, and a later SIGTERM still stops it cleanly. */
+static void test_sighup_goes_on(void)
+{
+    dh_daemon_t *d = start(NULL);
+    ctl_client_t c;
+    open_client(d, &c);
+    Spand__Response *r = hello(&c, SPAND_PROTOCOL_VERSION, "hup");
+    CU_ASSERT(r && r->error == 0);
+    done(r);
+    uint32_t ids[1];
+    r = refill(&c, 1, 1, NULL, 0);
+    CU_ASSERT_FATAL(r && r->error == 0 && r->refill && r->refill->n_spans >= 1);
+    ids[0] = r->refill->spans[0];
+    done(r);
+    CU_ASSERT_EQUAL(kill(d->pid, SIGHUP), 0);
+    for (unsigned t = 0; t < 100 && !log_has(d, "nothing to reload"); t++)
+        sleep_ms(20);                           /* 2 s at most */
+    CU_ASSERT(log_has(d, "nothing to reload"));
+    r = ping(&c, 5);                            /* the same connection goes on */
+    CU_ASSERT(r && r->error == 0 && r->ping && r->ping->token == 5);
+    done(r);
+    r = release(&c, ids, 1);                    /* and its session with its span */
+    CU_ASSERT(r && r->error == 0);
+    done(r);
+    ctl_close(&c);
+    finish(d);                                  /* SIGTERM: a clean stop */
+}
+
 static void test_sigterm_cleanup(void)
 {
     dh_daemon_t *d = start(NULL);
@@ -2938,6 +2968,7 @@ static CU_TestInfo daemon_tests[] = {
     { "second daemon refused", test_second_daemon_refused },
     { "socket paths refused, nothing touched", test_socket_path_refused },
     { "arena sizes, base addresses, large pools refused", test_arena_args_refused },
+    { "SIGHUP changes nothing", test_sighup_goes_on },
     { "SIGTERM cleans up", test_sigterm_cleanup },
     { "daemonizes without -f", test_daemonize },
     { "default socket from the environment", test_default_socket },
