@@ -7,7 +7,8 @@
  * as they arrive, as many as are buffered, and answered in order into the
  * bufferevent's output, which the read callback writes out before it
  * returns (conn_flush; the bufferevent writes only what the socket
- * refused) -> on EOF, error or write timeout the connection is
+ * refused) -> on EOF, error or write timeout every complete frame the peer
+ * sent before it went is applied (conn_apply_rest), then the connection is
  * freed and its session, if any, ends (daemon/session.c adopts its spans).
  * A frame over SPAND_MAX_FRAME gets one error answer and the connection is
  * closed once it is written; undecodable bytes and unknown bodies get an
@@ -566,6 +567,44 @@ static void conn_write_cb(struct bufferevent *bev, void *arg)
         conn_free(c);
 }
 
+/* The peer is gone (end of stream, a failed write) or takes no bytes:
+ * what it sent before still counts.  A FreeLarge is pipelined (the client
+ * does not wait for its answer) and a Release may be the last thing a
+ * process says, so a write that fails because the peer has closed must not
+ * drop the frames still in the socket: read what the socket holds and apply
+ * every complete frame, answering into the void.  Bounded, for a peer that
+ * keeps writing.  Not after a protocol error (closing: the stream is not
+ * trusted any more). */
+static void conn_apply_rest(spd_conn_t *c)
+{
+    if (c->bev == NULL || c->closing)
+        return;
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    size_t before = evbuffer_get_length(in);
+    uint64_t bytes = 0;
+    for (unsigned k = 0; k < SPD_REST_READS && !c->dead && !c->closing; k++) {
+        /* nobody reads the answers: drop them, and parse past the limit
+         * (a socket bufferevent keeps its output's front and its input's
+         * end frozen; thawed around our own use, as conn_flush does) */
+        evbuffer_unfreeze(out, 1);
+        evbuffer_drain(out, evbuffer_get_length(out));
+        evbuffer_freeze(out, 1);
+        c->paused = false;
+        process_input(c);
+        evbuffer_unfreeze(in, 0);
+        int n = evbuffer_read(in, c->fd, 1 << 16);
+        evbuffer_freeze(in, 0);
+        if (n <= 0)
+            break;
+        bytes += (uint64_t)n;
+    }
+    if (before > 0 || bytes > 0)
+        log_debug("conn=%llu gone: applied what it sent before (%zu bytes buffered, "
+                  "%llu more read)", (unsigned long long)c->num, before,
+                  (unsigned long long)bytes);
+}
+
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     spd_conn_t *c = arg;
@@ -576,8 +615,10 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
     else if (what & BEV_EVENT_TIMEOUT)
         log_warnx("conn=%llu pid=%ld takes no bytes for %d s; dropped",
                   (unsigned long long)c->num, (long)c->pid, SPD_WRITE_TIMEOUT_SECS);
-    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) {
+        conn_apply_rest(c);
         conn_free(c);
+    }
 }
 
 static bool peer_allowed(const spd_config_t *cfg, uid_t uid, gid_t gid)

@@ -24,6 +24,9 @@
                                              read its answers past this */
 #define SPD_WRITE_TIMEOUT_SECS 30         /* a peer that takes no bytes for this
                                              long is dropped */
+#define SPD_REST_READS        256u        /* reads of at most 64 KiB of what a
+                                             peer sent before it went (rpc.c,
+                                             conn_apply_rest) */
 
 /* One connection.  Daemon-private memory; the session it opens (if any) is
  * in the arena's sessions[] table. */
