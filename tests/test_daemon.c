@@ -183,6 +183,8 @@ static uint64_t counter_now(const dh_daemon_t *d, const char *name)
     Spand__Response *r = stats(&c, false);
     if (r && r->body_case == SPAND__RESPONSE__BODY_STATS)
         v = counter(r->stats, name);
+    else
+        CU_FAIL("Stats failed: no counter to read");     /* not a silent 0 */
     done(r);
     ctl_close(&c);
     return v;
@@ -1153,7 +1155,7 @@ static void test_hangup_applies_all(void)
     free(buf);
     ctl_close(&c);                              /* gone, no answer read */
     uint64_t freed = 0;
-    for (unsigned t = 0; t < 100 && freed < N; t++) {   /* 2 s at most */
+    for (unsigned t = 0; t < 500 && freed < N; t++) {   /* 10 s at most (debug builds) */
         sleep_ms(20);
         freed = counter_now(d, "large_frees") - freed0;
     }
@@ -1179,6 +1181,7 @@ static void test_other_uid_refused(void)
     CU_ASSERT_EQUAL(chmod(d->dir, 0755), 0);
     CU_ASSERT_EQUAL(chmod(d->sock, 0666), 0);
     pid_t pid = fork();
+    CU_ASSERT_FATAL(pid >= 0);      /* never kill(-1, ...) below */
     if (pid == 0) {
         ctl_client_t c;
         Spand__Response *r = NULL;
@@ -1268,6 +1271,7 @@ static void check_adoption(bool by_kill)
     CU_ASSERT_FATAL(pipe(p) == 0 && pipe(go) == 0);
     uint64_t adopted0 = counter_now(d, "adopted_spans");
     pid_t pid = fork();
+    CU_ASSERT_FATAL(pid >= 0);      /* never kill(-1, ...) below */
     if (pid == 0) {
         close(p[0]);
         close(go[1]);
@@ -1295,7 +1299,7 @@ static void check_adoption(bool by_kill)
     CU_ASSERT(by_kill ? WIFSIGNALED(status) : (WIFEXITED(status) && !WEXITSTATUS(status)));
     double t0 = now_s(), waited = 0;
     uint32_t nclients = 1;
-    while (waited < 2.0) {
+    while (waited < 10.0) {
         r = stats(&c, false);
         nclients = r && r->stats ? r->stats->clients : 1;
         done(r);
@@ -1304,8 +1308,7 @@ static void check_adoption(bool by_kill)
         sleep_ms(10);
         waited = now_s() - t0;
     }
-    CU_ASSERT_EQUAL(nclients, 0);
-    CU_ASSERT(waited < 1.0);
+    CU_ASSERT_EQUAL(nclients, 0);            /* how fast is the benchmarks' matter */
     CU_ASSERT_EQUAL(counter_now(d, "adopted_spans") - adopted0, 8);
     r = stats(&c, true);
     if (r && r->stats && r->stats->n_classes >= 3) {
@@ -1417,6 +1420,10 @@ static int run_capture(const char *const *argv, char *out, size_t len)
     if (pipe(p) != 0)
         return -1;
     pid_t pid = fork();
+    if (pid < 0) {                  /* never kill(-1, ...) below */
+        close(p[0]), close(p[1]);
+        return -1;
+    }
     if (pid == 0) {
         dup2(p[1], 1);
         dup2(p[1], 2);
@@ -1868,6 +1875,7 @@ static void test_allowed_uid_and_config(void)
     CU_ASSERT_EQUAL(chmod(d->dir, 0755), 0);
     CU_ASSERT_EQUAL(chmod(d->sock, 0666), 0);
     pid_t pid = fork();
+    CU_ASSERT_FATAL(pid >= 0);      /* never kill(-1, ...) below */
     if (pid == 0)
         nobody_hello(d->sock, 0);
     int status = -1;
@@ -2043,6 +2051,7 @@ typedef struct rq_s {
     unsigned nfreed;
     uint64_t nbad;                 /* EINVAL and EPROTO answers (bad_requests) */
     unsigned nok, nrefused, nenomem;
+    unsigned ngrant;               /* Refills and AllocLarges that succeeded */
     char trace[RQ_TRACE][320];
 } rq_t;
 
@@ -2473,6 +2482,7 @@ static void rq_refill(rq_t *rq, int who)
                            k->sid == 0 ? EPROTO : EINVAL, what);
     if (valid && (e == 0 || e == ENOMEM))          /* released first, even on ENOMEM */
         rq_released(rq, ids, n);
+    rq->ngrant += e == 0;
     if (e == 0 && r->body_case == SPAND__RESPONSE__BODY_REFILL) {
         size_t got = r->refill->n_spans;
         uint32_t most = nspans == 0 ? 1 : nspans > RQ_REFILL_MAX ? RQ_REFILL_MAX : nspans;
@@ -2581,6 +2591,7 @@ static void rq_alloc(rq_t *rq, int who)
     Spand__Response *r = alloc_large_extra(&k->c, size, align, extra);
     uint32_t e = rq_expect(rq, r, SPAND__RESPONSE__BODY_ALLOC_LARGE, want == 0, true, want,
                            what);
+    rq->ngrant += e == 0;
     if (e == 0 && r->body_case == SPAND__RESPONSE__BODY_ALLOC_LARGE) {
         const Spand__AllocLargeReply *m = r->alloc_large;
         uint64_t off = m->offset, bytes = m->usable_size;
@@ -2765,7 +2776,7 @@ static void rq_hello_again(rq_t *rq, int who)
 static void rq_wait_sessions(rq_t *rq, ctl_client_t *c)
 {
     uint32_t n = UINT32_MAX;
-    for (int i = 0; i < 200; i++) {
+    for (int i = 0; i < 1000; i++) {                    /* 10 s at most */
         Spand__Response *r = stats(c, false);
         n = r && r->stats ? r->stats->clients : UINT32_MAX;
         done(r);
@@ -2976,6 +2987,9 @@ static void test_random_requests(void)
         done(r);
         ctl_close(&c);
         CU_ASSERT(rq.nbad > 0);
+        /* ENOMEM is allowed of any Refill or AllocLarge; a daemon that said
+         * it to all of them must fail all the same */
+        CU_ASSERT(rq.ngrant > rq.nenomem);
         fprintf(stderr, "(random requests: seed %llu, %u steps: %u answered ok, %u refused, "
                 "%u ENOMEM)\n", (unsigned long long)rq.seed, nsteps, rq.nok, rq.nrefused,
                 rq.nenomem);
