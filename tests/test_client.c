@@ -92,10 +92,19 @@ static void assert_nothing_live(void)
     CU_ASSERT(ct_nothing_live(daemon_->sock, 0));
 }
 
+static pid_t runner_pid;            /* the test runner: main() sets it */
+
+/* Write all n bytes to a pipe: a child that cannot exits with status 90
+ * (its parent sees it); the runner fails the test and goes on (a child
+ * that died leaves EPIPE, and ending the runner there would leave no
+ * report and no clean-up). */
 static void xwrite(int fd, const void *buf, size_t n)
 {
-    if (!ct_write_all(fd, buf, n))
+    if (ct_write_all(fd, buf, n))
+        return;
+    if (getpid() != runner_pid)
         _exit(90);
+    CU_FAIL("a write to a child's pipe failed (the child is gone)");
 }
 
 /* A child process and two pipes to talk to it: up (child to parent), down
@@ -217,10 +226,13 @@ static void fake_answer(int s, Spand__Response *resp, int fd)
 static void *fake_daemon(void *arg)
 {
     fake_t *f = arg;
+    struct timeval tv = { 10, 0 };     /* a test that goes wrong fails, never hangs */
+    setsockopt(f->lfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);    /* accept too */
     for (int k = 0; k < FAKE_N; k++) {
         int s = accept(f->lfd, NULL, NULL);
         if (s < 0)
             break;
+        setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
         uint8_t hdr[SPAND_FRAME_HDR], body[512];
         Spand__Request *req = NULL;
         if (ct_read_all(s, hdr, sizeof hdr) && spand_frame_get_len(hdr) <= sizeof body &&
@@ -2293,6 +2305,7 @@ static void test_daemon_killed(void)
 
 int main(void)
 {
+    runner_pid = getpid();
     CU_TestInfo api[] = {
         { "attach", test_attach },
         { "attach to a daemon that answers Hello wrongly", test_attach_bad_daemon },
