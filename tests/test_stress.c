@@ -68,6 +68,10 @@ static dh_daemon_t *daemon_;
 
 static _Atomic uint64_t *bytemap;   /* one bit a byte: objects under 16 B */
 static _Atomic uint64_t *granmap;   /* one bit an 8-byte granule: the rest */
+/* The churner's error count so far, stored after each of its rounds: a
+ * churner that is killed never writes its report, and what it found wrong
+ * before must still fail the test. */
+static _Atomic long *churn_errors;
 
 /* Set (set=true) or clear the bits of [first, last] in map; false when any
  * of them was already in the state asked for. */
@@ -678,6 +682,7 @@ static void churn_child(long ops, int report)
             l->r[l->n] = r;
             l->p[l->n++] = p;
         }
+        atomic_store(churn_errors, cnt.errors);
         if (!mode_.daemon_dies)
             spc_detach();               /* the next malloc attaches again */
     }
@@ -765,8 +770,10 @@ static void test_stress(void)
         sum.large += c.large;
     }
     close(report[0]);
-    if (mode_.kill)
+    if (mode_.kill) {
         kill(pids[NPROC], SIGKILL);   /* killed already, unless the ring was quicker */
+        sum.errors += atomic_load(churn_errors);        /* it sent no report */
+    }
     for (int k = 0; k <= NPROC; k++) {
         int st = -1;
         bool killed = mode_.kill && k == NPROC;
@@ -867,7 +874,9 @@ static int start_mode(stress_mode_t m)
                    MAP_NORESERVE, -1, 0);
     granmap = mmap(NULL, GRANMAP_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS |
                    MAP_NORESERVE, -1, 0);
-    if (bytemap == MAP_FAILED || granmap == MAP_FAILED) {
+    churn_errors = mmap(NULL, sizeof *churn_errors, PROT_READ | PROT_WRITE,
+                        MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (bytemap == MAP_FAILED || granmap == MAP_FAILED || churn_errors == MAP_FAILED) {
         perror("mmap");
         return -1;
     }
@@ -930,6 +939,7 @@ static int suite_stop(void)
 {
     munmap((void *)bytemap, COVER / 8);
     munmap((void *)granmap, GRANMAP_BYTES);
+    munmap((void *)churn_errors, sizeof *churn_errors);
     if (mode_.daemon_dies) {            /* killed already: remove its files */
         dh_cleanup(daemon_);
         return 0;
