@@ -123,6 +123,19 @@ int dh_waitpid_timeout(pid_t pid, int *status, unsigned ms)
     }
 }
 
+int dh_reap(pid_t pid, int *status, unsigned ms)
+{
+    if (pid <= 0)
+        return -1;
+    if (dh_waitpid_timeout(pid, status, ms) == 0)
+        return 0;
+    fprintf(stderr, "daemon_helper: child %ld still running after %u ms; killed\n",
+            (long)pid, ms);
+    kill(pid, SIGKILL);
+    waitpid(pid, status, 0);
+    return -1;
+}
+
 int dh_start(dh_daemon_t *d, const char *const *args)
 {
     int status;

@@ -62,4 +62,9 @@ int dh_finish(dh_daemon_t *d);
 /* Wait for a child for at most `ms` milliseconds; its status or -1. */
 int dh_waitpid_timeout(pid_t pid, int *status, unsigned ms);
 
+/* The same, but a child still running then is killed (SIGKILL) and reaped,
+ * so that a failed test leaves no process behind: 0, or -1 (*status is the
+ * killed child's). */
+int dh_reap(pid_t pid, int *status, unsigned ms);
+
 #endif /* SPD_DAEMON_HELPER_H */

@@ -179,7 +179,7 @@ static void test_copy_in_fork_child(void)
               copy_finds(q) ? 0 : 2);
     }
     int st;
-    CU_ASSERT_EQUAL(waitpid(pid, &st, 0), pid);
+    CU_ASSERT_EQUAL(dh_reap(pid, &st, 10000), 0);
     CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
@@ -471,7 +471,7 @@ static void test_exiting(void)
     if (pid == 0)
         _exit(exiting_child(v, s[0], before));
     int st = -1;
-    CU_ASSERT_EQUAL(dh_waitpid_timeout(pid, &st, 10000), 0);
+    CU_ASSERT_EQUAL(dh_reap(pid, &st, 10000), 0);
     CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
         fprintf(stderr, "exiting child: status %#x\n", st);
@@ -572,7 +572,7 @@ static void test_retention(void)
         _exit(retention_child());
     }
     int st = -1;
-    CU_ASSERT_EQUAL(dh_waitpid_timeout(pid, &st, 60000), 0);
+    CU_ASSERT_EQUAL(dh_reap(pid, &st, 60000), 0);
     CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
         fprintf(stderr, "retention child: status %#x\n", st);

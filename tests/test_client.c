@@ -137,7 +137,7 @@ static void kid_close_others(const kid_t *k)
 static void kid_reap(kid_t *k, int timeout_ms)
 {
     int st = 0;
-    CU_ASSERT_EQUAL(dh_waitpid_timeout(k->pid, &st, timeout_ms), 0);
+    CU_ASSERT_EQUAL(dh_reap(k->pid, &st, timeout_ms), 0);
     CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     close(k->up[0]), close(k->up[1]), close(k->down[0]), close(k->down[1]);
 }
@@ -402,7 +402,7 @@ static void test_attach_address_taken(void)
         _exit(rc == -EEXIST && p == NULL && errno == ENOTCONN ? 0 : 1);
     }
     int st;
-    CU_ASSERT_EQUAL(dh_waitpid_timeout(pid, &st, 10000), 0);
+    CU_ASSERT_EQUAL(dh_reap(pid, &st, 10000), 0);
     CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
@@ -687,7 +687,7 @@ static void expect_abort(void (*what)(void), const char *reason)
     out[n] = '\0';
     close(fds[0]);
     int st = 0;
-    CU_ASSERT_EQUAL(dh_waitpid_timeout(pid, &st, 10000), 0);
+    CU_ASSERT_EQUAL(dh_reap(pid, &st, 10000), 0);
     CU_ASSERT(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
     char ptr[64] = "";
     const char *at = strstr(out, "ptr=");
@@ -1174,7 +1174,7 @@ static void test_pool_cross_process(void)
         _exit(bad);
     }
     int st = 0;
-    CU_ASSERT_EQUAL(dh_waitpid_timeout(pid, &st, 10000), 0);
+    CU_ASSERT_EQUAL(dh_reap(pid, &st, 10000), 0);
     CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     CU_ASSERT_FATAL(pool_stats(&s1));
     CU_ASSERT_EQUAL(s1.puts, s0.puts + 1);
@@ -1415,7 +1415,7 @@ static void test_large_burst_killed(void)
     CU_ASSERT_EQUAL(s1.pool_bytes, s0.pool_bytes + 3 * PSZ);   /* its cache */
     kill(pid, SIGKILL);
     int st = 0;
-    CU_ASSERT_EQUAL(dh_waitpid_timeout(pid, &st, 10000), 0);
+    CU_ASSERT_EQUAL(dh_reap(pid, &st, 10000), 0);
     close(k.up[0]), close(k.up[1]), close(k.down[0]), close(k.down[1]);
     long n = 1;
     for (int i = 0; i < 200 && (n = ct_client_sessions(daemon_->sock, pid)) != 0; i++)
@@ -1811,7 +1811,7 @@ static void test_fork_pending_frees(void)
         _exit(q == NULL ? 1 : 0);
     }
     int st;
-    CU_ASSERT_EQUAL(dh_waitpid_timeout(pid, &st, 10000), 0);
+    CU_ASSERT_EQUAL(dh_reap(pid, &st, 10000), 0);
     CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     pthread_barrier_wait(&freer_exit);          /* the parent's thread pushes */
     pthread_join(th, NULL);
@@ -2038,7 +2038,7 @@ static void exec_ends_session(bool close_first)
     CU_ASSERT_EQUAL(waitpid(pid, NULL, WNOHANG), 0);  /* while the process runs */
     kill(pid, SIGKILL);
     int st = 0;
-    CU_ASSERT_EQUAL(dh_waitpid_timeout(pid, &st, 10000), 0);
+    CU_ASSERT_EQUAL(dh_reap(pid, &st, 10000), 0);
     CU_ASSERT(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);   /* it was sleep(1) */
     close(up[0]), close(up[1]), close(down[0]), close(down[1]);
     spc_detach();                               /* this process too (earlier tests) */
@@ -2267,7 +2267,7 @@ static void test_ring_load(void)
     close(go[1]);
     for (int k = 0; k < NPROC; k++) {
         int st;
-        CU_ASSERT_EQUAL(dh_waitpid_timeout(pids[k], &st, 30000), 0);
+        CU_ASSERT_EQUAL(dh_reap(pids[k], &st, 30000), 0);
         CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     }
     close(report[0]);

@@ -1204,7 +1204,7 @@ static void test_other_uid_refused(void)
         _exit(rc == -EPIPE || rc == -ECONNRESET ? 0 : 6);
     }
     int status = -1;
-    CU_ASSERT_EQUAL(dh_waitpid_timeout(pid, &status, 10000), 0);
+    CU_ASSERT_EQUAL(dh_reap(pid, &status, 10000), 0);
     CU_ASSERT(WIFEXITED(status));
     CU_ASSERT_EQUAL(WEXITSTATUS(status), 0);
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
@@ -1295,7 +1295,7 @@ static void check_adoption(bool by_kill)
     if (by_kill)
         kill(pid, SIGKILL);
     close(go[1]);                             /* exits, if still alive */
-    CU_ASSERT_EQUAL(dh_waitpid_timeout(pid, &status, 5000), 0);
+    CU_ASSERT_EQUAL(dh_reap(pid, &status, 5000), 0);
     CU_ASSERT(by_kill ? WIFSIGNALED(status) : (WIFEXITED(status) && !WEXITSTATUS(status)));
     double t0 = now_s(), waited = 0;
     uint32_t nclients = 1;
@@ -1879,7 +1879,7 @@ static void test_allowed_uid_and_config(void)
     if (pid == 0)
         nobody_hello(d->sock, 0);
     int status = -1;
-    CU_ASSERT_EQUAL(dh_waitpid_timeout(pid, &status, 10000), 0);
+    CU_ASSERT_EQUAL(dh_reap(pid, &status, 10000), 0);
     CU_ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
         fprintf(stderr, "allowed-uid child: status %#x\n", status);

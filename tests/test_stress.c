@@ -777,7 +777,7 @@ static void test_stress(void)
     for (int k = 0; k <= NPROC; k++) {
         int st = -1;
         bool killed = mode_.kill && k == NPROC;
-        CU_ASSERT_EQUAL(dh_waitpid_timeout(pids[k], &st, 300000), 0);
+        CU_ASSERT_EQUAL(dh_reap(pids[k], &st, 300000), 0);
         if (killed) {
             CU_ASSERT(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
         } else {
