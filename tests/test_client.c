@@ -1587,7 +1587,8 @@ static void test_threads_exchange(void)
     pthread_barrier_destroy(&barrier);
     CU_ASSERT_EQUAL(thread_errors, 0);
     /* the threads exited: their caches went back; nothing is live */
-    CU_ASSERT(ct_client_spans(daemon_->sock, getpid()) <= 0);
+    long held = ct_client_spans(daemon_->sock, getpid());
+    CU_ASSERT(held == 0 || held == -1);          /* -2 would be a failed request */
     spc_detach();
     assert_nothing_live();
 }

@@ -410,6 +410,8 @@ static void test_refill_release(void)
         CU_ASSERT_EQUAL(counter(r->stats, "releases"), 4);
         CU_ASSERT_EQUAL(r->stats->classes[6]->spans_held, got);   /* class 7 */
         CU_ASSERT_EQUAL(r->stats->clients, 1);
+    } else {
+        CU_FAIL("Stats failed");
     }
     done(r);
     shm_arena_close(&a);
@@ -1384,6 +1386,8 @@ static void test_scavenge_now(void)
         CU_ASSERT(r->stats->unbacked_bytes >= 46u << 20);
         CU_ASSERT(counter(r->stats, "scavenged_bytes") >= 46u << 20);
         CU_ASSERT_EQUAL(counter(r->stats, "scavenges"), 1);
+    } else {
+        CU_FAIL("Stats failed");
     }
     done(r);
     ctl_close(&c);
@@ -2830,6 +2834,8 @@ static void rq_reopen(rq_t *rq, int who)
     r = stats(&k->c, false);
     if (r && r->stats) {
         CU_ASSERT_EQUAL(counter(r->stats, "adopted_spans") - adopted0, nspans + nextra);
+    } else {
+        CU_FAIL("Stats failed");
     }
     done(r);
     rq_check_released(rq, gone, nspans);
