@@ -170,12 +170,8 @@ int dh_run_expect_exit(dh_daemon_t *d, const char *const *args, char *err, size_
     pid_t pid = spawn(d, args, errfile);
     if (pid < 0)
         return -1;
-    if (dh_waitpid_timeout(pid, &status, 10000) != 0) {
-        kill(pid, SIGKILL);
-        waitpid(pid, &status, 0);
-    } else if (WIFEXITED(status)) {
+    if (dh_reap(pid, &status, 10000) == 0 && WIFEXITED(status))
         rc = WEXITSTATUS(status);
-    }
     err[0] = '\0';
     FILE *f = fopen(errfile, "r");
     if (f) {

@@ -190,6 +190,15 @@ static uint64_t counter_now(const dh_daemon_t *d, const char *name)
     return v;
 }
 
+/* The shared-memory object of d exists (a refused start, a clean stop leave none). */
+static bool shm_exists(const dh_daemon_t *d)
+{
+    int fd = shm_open(d->shm, O_RDONLY, 0);
+    if (fd >= 0)
+        close(fd);
+    return fd >= 0;
+}
+
 /* The daemon answers Ping on a new connection and its verifier passes. */
 static void check_healthy(const dh_daemon_t *d)
 {
@@ -826,6 +835,16 @@ static void test_bad_frames(void)
     finish(d);
 }
 
+/* Append request `req` with id `id` as one frame to buf[*len..]. */
+static void put_frame(uint8_t *buf, size_t *len, Spand__Request *req, uint64_t id)
+{
+    req->id = id;
+    size_t n = spand__request__get_packed_size(req);
+    spand_frame_put_len(buf + *len, (uint32_t)n);
+    spand__request__pack(req, buf + *len + SPAND_FRAME_HDR);
+    *len += SPAND_FRAME_HDR + n;
+}
+
 /* Many frames in one write are all answered, in order, with their ids;
  * a Hello among them brings its fd and keeps the order. */
 static void test_pipelined(void)
@@ -841,7 +860,6 @@ static void test_pipelined(void)
         Spand__Request req = SPAND__REQUEST__INIT;
         Spand__Ping p = SPAND__PING__INIT;
         Spand__Hello h = SPAND__HELLO__INIT;
-        req.id = i + 1;
         if (i == HELLO_AT) {
             h.protocol_version = SPAND_PROTOCOL_VERSION;
             req.body_case = SPAND__REQUEST__BODY_HELLO;
@@ -851,10 +869,7 @@ static void test_pipelined(void)
             req.body_case = SPAND__REQUEST__BODY_PING;
             req.ping = &p;
         }
-        size_t n = spand__request__get_packed_size(&req);
-        spand_frame_put_len(buf + len, (uint32_t)n);
-        spand__request__pack(&req, buf + len + SPAND_FRAME_HDR);
-        len += SPAND_FRAME_HDR + n;
+        put_frame(buf, &len, &req, i + 1);
     }
     CU_ASSERT_EQUAL(ctl_send_raw(&c, buf, len), 0);
     free(buf);
@@ -948,14 +963,7 @@ static void test_out_of_fds(void)
         ctl_close(&c[i]);               /* and makes room for the next */
     }
     CU_ASSERT_EQUAL(late, K - nans);
-    FILE *f = fopen(d->log, "r");
-    char line[512];
-    bool logged = false;
-    while (f && fgets(line, sizeof line, f))
-        logged = logged || strstr(line, "not accepting for 1 s") != NULL;
-    if (f)
-        fclose(f);
-    CU_ASSERT(logged);
+    CU_ASSERT(log_has(d, "not accepting for 1 s"));
     finish(d);
 }
 
@@ -990,15 +998,6 @@ static void *slow_writer(void *arg)
     return NULL;
 }
 
-/* Append request `req` with id `id` as one frame to buf[*len..]. */
-static void put_frame(uint8_t *buf, size_t *len, Spand__Request *req, uint64_t id)
-{
-    req->id = id;
-    size_t n = spand__request__get_packed_size(req);
-    spand_frame_put_len(buf + *len, (uint32_t)n);
-    spand__request__pack(req, buf + *len + SPAND_FRAME_HDR);
-    *len += SPAND_FRAME_HDR + n;
-}
 
 /* A client that sends much and does not read: once its answers waiting in
  * the daemon pass SPD_OUTPUT_MAX (4 MiB), the daemon parses nothing more
@@ -1443,11 +1442,8 @@ static int run_capture(const char *const *argv, char *out, size_t len)
         n += (size_t)k;
     out[n] = '\0';
     close(p[0]);
-    if (dh_waitpid_timeout(pid, &status, 10000) != 0) {
-        kill(pid, SIGKILL);
-        waitpid(pid, &status, 0);
+    if (dh_reap(pid, &status, 10000) != 0)
         return -1;
-    }
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
@@ -1628,15 +1624,6 @@ static void test_second_daemon_refused(void)
     finish(d);                                           /* the first one is fine */
 }
 
-/* The shared-memory object of d exists (a refused start must leave none). */
-static bool shm_exists(const dh_daemon_t *d)
-{
-    int fd = shm_open(d->shm, O_RDONLY, 0);
-    if (fd >= 0)
-        close(fd);
-    return fd >= 0;
-}
-
 /* Run spand with socket path `path` (NULL: no -s, the default path),
  * expecting it to refuse with exit status `status` (1: at start, 2: bad
  * usage) and a message containing `want`, leaving no arena behind. */
@@ -1806,10 +1793,7 @@ static void test_sigterm_cleanup(void)
     ctl_close(&c);
     CU_ASSERT(access(d->sock, F_OK) != 0 && errno == ENOENT);
     CU_ASSERT(access(d->pidfile, F_OK) != 0 && errno == ENOENT);
-    int fd = shm_open(d->shm, O_RDONLY, 0);
-    CU_ASSERT(fd < 0 && errno == ENOENT);
-    if (fd >= 0)
-        close(fd);
+    CU_ASSERT(!shm_exists(d));
     dh_cleanup(d);
 }
 
@@ -1820,10 +1804,7 @@ static void test_stale_replaced(void)
     dh_daemon_t *d = start(NULL);
     dh_kill(d);
     CU_ASSERT_EQUAL(access(d->sock, F_OK), 0);
-    int fd = shm_open(d->shm, O_RDONLY, 0);
-    CU_ASSERT(fd >= 0);
-    if (fd >= 0)
-        close(fd);
+    CU_ASSERT(shm_exists(d));
     CU_ASSERT_FATAL(dh_start(d, NULL) == 0);
     CU_ASSERT(log_has(d, "stale arena"));
     finish(d);

@@ -361,15 +361,8 @@ static void fork_frees(local_t *l, counts_t *cnt)
         exit(errors ? 1 : 0);
     }
     int st = -1;
-    errno = 0;
-    if (dh_waitpid_timeout(pid, &st, 60000) != 0) {
-        cnt->errors++;
-        fprintf(stderr, "stress: fork child %ld: %s\n", (long)pid,
-                errno ? strerror(errno) : "still running after 60 s; killed");
-        kill(pid, SIGKILL);             /* leave no process behind */
-        waitpid(pid, &st, 0);
-    } else if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-        cnt->errors++;
+    if (dh_reap(pid, &st, 60000) != 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        cnt->errors++;              /* (dh_reap kills one still running) */
         fprintf(stderr, "stress: fork child %ld ended with status %#x\n", (long)pid, st);
     }
     l->n -= m;
